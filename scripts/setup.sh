@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv in the checkout and install wsss-ray into it. Idempotent: a second
+# run only checks that the install is current and returns within seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+STAMP="$VENV/.wsss-ray-installed"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+
+# Reinstall only when the dependency list changed since the last install.
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+  exit 0
+fi
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch first, from the machine's wheel cache, so nothing else pulls a different build.
+"$VENV/bin/pip" install --quiet "torch==2.14.1" "torchvision==0.29.1"
+"$VENV/bin/pip" install --quiet -e ".[test]"
+echo "$want" > "$STAMP"
+echo "wsss-ray installed in $VENV"

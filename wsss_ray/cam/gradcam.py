@@ -1,0 +1,162 @@
+"""CLIP-ES softmax-GradCAM, batched over every (image, class) pair.
+
+What the reference code does (see ../shared/reference/methods.md §1b), and so what
+this does: blocks 0..L-2 run once per image without gradients; the last block runs
+with gradients; the image embedding is ``ln_post`` -> mean of patch tokens ->
+projection, L2-normalised; logits are scaled cosines against the image's present
+classes followed by the background words; the back-propagated scalar is the
+softmax probability of the target class; activations and gradients are taken at
+the output of the last block's ``ln_1``; channel weights are the spatial mean of
+the gradient; the CAM is ReLU(sum_c w_c A_c), min-max normalised to [0, 1].
+
+The reference runs the last block once per class. Here every (image, class) pair
+gets its own copy of the last block's input, all pairs go through the last block
+together, and one backward pass of the summed scores yields each pair's gradient
+(pairs share no activations, so the gradients are exactly the per-class ones).
+``gradcam_loop`` is the reference's per-class loop, kept for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsss_ray.clip import patch_size, pool_tokens, vit_tokens
+
+SCORES = ("softmax", "logit")
+
+
+def patch_aligned_size(height: int, width: int, patch: int, scale: float = 1.0) -> tuple[int, int]:
+    """CLIP-ES input size: the image's own size times `scale`, rounded up to a patch multiple."""
+    return (max(patch, math.ceil(scale * height / patch) * patch),
+            max(patch, math.ceil(scale * width / patch) * patch))
+
+
+def to_model_input(image: np.ndarray, size: tuple[int, int], mean, std) -> torch.Tensor:
+    """uint8 HxWx3 RGB -> normalised 3xH'xW' float tensor at `size` (bicubic, as CLIP-ES)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    if tuple(x.shape[1:]) != tuple(size):
+        x = F.interpolate(x[None], size=size, mode="bicubic", align_corners=False)[0].clamp_(0, 1)
+    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+@dataclass
+class Encoded:
+    """One forward of blocks 0..L-2 for a batch of same-size images."""
+
+    last_in: torch.Tensor              # Bx(1+N)xD input of the last block
+    attention: list[torch.Tensor]      # captured Bx(1+N)x(1+N) maps, oldest first (last block included)
+    grid: tuple[int, int]              # (gh, gw), N = gh*gw
+
+
+@torch.no_grad()
+def encode(model, images: torch.Tensor, attention_layers: int = 0) -> Encoded:
+    """Run all blocks but the last; capture the attention of the last `attention_layers` blocks."""
+    blocks = model.visual.transformer.resblocks
+    p = patch_size(model)
+    last_in, attn = vit_tokens(model, images, stop_at=len(blocks) - 1, capture=max(attention_layers - 1, 0))
+    if attention_layers > 0:
+        from wsss_ray.clip import block_attention
+
+        attn = attn + [block_attention(blocks[-1], last_in)]
+    return Encoded(last_in, attn, (images.shape[-2] // p, images.shape[-1] // p))
+
+
+@contextlib.contextmanager
+def _capture_ln1(block):
+    """Record the output of `block.ln_1` (the CLIP-ES target layer) while the block runs."""
+    store: list[torch.Tensor] = []
+    handle = block.ln_1.register_forward_hook(lambda m, i, o: store.append(o))
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def _cam_from(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Grad-CAM of Px(1+N)xD activations/gradients (class token dropped) -> Pxghxgw in [0,1]."""
+    a, g = acts[:, 1:], grads[:, 1:]
+    weights = g.mean(dim=1, keepdim=True)                   # spatial mean of the gradient per channel
+    cam = F.relu((weights * a).sum(-1)).reshape(-1, *grid)  # ReLU(sum_c w_c A_c)
+    return minmax(cam)
+
+
+def minmax(cam: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max normalisation over the last two dims, as CLIP-ES's scale_cam_image."""
+    flat = cam.flatten(-2)
+    lo = flat.min(-1, keepdim=True).values
+    flat = flat - lo
+    flat = flat / (1e-7 + flat.max(-1, keepdim=True).values)
+    return flat.view_as(cam)
+
+
+def _scores(model, tokens: torch.Tensor, text: torch.Tensor, valid: torch.Tensor, target: torch.Tensor,
+            score: str) -> torch.Tensor:
+    """The scalar per row that is back-propagated: softmax prob (or raw logit) of `target`.
+
+    tokens: Px(1+N)xD last-block outputs; text: PxTxD rows (padded); valid: PxT.
+    """
+    img = F.normalize(pool_tokens(model, tokens), dim=-1)
+    logits = model.logit_scale.exp() * torch.einsum("pd,ptd->pt", img, text)
+    if score == "softmax":
+        logits = logits.masked_fill(~valid, float("-inf")).softmax(-1)
+    elif score != "logit":
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    return logits.gather(1, target[:, None])[:, 0]
+
+
+def _padded(texts: list[torch.Tensor], rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the text rows of images `rows` into PxTxD, zero-padded, with a PxT validity mask."""
+    width = max(texts[b].shape[0] for b in rows)
+    text = texts[rows[0]].new_zeros((len(rows), width, texts[rows[0]].shape[1]))
+    valid = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, b in enumerate(rows):
+        text[i, :texts[b].shape[0]] = texts[b]
+        valid[i, :texts[b].shape[0]] = True
+    return text, valid
+
+
+def _last_block_cams(model, enc: Encoded, texts: list[torch.Tensor], pairs: list[tuple[int, int]],
+                     score: str) -> torch.Tensor:
+    """Pxghxgw CAMs for (image, target row) pairs, all through the last block at once."""
+    block = model.visual.transformer.resblocks[-1]
+    rows = [b for b, _ in pairs]
+    text, valid = _padded(texts, rows)
+    target = torch.tensor([t for _, t in pairs])
+    x = enc.last_in[rows]
+    with torch.enable_grad(), _capture_ln1(block) as store:
+        s = _scores(model, block(x), text, valid, target, score)
+        grads = torch.autograd.grad(s.sum(), store[0])[0]
+    return _cam_from(store[0].detach(), grads, enc.grid)
+
+
+def softmax_gradcam(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]],
+                    score: str = "softmax", max_pairs: int = 64) -> list[torch.Tensor]:
+    """CAMs of every (image, target) pair, `max_pairs` pairs per last-block pass.
+
+    Args:
+        enc: output of :func:`encode` for B images.
+        texts: per image, the TxD text rows its softmax runs over (see TextFeatures.for_image).
+        targets: per image, the rows (into its texts) to explain, one CAM each.
+        score: ``softmax`` (CLIP-ES) or ``logit`` (plain Grad-CAM of the raw similarity).
+        max_pairs: pairs per pass (bounds memory; the CAMs do not depend on it).
+
+    Returns: per image, a Kxghxgw tensor in [0,1] (K = len(targets[b])).
+    """
+    pairs = [(b, t) for b, ts in enumerate(targets) for t in ts]
+    chunks = [_last_block_cams(model, enc, texts, pairs[i:i + max_pairs], score)
+              for i in range(0, len(pairs), max_pairs)]
+    flat = torch.cat(chunks) if chunks else enc.last_in.new_zeros((0, *enc.grid))
+    return list(torch.split(flat, [len(ts) for ts in targets]))
+
+
+def gradcam_loop(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]],
+                 score: str = "softmax") -> list[torch.Tensor]:
+    """The reference implementation's order: one image, one class, one last-block pass at a time."""
+    return [torch.cat([_last_block_cams(model, enc, texts, [(b, t)], score) for t in ts]) if ts
+            else enc.last_in.new_zeros((0, *enc.grid)) for b, ts in enumerate(targets)]

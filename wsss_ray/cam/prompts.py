@@ -1,0 +1,127 @@
+"""Text features for a labelset: templates, synonym fusion, background words, prompt selection.
+
+CLIP-ES encodes every class with one template (``a clean origami {}.``), fuses a
+class's synonyms by writing them into the one prompt (``bird avian``,
+``person with clothes,people,human``), and adds background words (ground, sky,
+water, ...) as extra non-target classes of the softmax. Template embeddings are
+L2-normalised, averaged and normalised again (``zeroshot_classifier``).
+
+Sharpness-based prompt selection scores each candidate template by how peaked
+CLIP's class distribution is on labelled images: for each image, the softmax over
+all classes + background words, and its score is the summed probability of the
+image's true classes divided by the entropy of the distribution (sharp and right
+wins). CLIP-ES's own selection code was not released (their Eq. 9 is not
+reproduced here); this is the same idea with a stated formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from wsss_ray.labelset import Labelset
+
+SYNONYM_FUSIONS = ("concat", "mean", "name")
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """L2-normalised text embeddings: `classes` KxD in labelset order, `background` MxD."""
+
+    classes: torch.Tensor
+    background: torch.Tensor
+    templates: tuple[str, ...]
+    synonym_fusion: str
+
+    def for_image(self, class_ids: list[int], softmax_over: str = "present") -> tuple[torch.Tensor, list[int]]:
+        """The text rows an image's softmax runs over and the row of each of its classes.
+
+        ``present`` (CLIP-ES): the image's K classes then the M background words;
+        ``all``: every labelset class then the background words.
+        """
+        if softmax_over == "present":
+            rows = torch.cat([self.classes[class_ids], self.background])
+            return rows, list(range(len(class_ids)))
+        if softmax_over == "all":
+            return torch.cat([self.classes, self.background]), list(class_ids)
+        raise ValueError(f"softmax_over must be 'present' or 'all', got {softmax_over!r}")
+
+
+def class_texts(labelset: Labelset, synonym_fusion: str = "concat") -> list[list[str]]:
+    """The class text(s) of each class: one fused string (concat, name) or one per synonym (mean)."""
+    if synonym_fusion == "concat":
+        return [[", ".join(c.words)] for c in labelset.classes]
+    if synonym_fusion == "mean":
+        return [list(c.words) for c in labelset.classes]
+    if synonym_fusion == "name":
+        return [[c.name] for c in labelset.classes]
+    raise ValueError(f"synonym_fusion must be one of {SYNONYM_FUSIONS}, got {synonym_fusion!r}")
+
+
+@torch.no_grad()
+def encode_texts(model, tokenizer, groups: list[list[str]], templates: tuple[str, ...]) -> torch.Tensor:
+    """One embedding per group: every (text, template) encoded, normalised, averaged, normalised."""
+    flat = [t.format(text) for group in groups for text in group for t in templates]
+    device = next(model.parameters()).device
+    emb = F.normalize(model.encode_text(tokenizer(flat).to(device)).float(), dim=-1)
+    out, i = [], 0
+    for group in groups:
+        n = len(group) * len(templates)
+        out.append(F.normalize(emb[i:i + n].mean(0), dim=-1))
+        i += n
+    return torch.stack(out)
+
+
+def text_features(model, tokenizer, labelset: Labelset, templates: tuple[str, ...] | None = None,
+                  synonym_fusion: str = "concat", background: bool = True) -> TextFeatures:
+    """Encode a labelset's classes and background words once (cache the result per model)."""
+    templates = tuple(templates or labelset.templates)
+    classes = encode_texts(model, tokenizer, class_texts(labelset, synonym_fusion), templates)
+    words = list(labelset.background) if background else []
+    bg = (encode_texts(model, tokenizer, [[w] for w in words], templates) if words
+          else classes.new_zeros((0, classes.shape[1])))
+    return TextFeatures(classes, bg, templates, synonym_fusion)
+
+
+def sharpness(probs: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Per-image sharpness: probability mass on true classes / entropy of the distribution.
+
+    probs: BxC softmax over classes (+ background words); truth: BxC bool (background False).
+    """
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1)
+    return (probs * truth).sum(1) / entropy.clamp_min(1e-6)
+
+
+@torch.no_grad()
+def rank_templates(model, tokenizer, image_features: torch.Tensor, class_ids: list[list[int]],
+                   labelset: Labelset, candidates: list[str], synonym_fusion: str = "concat") -> list[tuple[str, float]]:
+    """Score each candidate template by mean sharpness on labelled images; best first.
+
+    image_features: BxD L2-normalised image embeddings; class_ids: each image's labels.
+    """
+    scale = model.logit_scale.exp().float()
+    truth = torch.zeros(len(class_ids), len(labelset) + len(labelset.background), dtype=torch.bool)
+    for i, ids in enumerate(class_ids):
+        truth[i, ids] = True
+    ranking = []
+    for template in candidates:
+        tf = text_features(model, tokenizer, labelset, (template,), synonym_fusion)
+        text = torch.cat([tf.classes, tf.background])
+        probs = (scale * image_features @ text.T).softmax(-1)
+        ranking.append((template, float(sharpness(probs, truth).mean())))
+    return sorted(ranking, key=lambda r: -r[1])
+
+
+# Candidate templates for selection: CLIP-ES's two plus common CLIP prompts.
+CANDIDATE_TEMPLATES = (
+    "a clean origami {}.",
+    "a rendering of a weird {}.",
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "a photo of the {}.",
+    "an image of a {}.",
+    "a rendering of a {}.",
+    "{}.",
+)

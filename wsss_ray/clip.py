@@ -1,0 +1,298 @@
+"""CLIP loading and the two hooks CAM methods need, on top of open_clip.
+
+``load_clip(spec)`` resolves every model spec the project accepts:
+
+- ``toyclip``: the tiny CLIP bundled in the package (trained on the toy world);
+- ``local-dir:PATH``: a folder with ``open_clip_config.json`` and weights, the format
+  open_clip itself reads and the bundled model uses;
+- an open_clip model name with ``pretrained`` = a tag (``ViT-B-16`` + ``openai``) or
+  a local checkpoint file;
+- ``hf-hub:ORG/REPO``.
+
+Anything that needs a download is tried from the local cache first; when that
+misses and the hub is unreachable, loading fails within seconds with a message
+saying how to pass a local copy.
+
+The hooks, without editing open_clip: :func:`vit_tokens` runs the vision tower at
+any patch-aligned input size (positional embeddings interpolated as CLIP-ES does)
+and returns the tokens entering a chosen block; :func:`block_attention`
+recomputes a block's self-attention weights on the autograd path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+TOYCLIP = "toyclip"
+LOCAL_DIR = "local-dir:"
+HF_HUB = "hf-hub:"
+_PACKAGE = resources.files("wsss_ray")
+TOYCLIP_CONFIG: dict = json.loads(_PACKAGE.joinpath("model_configs", "toyclip.json").read_text())
+open_clip.add_model_config(Path(str(_PACKAGE.joinpath("model_configs"))))
+
+
+class ClipLoadError(RuntimeError):
+    """A model spec could not be loaded; the message says what to do instead."""
+
+
+@dataclass
+class LoadedClip:
+    """What :func:`load_clip` returns: the model (eval mode), its preprocess and tokenizer."""
+
+    model: open_clip.CLIP
+    preprocess: Callable
+    tokenizer: Callable
+    spec: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def patch_size(self) -> int:
+        return patch_size(self.model)
+
+
+def bundled_toyclip_dir() -> Path:
+    return Path(str(_PACKAGE.joinpath("weights", TOYCLIP)))
+
+
+def create_toyclip() -> open_clip.CLIP:
+    """A randomly initialised toyclip (the architecture in model_configs/toyclip.json)."""
+    return open_clip.create_model(TOYCLIP)
+
+
+def get_tokenizer(spec: str = TOYCLIP):
+    return open_clip.get_tokenizer(spec)
+
+
+def save_local_dir(model: open_clip.CLIP, path: str | Path, model_cfg: dict | None = None,
+                   half: bool = True) -> Path:
+    """Write `model` as an open_clip ``local-dir:`` folder (config JSON + safetensors).
+
+    Weights are stored in float16 by default (half the size); they load back into float32.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+             for k, v in model.state_dict().items()}
+    save_file(state, str(path / "open_clip_model.safetensors"))
+    config = {
+        "model_cfg": model_cfg or TOYCLIP_CONFIG,
+        "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)},
+    }
+    (path / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    return path
+
+
+# ------------------------------------------------------------------ loading
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split a model spec into (kind, value): kind is toyclip | local-dir | hf-hub | open_clip."""
+    if spec == TOYCLIP:
+        return TOYCLIP, str(bundled_toyclip_dir())
+    if spec.startswith(LOCAL_DIR):
+        return "local-dir", spec[len(LOCAL_DIR):]
+    if spec.startswith(HF_HUB):
+        return "hf-hub", spec[len(HF_HUB):]
+    return "open_clip", spec
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """True if a TCP connection to `host` opens within `timeout` s (DNS included)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
+
+
+@contextlib.contextmanager
+def _hf_offline():
+    """Make huggingface_hub use its local cache only, for the duration of the block."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _create(name: str, pretrained: str | None, device: str, image_size: int | None):
+    kwargs = {"device": device}
+    if image_size:
+        kwargs["force_image_size"] = image_size
+    return open_clip.create_model_and_transforms(name, pretrained=pretrained, **kwargs)
+
+
+def _needs_download(kind: str, pretrained: str | None) -> bool:
+    return kind == "hf-hub" or (kind == "open_clip" and bool(pretrained) and not Path(pretrained).is_file())
+
+
+def load_clip(spec: str = TOYCLIP, pretrained: str | None = None, device: str = "cpu",
+              image_size: int | None = None) -> LoadedClip:
+    """Load a CLIP model, preprocess and tokenizer for `spec` (see the module docstring).
+
+    Args:
+        spec: ``toyclip``, ``local-dir:PATH``, ``hf-hub:ORG/REPO`` or an open_clip model name.
+        pretrained: for an open_clip name, a tag (``openai``) or a local weights file;
+            ignored by the other kinds, as in open_clip.
+        device: where to put the model.
+        image_size: build the model for this input size (positional embeddings resized
+            at load); CAM methods interpolate on the fly anyway, see :func:`vit_tokens`.
+    """
+    kind, value = parse_spec(spec)
+    if kind in (TOYCLIP, "local-dir"):
+        folder = Path(value)
+        if not (folder / "open_clip_config.json").is_file():
+            hint = ("the bundled toyclip weights are missing from the package; reinstall wsss-ray"
+                    if kind == TOYCLIP else "pass a folder with open_clip_config.json and open_clip_model.safetensors")
+            raise ClipLoadError(f"no open_clip_config.json in {folder}: {hint}")
+        name = LOCAL_DIR + str(folder)
+    elif kind == "hf-hub":
+        name = spec
+    else:
+        if value not in open_clip.list_models():
+            raise ClipLoadError(f"unknown open_clip model {value!r}; choose one of open_clip.list_models(), "
+                                f"or use local-dir:PATH / hf-hub:ORG/REPO / toyclip")
+        name = value
+    try:
+        if _needs_download(kind, pretrained):
+            try:
+                with _hf_offline():
+                    model, _, preprocess = _create(name, pretrained, device, image_size)
+            except Exception as cached_error:
+                if not _hub_reachable():
+                    raise ClipLoadError(
+                        f"model {spec!r}{f' (pretrained={pretrained!r})' if pretrained else ''} is not in the local "
+                        f"cache and the Hugging Face Hub is unreachable; download the weights on a machine with "
+                        f"network access and pass --model local-dir:PATH (open_clip_config.json + weights) or "
+                        f"--pretrained /path/to/weights.safetensors"
+                    ) from cached_error
+                model, _, preprocess = _create(name, pretrained, device, image_size)
+        else:
+            model, _, preprocess = _create(name, pretrained, device, image_size)
+    except ClipLoadError:
+        raise
+    except Exception as e:  # surface open_clip's reason in one line
+        raise ClipLoadError(f"could not load model {spec!r}: {type(e).__name__}: {e}") from e
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+    std = tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
+    return LoadedClip(model, preprocess, tokenizer, spec, mean, std)
+
+
+# ------------------------------------------------------------------ vision hooks
+
+
+def patch_size(model: open_clip.CLIP) -> int:
+    ps = model.visual.conv1.kernel_size
+    return int(ps[0] if isinstance(ps, tuple) else ps)
+
+
+def _check_vit(model: open_clip.CLIP) -> None:
+    v = model.visual
+    if not isinstance(v, open_clip.transformer.VisionTransformer):
+        raise ClipLoadError(f"CAM methods need a ViT image tower; {type(v).__name__} (e.g. a ResNet CLIP) "
+                            f"is not supported, use a ViT model such as ViT-B-16")
+
+
+def interpolate_pos_embed(model: open_clip.CLIP, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """The positional embedding resized to a (gh, gw) patch grid: (1 + gh*gw, width).
+
+    Bilinear, as CLIP-ES does on every forward; the class position is kept as is.
+    """
+    pos = model.visual.positional_embedding
+    n = pos.shape[0] - 1
+    side = int(round(n ** 0.5))
+    if (side, side) == tuple(grid_hw):
+        return pos
+    grid = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=grid_hw, mode="bilinear", align_corners=False)
+    return torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(-1, pos.shape[1])], dim=0)
+
+
+def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None = None,
+               capture: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run the image tower up to (not including) block `stop_at` at any patch-aligned size.
+
+    Args:
+        images: Bx3xHxW normalised, H and W multiples of the patch size.
+        stop_at: index of the first block not to run (None = all blocks).
+        capture: return the head-averaged self-attention of the last `capture` blocks run.
+
+    Returns:
+        tokens: Bx(1+N)xD, the input of block `stop_at` (class token first, N = H/p * W/p).
+        attentions: list of Bx(1+N)x(1+N) maps, oldest block first.
+    """
+    _check_vit(model)
+    v = model.visual
+    p = patch_size(model)
+    if images.shape[-1] % p or images.shape[-2] % p:
+        raise ValueError(f"image size {tuple(images.shape[-2:])} is not a multiple of the patch size {p}; "
+                         f"resize to a multiple first (see cam.gradcam.patch_aligned_size)")
+    gh, gw = images.shape[-2] // p, images.shape[-1] // p
+    x = v.conv1(images).flatten(2).transpose(1, 2)
+    cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + interpolate_pos_embed(model, (gh, gw)).to(x.dtype)
+    x = v.ln_pre(x)
+    blocks = v.transformer.resblocks
+    stop = len(blocks) if stop_at is None else stop_at
+    attentions = []
+    for i, blk in enumerate(blocks[:stop]):
+        if i >= stop - capture:
+            attentions.append(block_attention(blk, x))
+        x = blk(x)
+    return x, attentions
+
+
+def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool = True) -> torch.Tensor:
+    """Self-attention weights of an open_clip ResidualAttentionBlock for input tokens `x` (BxLxD).
+
+    Recomputed from the block's own projections (open_clip asks nn.MultiheadAttention
+    for no weights), so the result is on the autograd path. Returns BxLxL averaged over
+    heads, or BxHxLxL.
+    """
+    attn = block.attn
+    if not isinstance(attn, torch.nn.MultiheadAttention):
+        raise ClipLoadError(f"attention capture supports open_clip's nn.MultiheadAttention blocks, "
+                            f"not {type(attn).__name__}")
+    h = block.ln_1(x)
+    b, n, d = h.shape
+    heads = attn.num_heads
+    q, k = F.linear(h, attn.in_proj_weight[:2 * d], attn.in_proj_bias[:2 * d]).chunk(2, dim=-1)
+    q = q.view(b, n, heads, d // heads).transpose(1, 2)
+    k = k.view(b, n, heads, d // heads).transpose(1, 2)
+    w = torch.softmax(q @ k.transpose(-2, -1) * (d // heads) ** -0.5, dim=-1)
+    return w.mean(1) if average_heads else w
+
+
+def pool_tokens(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """Image embedding from final-block tokens as CLIP-ES computes it: ln_post, mean of patch
+    tokens (class token dropped), projection. Not L2-normalised. BxD_embed."""
+    v = model.visual
+    x = v.ln_post(tokens)[:, 1:].mean(dim=1)
+    return x @ v.proj if v.proj is not None else x

@@ -1,0 +1,55 @@
+"""Dense CRF refinement (Krähenbühl & Koltun), numpy in, numpy out.
+
+Uses ``pydensecrf2``, the maintained fork of pydensecrf that builds on Python 3.11
+and numpy 2 (import name ``pydensecrf``). The unary is ``-log(p)`` of the given
+probabilities; a Gaussian kernel smooths and a bilateral kernel snaps labels to
+colour edges. Defaults were chosen on the real photographs in the sample set
+(see docs/RESULTS.md, ``benchmarks/crf_defaults.py``); the CLIP-ES reference uses
+deeplab-pytorch's (gauss 1/3, bilateral 67/3/4) on a colour-wrapped BGR image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CrfConfig:
+    """Dense-CRF kernel parameters (positions in pixels, colours in 0..255)."""
+
+    iters: int = 10
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 50.0
+    bilateral_srgb: float = 5.0
+    bilateral_compat: float = 4.0
+
+
+def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfig()) -> np.ndarray:
+    """Refine per-pixel class probabilities with a dense CRF.
+
+    Args:
+        image: HxWx3 uint8 RGB.
+        probs: CxHxW float probabilities (each pixel's C values sum to 1).
+        config: kernel parameters.
+
+    Returns: CxHxW float32 marginals (each pixel sums to 1).
+    """
+    import pydensecrf.densecrf as dcrf
+
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be HxWx3 uint8, got {image.dtype} {image.shape}")
+    if probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
+        raise ValueError(f"probs must be CxHxW matching the image {image.shape[:2]}, got {probs.shape}")
+    c, h, w = probs.shape
+    if c < 2:
+        return np.ones_like(probs, dtype=np.float32)
+    unary = -np.log(np.clip(probs, 1e-5, 1.0)).reshape(c, -1).astype(np.float32)
+    d = dcrf.DenseCRF2D(w, h, c)
+    d.setUnaryEnergy(np.ascontiguousarray(unary))
+    d.addPairwiseGaussian(sxy=config.gauss_sxy, compat=config.gauss_compat)
+    d.addPairwiseBilateral(sxy=config.bilateral_sxy, srgb=config.bilateral_srgb,
+                           rgbim=np.ascontiguousarray(image), compat=config.bilateral_compat)
+    return np.asarray(d.inference(config.iters), dtype=np.float32).reshape(c, h, w)

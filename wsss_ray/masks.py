@@ -1,0 +1,105 @@
+"""Masks: PNG encode/decode, the colour palette and overlays.
+
+A mask is a uint8 HxW array: 0 background, i (1-based) the i-th labelset class,
+255 ignore. It is stored as a single-channel 8-bit PNG with the VOC palette
+attached (so viewers show colours while readers get the indices back).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from wsss_ray.labelset import IGNORE_INDEX
+
+
+def voc_palette() -> np.ndarray:
+    """The PASCAL VOC colour map, 256x3 uint8 (index 255 is the light ignore colour)."""
+    pal = np.zeros((256, 3), np.uint8)
+    for i in range(256):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+PALETTE = voc_palette()
+
+
+def encode_png(mask: np.ndarray, palette: bool = True) -> bytes:
+    """uint8 HxW -> PNG bytes (palette mode when `palette`, else greyscale)."""
+    if mask.dtype != np.uint8 or mask.ndim != 2:
+        raise ValueError(f"a mask must be a uint8 HxW array, got {mask.dtype} {mask.shape}")
+    img = Image.fromarray(mask, mode="L")
+    if palette:
+        img = img.convert("P")  # L -> P keeps the indices; attach the colours
+        img.putpalette(PALETTE.tobytes())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes of a single-channel mask -> uint8 HxW (palette indices, not colours)."""
+    img = Image.open(io.BytesIO(data))
+    if img.mode not in ("P", "L"):
+        raise ValueError(f"a mask PNG must be single-channel (mode P or L), got mode {img.mode}")
+    return np.array(img, dtype=np.uint8)
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """uint8 HxW mask -> uint8 HxWx3 RGB in the palette colours."""
+    return PALETTE[mask]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the coloured mask over an RGB image; background and ignore stay unblended."""
+    out = image.astype(np.float32)
+    fg = (mask != 0) & (mask != IGNORE_INDEX)
+    out[fg] = (1 - alpha) * out[fg] + alpha * PALETTE[mask[fg]]
+    return out.astype(np.uint8)
+
+
+# ---------------------------------------------------------------- CAMs -> pseudo-masks
+
+
+def cams_to_probs(cams: np.ndarray, bg_power: float = 1.0, bg_threshold: float | None = None) -> np.ndarray:
+    """KxHxW CAMs in [0,1] -> (1+K)xHxW per-pixel probabilities (background first).
+
+    Background score is ``(1 - max_k cam_k) ** bg_power`` (CLIP-ES) or, when
+    `bg_threshold` is given, that constant (the IRN/WeakTr convention). Scores are
+    normalised to sum to 1 per pixel (a per-pixel constant, so a CRF's result is
+    unchanged by it).
+    """
+    cams = np.clip(cams.astype(np.float32), 0, 1)
+    if cams.shape[0] == 0:
+        return np.ones((1, *cams.shape[1:]), np.float32)
+    if bg_threshold is not None:
+        bg = np.full(cams.shape[1:], bg_threshold, np.float32)
+    else:
+        bg = np.power(1 - cams.max(0), bg_power)
+    scores = np.concatenate([bg[None], cams]) + 1e-6
+    return scores / scores.sum(0, keepdims=True)
+
+
+def probs_to_mask(probs: np.ndarray, class_ids: list[int], confidence_threshold: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(1+K)xHxW probabilities -> (mask, confidence), both uint8 HxW.
+
+    Row k+1 of `probs` is the class with 0-based labelset index ``class_ids[k]``,
+    so mask values are ``class_ids[k] + 1`` (0 = background). Pixels whose
+    confidence (max probability) is below `confidence_threshold` become 255, as the
+    CLIP-ES pseudo-masks do for the CGL loss. Confidence is scaled to 0..255.
+    """
+    lut = np.array([0] + [c + 1 for c in class_ids], np.uint8)
+    mask = lut[probs.argmax(0)]
+    conf = probs.max(0)
+    if confidence_threshold is not None:
+        mask = np.where(conf < confidence_threshold, IGNORE_INDEX, mask).astype(np.uint8)
+    return mask, np.round(conf * 255).astype(np.uint8)
