@@ -20,11 +20,11 @@ class CrfConfig:
     """Dense-CRF kernel parameters (positions in pixels, colours in 0..255)."""
 
     iters: int = 10
-    gauss_sxy: float = 3.0
-    gauss_compat: float = 3.0
-    bilateral_sxy: float = 50.0
-    bilateral_srgb: float = 5.0
-    bilateral_compat: float = 4.0
+    gauss_sxy: float = 1.0
+    gauss_compat: float = 1.0
+    bilateral_sxy: float = 20.0
+    bilateral_srgb: float = 10.0
+    bilateral_compat: float = 1.0
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfig()) -> np.ndarray:

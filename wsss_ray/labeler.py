@@ -96,6 +96,8 @@ class Labeler:
             for group in self._size_groups(images, scale):
                 maps = self._grid_cams([images[b] for b in group], [ids[b] for b in group], scale)
                 for b, m in zip(group, maps):
+                    if not len(m):  # an image without labels: nothing to upsample
+                        continue
                     h, w = images[b].shape[:2]
                     up = F.interpolate(m[None], size=(h, w), mode="bilinear", align_corners=False)[0]
                     acc[b] += up.clamp_(0, 1).cpu().numpy()

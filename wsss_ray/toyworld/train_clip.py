@@ -58,13 +58,14 @@ def render_split(split: str, n: int, size: int = 64, offset: int = 0) -> list[Sa
     return [render(s, size) for s in range(start, start + n)]
 
 
-def positives(samples: list[Sample], mentioned: list[str | None]) -> torch.Tensor:
-    """BxB bool: caption j is true of image i (same label set, mentioned stuff present)."""
-    labels = [frozenset(s.labels) for s in samples]
+def positives(samples: list[Sample], named: list[frozenset[str]], stuff: list[str | None]) -> torch.Tensor:
+    """BxB bool: caption j is true of image i (every class it names is in image i, and
+    so is the stuff it mentions)."""
     pos = torch.zeros(len(samples), len(samples), dtype=torch.bool)
     for i, s in enumerate(samples):
-        for j, word in enumerate(mentioned):
-            pos[i, j] = labels[i] == labels[j] and (word is None or word in s.stuff)
+        labels = frozenset(s.labels)
+        for j, (names, word) in enumerate(zip(named, stuff)):
+            pos[i, j] = names <= labels and (word is None or word in s.stuff)
     return pos
 
 
@@ -139,8 +140,9 @@ def train_clip(out: str | Path, cfg: TrainClipConfig | None = None, log=print) -
         flip = rng.random(len(idx)) < 0.5
         batch[flip] = batch[flip, :, ::-1]
         caps = [caption(train[i], rng) for i in idx]
-        img_f, txt_f, scale = model(to_tensor(batch), tokenizer([c for c, _ in caps]))
-        loss = soft_clip_loss(img_f, txt_f, scale, positives([train[i] for i in idx], [m for _, m in caps]))
+        img_f, txt_f, scale = model(to_tensor(batch), tokenizer([c for c, _, _ in caps]))
+        pos = positives([train[i] for i in idx], [n for _, n, _ in caps], [w for _, _, w in caps])
+        loss = soft_clip_loss(img_f, txt_f, scale, pos)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

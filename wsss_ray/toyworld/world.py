@@ -270,7 +270,7 @@ def _obj_bird(rng, oh, ow):
 
 def _obj_chair(rng, oh, ow):
     yy, xx = _grid(oh, ow)
-    t = max(1.5, ow * 0.14)
+    t = max(2.5, ow * 0.18)
     back = _rect(yy, xx, 0, 0, oh * 0.6, t)
     back |= _rect(yy, xx, oh * 0.05, 0, oh * 0.05 + t, ow * 0.85)
     back |= _rect(yy, xx, 0, ow * 0.85 - t, oh * 0.5, ow * 0.85)
@@ -323,8 +323,8 @@ PAINTERS = {
 SIZE = {
     "boat": ((0.35, 0.6), (0.8, 1.1)), "plane": ((0.45, 0.7), (0.55, 0.8)),
     "car": ((0.4, 0.6), (0.5, 0.65)), "cow": ((0.4, 0.6), (0.65, 0.8)),
-    "bird": ((0.3, 0.45), (0.7, 0.9)), "chair": ((0.36, 0.5), (1.1, 1.35)),
-    "bottle": ((0.18, 0.26), (2.0, 2.6)), "sheep": ((0.38, 0.55), (0.7, 0.85)),
+    "bird": ((0.34, 0.5), (0.7, 0.9)), "chair": ((0.36, 0.5), (1.1, 1.35)),
+    "bottle": ((0.26, 0.34), (1.6, 2.1)), "sheep": ((0.38, 0.55), (0.7, 0.85)),
 }
 
 
@@ -408,13 +408,20 @@ def _place(rng: np.random.Generator, name: str, h: int, w: int, horizon: int) ->
     return region, layer
 
 
-def caption(sample: Sample, rng: np.random.Generator) -> tuple[str, str | None]:
-    """A random training caption of `sample` and the stuff word it mentions (None if none).
+def caption(sample: Sample, rng: np.random.Generator, partial_p: float = 0.3
+            ) -> tuple[str, frozenset[str], str | None]:
+    """A random training caption of `sample`: (text, classes it names, stuff word or None).
 
-    Objects are named by a random synonym, with "two" for repeated classes, in random order.
+    Objects are named by a random synonym, with "two" for repeated classes, in random
+    order. With probability `partial_p` a multi-object image is described by a random
+    non-empty subset of its classes ("a photo of a cow." for a cow and a sheep), so that
+    single-class prompts match every image that contains the class.
     """
+    order = list(rng.permutation(len(sample.labels)))
+    if len(order) > 1 and rng.random() < partial_p:
+        order = order[:rng.integers(1, len(order))]
     phrases = []
-    for i in rng.permutation(len(sample.labels)):
+    for i in order:
         c = sample.labels[i]
         word = SYNONYMS[c][rng.integers(len(SYNONYMS[c]))]
         plural = sample.counts[i] > 1 and word not in ("sheep", "cattle")
@@ -422,4 +429,5 @@ def caption(sample: Sample, rng: np.random.Generator) -> tuple[str, str | None]:
     objects = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
     place = sample.stuff[rng.integers(2)]
     template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
-    return template.format(o=objects, s=place), (place if "{s}" in template else None)
+    named = frozenset(sample.labels[i] for i in order)
+    return template.format(o=objects, s=place), named, (place if "{s}" in template else None)

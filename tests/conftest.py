@@ -1,0 +1,36 @@
+"""Shared fixtures: a randomly initialised toyclip-architecture model, saved and reloaded.
+
+Everything runs on CPU and offline; no fixture sets HF_HUB_OFFLINE (test_clip checks the
+fast-fail path without it).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from wsss_ray.clip import create_toyclip, load_clip, save_local_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A randomly initialised toyclip (64 px, 8 px patches, width 128, 4 blocks), eval mode."""
+    torch.manual_seed(0)
+    return create_toyclip().eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tiny_model, tmp_path_factory):
+    """`tiny_model` written as an open_clip local-dir folder (fp16 weights)."""
+    return save_local_dir(tiny_model, tmp_path_factory.mktemp("tinyclip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_dir):
+    """LoadedClip of the saved random model (model, preprocess, tokenizer, mean, std)."""
+    return load_clip(f"local-dir:{tiny_dir}")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
