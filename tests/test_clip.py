@@ -247,3 +247,19 @@ def test_vit_tokens_capture(tiny_model):
     assert all(a.shape == (2, 65, 65) for a in attn)
     torch.testing.assert_close(attn[-1], expected_last)
     torch.testing.assert_close(attn[0].sum(-1), torch.ones(2, 65))
+
+
+def test_key_similarity_source_is_softmax_of_key_products(tiny_model):
+    """source='keys' is softmax(k kᵀ/√d) per head, from the block's own key projection."""
+    block = tiny_model.visual.transformer.resblocks[-1]
+    d = tiny_model.visual.transformer.width
+    heads = block.attn.num_heads
+    x = torch.randn(2, 9, d)
+    with torch.no_grad():
+        w = block_attention(block, x, average_heads=False, source="keys")
+        k = torch.nn.functional.linear(block.ln_1(x), block.attn.in_proj_weight[d:2 * d], block.attn.in_proj_bias[d:2 * d])
+        k = k.view(2, 9, heads, d // heads).transpose(1, 2)
+        expected = torch.softmax(k @ k.transpose(-2, -1) / (d // heads) ** 0.5, dim=-1)
+    assert torch.allclose(w, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="attention source"):
+        block_attention(block, x, source="values")

@@ -236,13 +236,14 @@ def interpolate_pos_embed(model: open_clip.CLIP, grid_hw: tuple[int, int]) -> to
 
 
 def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None = None,
-               capture: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+               capture: int = 0, source: str = "attention") -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run the image tower up to (not including) block `stop_at` at any patch-aligned size.
 
     Args:
         images: Bx3xHxW normalised, H and W multiples of the patch size.
         stop_at: index of the first block not to run (None = all blocks).
         capture: return the head-averaged self-attention of the last `capture` blocks run.
+        source: what to capture, see :func:`block_attention`.
 
     Returns:
         tokens: Bx(1+N)xD, the input of block `stop_at` (class token first, N = H/p * W/p).
@@ -264,18 +265,25 @@ def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None 
     attentions = []
     for i, blk in enumerate(blocks[:stop]):
         if i >= stop - capture:
-            attentions.append(block_attention(blk, x))
+            attentions.append(block_attention(blk, x, source=source))
         x = blk(x)
     return x, attentions
 
 
-def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool = True) -> torch.Tensor:
+ATTENTION_SOURCES = ("attention", "keys")
+
+
+def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool = True,
+                    source: str = "attention") -> torch.Tensor:
     """Self-attention weights of an open_clip ResidualAttentionBlock for input tokens `x` (BxLxD).
 
     Recomputed from the block's own projections (open_clip asks nn.MultiheadAttention
-    for no weights), so the result is on the autograd path. Returns BxLxL averaged over
-    heads, or BxHxLxL.
+    for no weights), so the result is on the autograd path. ``source="attention"`` is
+    the block's attention softmax(q kᵀ/√d); ``"keys"`` is softmax(k kᵀ/√d), the patch
+    self-similarity in key space. Returns BxLxL averaged over heads, or BxHxLxL.
     """
+    if source not in ATTENTION_SOURCES:
+        raise ValueError(f"attention source must be one of {ATTENTION_SOURCES}, got {source!r}")
     attn = block.attn
     if not isinstance(attn, torch.nn.MultiheadAttention):
         raise ClipLoadError(f"attention capture supports open_clip's nn.MultiheadAttention blocks, "
@@ -284,7 +292,7 @@ def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool
     b, n, d = h.shape
     heads = attn.num_heads
     q, k = F.linear(h, attn.in_proj_weight[:2 * d], attn.in_proj_bias[:2 * d]).chunk(2, dim=-1)
-    q = q.view(b, n, heads, d // heads).transpose(1, 2)
+    q = (k if source == "keys" else q).view(b, n, heads, d // heads).transpose(1, 2)
     k = k.view(b, n, heads, d // heads).transpose(1, 2)
     w = torch.softmax(q @ k.transpose(-2, -1) * (d // heads) ** -0.5, dim=-1)
     return w.mean(1) if average_heads else w

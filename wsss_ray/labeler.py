@@ -37,6 +37,7 @@ class LabelConfig:
     scales: tuple[float, ...] = (1.0,)
     caa: bool = True
     caa_layers: int | None = None               # None: the last 2/3 of the blocks (8 of 12 in CLIP-ES)
+    caa_source: str = "attention"               # attention (CLIP-ES) | keys (key self-similarity)
     box_threshold: float = 0.4
     sinkhorn_iters: int = 3
     affinity_power: int = 2
@@ -128,7 +129,7 @@ class Labeler:
         cfg = self.config
         size = patch_aligned_size(*images[0].shape[:2], self.clip.patch_size, scale)
         x = torch.stack([to_model_input(im, size, self.clip.mean, self.clip.std) for im in images]).to(self.device)
-        enc = encode(self.clip.model, x, self.caa_layers if cfg.caa else 0)
+        enc = encode(self.clip.model, x, self.caa_layers if cfg.caa else 0, cfg.caa_source)
         rows = [self.text.for_image(i, cfg.softmax_over) for i in ids]
         cams = softmax_gradcam(self.clip.model, enc, [r for r, _ in rows], [t for _, t in rows],
                                cfg.score, cfg.max_pairs)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss_ray.clip import patch_size, pool_tokens, vit_tokens
+from wsss_ray.clip import block_attention, patch_size, pool_tokens, vit_tokens
 
 SCORES = ("softmax", "logit")
 
@@ -55,15 +55,15 @@ class Encoded:
 
 
 @torch.no_grad()
-def encode(model, images: torch.Tensor, attention_layers: int = 0) -> Encoded:
-    """Run all blocks but the last; capture the attention of the last `attention_layers` blocks."""
+def encode(model, images: torch.Tensor, attention_layers: int = 0, attention_source: str = "attention") -> Encoded:
+    """Run all blocks but the last; capture the attention of the last `attention_layers` blocks
+    (the last block's too, computed from its input)."""
     blocks = model.visual.transformer.resblocks
     p = patch_size(model)
-    last_in, attn = vit_tokens(model, images, stop_at=len(blocks) - 1, capture=max(attention_layers - 1, 0))
+    last_in, attn = vit_tokens(model, images, stop_at=len(blocks) - 1,
+                               capture=max(attention_layers - 1, 0), source=attention_source)
     if attention_layers > 0:
-        from wsss_ray.clip import block_attention
-
-        attn = attn + [block_attention(blocks[-1], last_in)]
+        attn = attn + [block_attention(blocks[-1], last_in, source=attention_source)]
     return Encoded(last_in, attn, (images.shape[-2] // p, images.shape[-1] // p))
 
 

@@ -114,6 +114,26 @@ def rank_templates(model, tokenizer, image_features: torch.Tensor, class_ids: li
     return sorted(ranking, key=lambda r: -r[1])
 
 
+@torch.no_grad()
+def select_templates(clip, images: list, class_ids: list[list[int]], labelset: Labelset,
+                     candidates: tuple[str, ...] | list[str] | None = None,
+                     synonym_fusion: str = "concat") -> list[tuple[str, float]]:
+    """Rank candidate templates on labelled uint8 HxWx3 images with a LoadedClip; best first.
+
+    Images are embedded as CLIP-ES embeds them (own patch-aligned size, mean of patch tokens).
+    """
+    from wsss_ray.cam.gradcam import patch_aligned_size, to_model_input
+    from wsss_ray.clip import pool_tokens, vit_tokens
+
+    feats = []
+    for img in images:
+        size = patch_aligned_size(*img.shape[:2], clip.patch_size)
+        tokens, _ = vit_tokens(clip.model, to_model_input(img, size, clip.mean, clip.std)[None])
+        feats.append(F.normalize(pool_tokens(clip.model, tokens), dim=-1))
+    return rank_templates(clip.model, clip.tokenizer, torch.cat(feats), class_ids, labelset,
+                          list(candidates or CANDIDATE_TEMPLATES), synonym_fusion)
+
+
 # Candidate templates for selection: CLIP-ES's two plus common CLIP prompts.
 CANDIDATE_TEMPLATES = (
     "a clean origami {}.",
@@ -125,3 +145,47 @@ CANDIDATE_TEMPLATES = (
     "a rendering of a {}.",
     "{}.",
 )
+
+
+def _select_main(argv: list[str] | None = None) -> int:
+    """``python -m wsss_ray.cam.prompts select``: rank templates on labelled images."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from wsss_ray.clip import load_clip
+    from wsss_ray.labelset import load_labelset
+    from wsss_ray.sources import load_image, read_manifest
+
+    parser = argparse.ArgumentParser(prog="python -m wsss_ray.cam.prompts select",
+                                     description="Rank prompt templates by sharpness on labelled images.")
+    parser.add_argument("command", choices=["select"])
+    parser.add_argument("--input", required=True, help="manifest JSONL with image-level labels")
+    parser.add_argument("--labelset", required=True, help="voc | coco | toyworld | PATH.yaml")
+    parser.add_argument("--model", default="toyclip")
+    parser.add_argument("--pretrained", default=None)
+    parser.add_argument("--synonym-fusion", default="concat", choices=SYNONYM_FUSIONS)
+    parser.add_argument("--limit", type=int, default=200, help="images to score")
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATE_TEMPLATES),
+                        help="templates to rank (each with one {})")
+    parser.add_argument("--output", default="outputs/prompt_selection.json", help="where the choice is written")
+    args = parser.parse_args(argv)
+
+    clip = load_clip(args.model, args.pretrained)
+    labelset = load_labelset(args.labelset)
+    items = read_manifest(args.input)[:args.limit]
+    ranking = select_templates(clip, [load_image(i.image) for i in items],
+                               [[labelset.index(l) for l in i.labels] for i in items],
+                               labelset, args.candidates, args.synonym_fusion)
+    for template, score in ranking:
+        print(f"{score:8.4f}  {template}")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"templates": [ranking[0][0]], "ranking": ranking, "model": args.model,
+                               "labelset": labelset.name, "images": len(items)}, indent=2))
+    print(json.dumps({"selected": ranking[0][0], "output": str(out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_select_main())

@@ -408,15 +408,25 @@ def _place(rng: np.random.Generator, name: str, h: int, w: int, horizon: int) ->
     return region, layer
 
 
-def caption(sample: Sample, rng: np.random.Generator, partial_p: float = 0.3
+STUFF_TEMPLATES = ("a photo of the {s}.", "a photo of the {s} and the {t}.", "the {s}.", "a picture of the {s}.")
+
+
+def caption(sample: Sample, rng: np.random.Generator, partial_p: float = 0.3, stuff_only_p: float = 0.2
             ) -> tuple[str, frozenset[str], str | None]:
     """A random training caption of `sample`: (text, classes it names, stuff word or None).
 
     Objects are named by a random synonym, with "two" for repeated classes, in random
     order. With probability `partial_p` a multi-object image is described by a random
     non-empty subset of its classes ("a photo of a cow." for a cow and a sheep), so that
-    single-class prompts match every image that contains the class.
+    single-class prompts match every image that contains the class. With probability
+    `stuff_only_p` the caption names only the scene's stuff ("a photo of the sky."),
+    which grounds the background words CLIP-ES puts in its softmax.
     """
+    if rng.random() < stuff_only_p:
+        upper, lower = sample.stuff if rng.random() < 0.5 else sample.stuff[::-1]
+        template = STUFF_TEMPLATES[rng.integers(len(STUFF_TEMPLATES))]
+        # A two-stuff caption counts as true wherever its first word is (a small approximation).
+        return template.format(s=upper, t=lower), frozenset(), upper
     order = list(rng.permutation(len(sample.labels)))
     if len(order) > 1 and rng.random() < partial_p:
         order = order[:rng.integers(1, len(order))]
