@@ -22,6 +22,7 @@ from wsss_ray.labeler import LabelConfig, Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.toyworld.evaluate import evaluate, split_samples
 
+SCALES = ((1.0,), (1.0, 2.0), (1.0, 1.5, 2.0), (0.75, 1.0, 1.5, 2.0))
 CRFS = {
     "default (1,1 | 20,10,1)": CrfConfig(),
     "clip-es (1,3 | 67,3,4)": CrfConfig(gauss_sxy=1, gauss_compat=3, bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4),
@@ -44,15 +45,19 @@ def main() -> None:
         return miou
 
     best = LabelConfig(crf=False, caa=False, confidence_threshold=None)
-    for group in (
-        {f"scales={s}, bg_power={p}": best.with_(scales=s, bg_power=p)
-         for s in ((1.0,), (1.0, 2.0)) for p in (0.5, 1.0, 2.0)},
-        {"caa off": best, **{f"caa {src}, layers={l}": best.with_(caa=True, caa_source=src, caa_layers=l)
-                             for src in ("attention", "keys") for l in (None, 2)}},
-        {"crf off": best, **{f"crf {name}": best.with_(crf=True, crf_config=c) for name, c in CRFS.items()}},
-    ):
-        results = {name: score(cfg, name) for name, cfg in group.items()}
-        best = group[max(results, key=results.get)]
+    groups = (  # each builds its trials from the best config so far
+        lambda b: {**{f"scales={s}, bg_power={p}": b.with_(scales=s, bg_power=p)
+                      for s in SCALES for p in (0.5, 1.0, 2.0)},
+                   **{f"scales={s}, bg_threshold={t}": b.with_(scales=s, bg_threshold=t)
+                      for s in SCALES for t in (0.3, 0.5)}},
+        lambda b: {"caa off": b, **{f"caa {src}, layers={l}": b.with_(caa=True, caa_source=src, caa_layers=l)
+                                    for src in ("attention", "keys") for l in (None, 2)}},
+        lambda b: {"crf off": b, **{f"crf {name}": b.with_(crf=True, crf_config=c) for name, c in CRFS.items()}},
+    )
+    for make in groups:
+        trials = make(best)
+        results = {name: score(cfg, name) for name, cfg in trials.items()}
+        best = trials[max(results, key=results.get)]
     chosen = {k: v for k, v in dataclasses.asdict(best.with_(confidence_threshold=0.95)).items()
               if v != dataclasses.asdict(LabelConfig()).get(k)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class TrainClipConfig:
     """Settings of one training run; the defaults are the bundled toyclip's recipe."""
 
-    steps: int = 1500
+    steps: int = 1600
     minutes: float | None = None   # wall-clock cap; the schedule shrinks to fit it
     batch_size: int = 128
     lr: float = 5e-4
@@ -100,7 +101,7 @@ def zero_shot_map(model, tokenizer, samples: list[Sample], template: str = "a ph
     return float(np.mean([average_precision(truth[:, k], scores[:, k]) for k in range(len(CLASSES))]))
 
 
-def train_clip(out: str | Path, cfg: TrainClipConfig | None = None, log=print) -> dict:
+def train_clip(out: str | Path, cfg: TrainClipConfig | None = None, log=partial(print, flush=True)) -> dict:
     """Train toyclip into `out` (resuming from ``out/train_state.pt`` if present); returns a summary."""
     cfg = cfg or TrainClipConfig()
     out = Path(out)
@@ -118,7 +119,8 @@ def train_clip(out: str | Path, cfg: TrainClipConfig | None = None, log=print) -
         state = torch.load(state_path, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        step, total, elapsed = state["step"], state["total"], state["elapsed"]
+        step, elapsed = state["step"], state["elapsed"]
+        total = state["total"] if cfg.minutes else cfg.steps  # a larger --steps extends the run
         log(f"resuming at step {step}/{total}")
 
     t0 = time.time()

@@ -46,7 +46,7 @@ HOME: dict[str, tuple[str, str]] = {
 }
 FLYING = frozenset({"plane", "bird"})
 
-IN_CONTEXT_P = 0.8          # probability that the scene is the first object's home
+IN_CONTEXT_P = 0.6          # probability that the scene is the first object's home
 MIN_VISIBLE_FRACTION = 0.5  # an object must keep this share of its pixels after occlusion
 
 # Seeds: an image's seed is split_start + index, so splits never overlap.
