@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/cam_grid.py [--out docs/images/toyworld_grid.png] [--n 12]
 
 Rows, top to bottom: the image; the exact mask; the CAM of the image's first label
-(after CAA when enabled); the pseudo-mask of the full pipeline (white = ignored,
+(with the --config settings); the pseudo-mask of the full pipeline (white = ignored,
 confidence below the threshold).
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from wsss_ray.clip import load_clip
+from wsss_ray.config import load_label_config
 from wsss_ray.labeler import LabelConfig, Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import colorize
@@ -27,9 +28,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=12)
     parser.add_argument("--model", default="toyclip")
     parser.add_argument("--zoom", type=int, default=3)
+    parser.add_argument("--config", default="wsss_ray/configs/toyworld.yaml", help="label settings (YAML)")
     args = parser.parse_args()
     samples = split_samples("test", args.n)
-    labeler = Labeler(load_clip(args.model), load_labelset("toyworld"), LabelConfig())
+    config = load_label_config(args.config) if args.config else LabelConfig()
+    labeler = Labeler(load_clip(args.model), load_labelset("toyworld"), config)
     results = labeler.label([s.image for s in samples], [list(s.labels) for s in samples])
     columns = []
     for s, r in zip(samples, results):

@@ -59,7 +59,7 @@ def rows(config: LabelConfig, template: str) -> list[tuple[str, LabelConfig]]:
 
     `config` is the full pipeline; the CAM rows switch its parts off from the top.
     """
-    cam = config.with_(crf=False, caa=False, confidence_threshold=None, templates=None)
+    cam = config.with_(crf=False, caa=False, confidence_threshold=None, templates=None, caa_source="attention")
     return [
         ("Grad-CAM of the raw logit, class names only", cam.with_(score="logit", synonym_fusion="name",
                                                                   background_words=False, softmax_over="all")),
@@ -71,7 +71,7 @@ def rows(config: LabelConfig, template: str) -> list[tuple[str, LabelConfig]]:
         (f"+ selected prompt ({template!r})", cam.with_(templates=(template,))),
         ("+ CAA", cam.with_(templates=(template,), caa=True, caa_source="attention")),
         ("+ CAA on key similarity", cam.with_(templates=(template,), caa=True, caa_source="keys")),
-        ("+ dense CRF (full pipeline)", config.with_(templates=(template,), confidence_threshold=None)),
+        ("+ dense CRF (full pipeline, --config settings)", config.with_(templates=(template,), confidence_threshold=None)),
     ]
 
 

@@ -1,7 +1,8 @@
 """Choose the toy world's label settings on the val split (never the test split).
 
 Greedy, one group of settings at a time, each scored by mIoU on val images:
-scales and background power on CAMs, then CAA, then the CRF kernel. Prints every
+the prompt template (sharpness), scales and background power on CAMs, then
+CAA, then the CRF kernel. Prints every
 trial and writes the winner to wsss_ray/configs/toyworld.yaml, which the toy-world
 runs and benchmarks use (`--config`).
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from wsss_ray.cam.prompts import select_templates
 from wsss_ray.clip import load_clip
 from wsss_ray.crf import CrfConfig
 from wsss_ray.labeler import LabelConfig, Labeler
@@ -44,7 +46,10 @@ def main() -> None:
         print(f"{miou:.3f}  {name}", flush=True)
         return miou
 
-    best = LabelConfig(crf=False, caa=False, confidence_threshold=None)
+    ranking = select_templates(clip, [s.image for s in samples],
+                               [[labelset.index(l) for l in s.labels] for s in samples], labelset)
+    print(f"selected template on val: {ranking[0][0]!r}")
+    best = LabelConfig(crf=False, caa=False, confidence_threshold=None, templates=(ranking[0][0],))
     groups = (  # each builds its trials from the best config so far
         lambda b: {**{f"scales={s}, bg_power={p}": b.with_(scales=s, bg_power=p)
                       for s in SCALES for p in (0.5, 1.0, 2.0)},

@@ -6,6 +6,7 @@ import pytest
 from wsss_ray.clip import load_clip
 from wsss_ray.config import load_label_config
 from wsss_ray.labeler import Labeler
+from wsss_ray.labelset import load_labelset
 from wsss_ray.metrics import confusion_matrix, scores
 from wsss_ray.toyworld import SPLIT_SEEDS, render
 from wsss_ray.toyworld.evaluate import evaluate
@@ -40,7 +41,7 @@ def test_pseudo_masks_beat_whole_image_baseline(toyclip):
 
     samples = _fresh(60)
     config = load_label_config(str(resources.files("wsss_ray").joinpath("configs", "toyworld.yaml")))
-    labeler = Labeler(toyclip, load_labelset_toyworld(), config)
+    labeler = Labeler(toyclip, load_labelset("toyworld"), config)
     ours = evaluate(labeler, samples).miou
     k = len(labeler.labelset) + 1
     hist = np.zeros((k, k), np.int64)
@@ -49,7 +50,3 @@ def test_pseudo_masks_beat_whole_image_baseline(toyclip):
     assert ours > scores(hist).miou + 0.1
 
 
-def load_labelset_toyworld():
-    from wsss_ray.labelset import load_labelset
-
-    return load_labelset("toyworld")
