@@ -19,8 +19,12 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
 fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip_install() {
+  # Drop pip's notes about configured local index folders that do not exist on this machine.
+  "$VENV/bin/pip" install --quiet "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 # torch first, from the machine's wheel cache, so nothing else pulls a different build.
-"$VENV/bin/pip" install --quiet "torch==2.14.1" "torchvision==0.29.1"
-"$VENV/bin/pip" install --quiet -e ".[test]"
+pip_install "torch==2.14.1" "torchvision==0.29.1"
+pip_install -e ".[test]"
 echo "$want" > "$STAMP"
 echo "wsss-ray installed in $VENV"
