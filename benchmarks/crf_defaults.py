@@ -81,8 +81,8 @@ def main() -> None:
         for name, cfg in CANDIDATES.items():
             hists[name] += confusion_matrix(gt, classes[dense_crf(image, probs, cfg).argmax(0)], n)
     print(f"{len(items)} photos; mIoU over the classes present")
-    print(f"| setting (gauss sxy,compat / bilateral sxy,srgb,compat) | mIoU |")
-    print(f"|---|---|")
+    print("| setting (gauss sxy,compat / bilateral sxy,srgb,compat) | mIoU |")
+    print("|---|---|")
     print(f"| blurred ground truth, no CRF | {scores(hist_in).miou:.3f} |")
     for name, hist in sorted(hists.items(), key=lambda kv: -scores(kv[1]).miou):
         print(f"| {name} | {scores(hist).miou:.3f} |")

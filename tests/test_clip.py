@@ -3,7 +3,6 @@ import json
 from types import SimpleNamespace
 
 import huggingface_hub.constants
-import numpy as np
 import open_clip
 import pytest
 import torch

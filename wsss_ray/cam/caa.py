@@ -64,7 +64,7 @@ def refine(cams: torch.Tensor, aff: torch.Tensor, box_threshold: float = 0.4) ->
     k, gh, gw = cams.shape
     if k == 0:
         return cams
-    boxes = torch.from_numpy(np.stack([box_mask(c, box_threshold) for c in cams.detach().cpu().numpy()]))
+    boxes = torch.from_numpy(np.stack([box_mask(c, box_threshold) for c in cams.detach().cpu().numpy()])).to(cams.device)
     masked = (cams.reshape(k, -1) * boxes.reshape(k, -1).to(cams.dtype))   # keep sources inside the box
     refined = masked @ aff.to(cams.dtype).T                                # cam'_i = sum_j T_ij cam_j
     return minmax(refined.reshape(k, gh, gw))

@@ -114,7 +114,7 @@ def _padded(texts: list[torch.Tensor], rows: list[int]) -> tuple[torch.Tensor, t
     """Stack the text rows of images `rows` into PxTxD, zero-padded, with a PxT validity mask."""
     width = max(texts[b].shape[0] for b in rows)
     text = texts[rows[0]].new_zeros((len(rows), width, texts[rows[0]].shape[1]))
-    valid = torch.zeros(len(rows), width, dtype=torch.bool)
+    valid = torch.zeros(len(rows), width, dtype=torch.bool, device=text.device)
     for i, b in enumerate(rows):
         text[i, :texts[b].shape[0]] = texts[b]
         valid[i, :texts[b].shape[0]] = True
@@ -127,7 +127,7 @@ def _last_block_cams(model, enc: Encoded, texts: list[torch.Tensor], pairs: list
     block = model.visual.transformer.resblocks[-1]
     rows = [b for b, _ in pairs]
     text, valid = _padded(texts, rows)
-    target = torch.tensor([t for _, t in pairs])
+    target = torch.tensor([t for _, t in pairs], device=enc.last_in.device)
     x = enc.last_in[rows]
     with torch.enable_grad(), _capture_ln1(block) as store:
         s = _scores(model, block(x), text, valid, target, score)

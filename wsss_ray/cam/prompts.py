@@ -102,7 +102,8 @@ def rank_templates(model, tokenizer, image_features: torch.Tensor, class_ids: li
     image_features: BxD L2-normalised image embeddings; class_ids: each image's labels.
     """
     scale = model.logit_scale.exp().float()
-    truth = torch.zeros(len(class_ids), len(labelset) + len(labelset.background), dtype=torch.bool)
+    truth = torch.zeros(len(class_ids), len(labelset) + len(labelset.background), dtype=torch.bool,
+                        device=image_features.device)
     for i, ids in enumerate(class_ids):
         truth[i, ids] = True
     ranking = []
@@ -125,10 +126,11 @@ def select_templates(clip, images: list, class_ids: list[list[int]], labelset: L
     from wsss_ray.cam.gradcam import patch_aligned_size, to_model_input
     from wsss_ray.clip import pool_tokens, vit_tokens
 
+    device = next(clip.model.parameters()).device
     feats = []
     for img in images:
         size = patch_aligned_size(*img.shape[:2], clip.patch_size)
-        tokens, _ = vit_tokens(clip.model, to_model_input(img, size, clip.mean, clip.std)[None])
+        tokens, _ = vit_tokens(clip.model, to_model_input(img, size, clip.mean, clip.std)[None].to(device))
         feats.append(F.normalize(pool_tokens(clip.model, tokens), dim=-1))
     return rank_templates(clip.model, clip.tokenizer, torch.cat(feats), class_ids, labelset,
                           list(candidates or CANDIDATE_TEMPLATES), synonym_fusion)
