@@ -13,17 +13,16 @@ CRF output for each parameter set; the best becomes ``CrfConfig``'s default.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 
 from wsss_ray.crf import CrfConfig, dense_crf
 from wsss_ray.labelset import IGNORE_INDEX
 from wsss_ray.metrics import confusion_matrix, scores
+from wsss_ray.sources import load_image, load_mask, read_manifest
 
 CANDIDATES = {
     "clip-es / deeplab (1,3 | 67,3,4)": CrfConfig(gauss_sxy=1, gauss_compat=3, bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4),
@@ -40,14 +39,8 @@ CANDIDATES = {
 
 
 def load_items(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    items = []
-    for manifest in sorted(root.glob("*/manifest.jsonl")):
-        for line in manifest.read_text().splitlines():
-            rec = json.loads(line)
-            image = np.array(ImageOps.exif_transpose(Image.open(manifest.parent / rec["image"])).convert("RGB"))
-            mask = np.array(Image.open(manifest.parent / rec["mask"]))
-            items.append((image, mask))
-    return items
+    return [(load_image(item.image), load_mask(item.mask))
+            for manifest in sorted(root.glob("*/manifest.jsonl")) for item in read_manifest(manifest)]
 
 
 def blurred_probs(mask: np.ndarray, patch: int = 32, sigma: float = 8.0, soften: float = 0.3

@@ -1,55 +1,226 @@
-"""Reading labelled image collections.
+"""Readers for labelled image collections, local or remote (pyarrow filesystems).
 
-This first version reads a local manifest JSONL (DESIGN.md contract): one object
-per line with ``id``, ``image``, ``labels`` and an optional ``mask``; paths are
-relative to the manifest's folder or absolute. Images are decoded upright (EXIF
-orientation applied) as RGB.
+A SOURCE (the ``--input`` flag) is one of:
+
+- ``PATH.jsonl``: a manifest, one ``{"id", "image", "labels", "mask"?}`` object per line
+  (DESIGN.md); paths relative to the manifest's folder, absolute, or URIs;
+- ``DIR``: a folder of images with ``DIR/labels.jsonl`` (``{"image": "a/b.jpg", "labels": [...]}``)
+  or ``DIR/labels.csv`` (header ``image,labels``, labels separated by ``;``); ids are the
+  image paths relative to DIR without extension;
+- ``voc:ROOT[:SPLIT]``: the VOC2012 layout, SPLIT from ``ImageSets/Segmentation`` (default
+  ``train``), labels from ``Annotations/*.xml``, ground truth from ``SegmentationClass``;
+- ``coco:ROOT:ANNOTATIONS.json``: images under ROOT, labels = the categories of an image's
+  instances, renamed to the ``coco`` labelset's VOC-style names (airplane -> aeroplane, ...).
+
+Every path may be a URI (``s3://``, ``gs://``, ``file://``...) that pyarrow understands.
+Readers return :class:`Item` metadata only; pixels are read later by :func:`read_bytes`
+and decoded by :func:`decode_image`.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import posixpath
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# Official COCO category names -> the coco labelset's names (CLIP-ES uses VOC-style names).
+COCO_RENAMES = {"airplane": "aeroplane", "motorcycle": "motorbike", "couch": "sofa",
+                "potted plant": "pottedplant", "dining table": "diningtable", "tv": "tvmonitor"}
 
 
 @dataclass(frozen=True)
 class Item:
+    """One image of a collection: id, image path/URI, image-level labels, optional GT mask."""
+
     id: str
     image: str
     labels: tuple[str, ...]
     mask: str | None = None
 
 
+# ------------------------------------------------------------------ filesystem
+
+
+def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), str(Path(path).absolute())
+
+
+def read_bytes(path: str) -> bytes:
+    """The bytes of a local path or URI."""
+    fs, p = _fs(path)
+    with fs.open_input_file(p) as f:
+        return f.read()
+
+
+def _read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def _join(base: str, rel: str) -> str:
+    """`rel` against the folder `base` (local path or URI); absolute paths and URIs stay."""
+    if "://" in rel or rel.startswith("/"):
+        return rel
+    return posixpath.join(base, rel) if "://" in base else str(Path(base) / rel)
+
+
+def _parent(path: str) -> str:
+    return posixpath.dirname(path) if "://" in path else str(Path(path).parent)
+
+
+def _is_dir(path: str) -> bool:
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type == pafs.FileType.Directory
+
+
+def _exists(path: str) -> bool:
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type == pafs.FileType.File
+
+
+def _list_files(folder: str) -> list[str]:
+    """Paths of the files under `folder` (recursive), relative to it, sorted."""
+    fs, p = _fs(folder)
+    infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
+    return sorted(posixpath.relpath(i.path, p) for i in infos if i.type == pafs.FileType.File)
+
+
+# ------------------------------------------------------------------ readers
+
+
+def read_source(spec: str) -> list[Item]:
+    """Items of a SOURCE (see the module docstring)."""
+    if spec.startswith("voc:"):
+        root, sep, split = spec[4:].rpartition(":")
+        if not sep or "/" in split:  # no split given (a URI's "://" is not a split separator)
+            root, split = spec[4:], "train"
+        return read_voc(root, split)
+    if spec.startswith("coco:"):
+        root, sep, ann = spec[5:].rpartition(":")
+        if not sep or not ann.endswith(".json"):
+            raise ValueError(f"coco source {spec!r} must be coco:ROOT:ANNOTATIONS.json")
+        return read_coco(root, ann)
+    if spec.endswith(".jsonl"):
+        return read_manifest(spec)
+    if _is_dir(spec):
+        return read_folder(spec)
+    raise ValueError(f"input {spec!r} is not a manifest .jsonl, a folder, voc:ROOT[:SPLIT] or "
+                     f"coco:ROOT:ANNOTATIONS.json; check the path")
+
+
 def read_manifest(path: str | Path) -> list[Item]:
     """Items of a manifest JSONL; a malformed line raises ValueError naming the line."""
-    path = Path(path)
+    path = str(path)
+    base = _parent(path)
     items = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            items.append(Item(str(rec["id"]), _resolve(path.parent, rec["image"]), tuple(rec["labels"]),
-                              _resolve(path.parent, rec["mask"]) if rec.get("mask") else None))
+            labels = rec["labels"]
+            if not isinstance(labels, list):
+                raise TypeError("labels must be a list")
+            items.append(Item(str(rec["id"]), _join(base, rec["image"]), tuple(map(str, labels)),
+                              _join(base, rec["mask"]) if rec.get("mask") else None))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{path}:{n}: not a manifest line with id, image and labels ({e})") from None
     return items
 
 
-def _resolve(root: Path, p: str) -> str:
-    return p if "://" in p or Path(p).is_absolute() else str(root / p)
+def read_folder(folder: str) -> list[Item]:
+    """Images under `folder` with labels from labels.jsonl or labels.csv beside them."""
+    labels = _folder_labels(folder)
+    items = []
+    for rel in _list_files(folder):
+        if rel.lower().endswith(IMAGE_EXTENSIONS):
+            items.append(Item(posixpath.splitext(rel)[0], _join(folder, rel), labels.get(rel, ())))
+    if not items:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    return items
 
 
-def load_image(path: str) -> np.ndarray:
-    """uint8 HxWx3 RGB, EXIF orientation applied."""
-    with Image.open(path) as img:
+def _folder_labels(folder: str) -> dict[str, tuple[str, ...]]:
+    jsonl, csv_path = _join(folder, "labels.jsonl"), _join(folder, "labels.csv")
+    if _exists(jsonl):
+        out = {}
+        for n, line in enumerate(_read_text(jsonl).splitlines(), start=1):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                    out[rec["image"]] = tuple(rec["labels"])
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(f"{jsonl}:{n}: expected {{\"image\": ..., \"labels\": [...]}} ({e})") from None
+        return out
+    if _exists(csv_path):
+        rows = csv.DictReader(io.StringIO(_read_text(csv_path)))
+        if not rows.fieldnames or not {"image", "labels"} <= set(rows.fieldnames):
+            raise ValueError(f"{csv_path} needs a header with 'image' and 'labels' columns")
+        return {r["image"]: tuple(l.strip() for l in (r["labels"] or "").split(";") if l.strip()) for r in rows}
+    raise ValueError(f"folder {folder} has no labels.jsonl or labels.csv with the images' labels")
+
+
+def read_voc(root: str, split: str = "train") -> list[Item]:
+    """VOC2012: ids from ImageSets/Segmentation/SPLIT.txt, labels from the XML annotations."""
+    listing = _join(root, f"ImageSets/Segmentation/{split}.txt")
+    if not _exists(listing):
+        raise ValueError(f"no {listing}: voc:ROOT[:SPLIT] needs the VOC2012 folder (with ImageSets/) and "
+                         f"a split such as train, val or trainval")
+    masks = set(_list_files(_join(root, "SegmentationClass"))) if _is_dir(_join(root, "SegmentationClass")) else set()
+    items = []
+    for vid in _read_text(listing).split():
+        xml = ET.fromstring(read_bytes(_join(root, f"Annotations/{vid}.xml")))
+        labels = tuple(dict.fromkeys(o.findtext("name", "").strip() for o in xml.iter("object")))
+        mask = _join(root, f"SegmentationClass/{vid}.png") if f"{vid}.png" in masks else None
+        items.append(Item(vid, _join(root, f"JPEGImages/{vid}.jpg"), labels, mask))
+    return items
+
+
+def read_coco(root: str, annotations: str) -> list[Item]:
+    """COCO instances JSON: an image's labels are its instances' categories (labelset names)."""
+    data = json.loads(_read_text(annotations))
+    names = {c["id"]: COCO_RENAMES.get(c["name"], c["name"]) for c in data["categories"]}
+    per_image: dict[int, list[str]] = {}
+    for a in data.get("annotations", []):
+        per_image.setdefault(a["image_id"], []).append(names[a["category_id"]])
+    return [Item(str(img["id"]), _join(root, img["file_name"]),
+                 tuple(dict.fromkeys(per_image.get(img["id"], []))))
+            for img in data["images"]]
+
+
+# ------------------------------------------------------------------ decoding
+
+
+def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Image bytes -> uint8 HxWx3 RGB, upright (EXIF orientation applied).
+
+    Any Pillow mode is converted to RGB. Images above `max_pixels` are refused before
+    decoding (decompression-bomb guard) with a ValueError.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ValueError(f"image is {w}x{h} = {w * h} pixels, above the {max_pixels} limit; "
+                             f"downscale it or raise max_pixels")
         return np.array(ImageOps.exif_transpose(img).convert("RGB"))
 
 
+def load_image(path: str) -> np.ndarray:
+    """uint8 HxWx3 RGB of a local path or URI, EXIF orientation applied."""
+    return decode_image(read_bytes(path))
+
+
 def load_mask(path: str) -> np.ndarray:
-    with Image.open(path) as img:
+    """A single-channel mask PNG (palette indices, not colours) of a local path or URI."""
+    with Image.open(io.BytesIO(read_bytes(path))) as img:
         return np.array(img)

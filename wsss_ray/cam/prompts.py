@@ -157,12 +157,13 @@ def _select_main(argv: list[str] | None = None) -> int:
 
     from wsss_ray.clip import load_clip
     from wsss_ray.labelset import load_labelset
-    from wsss_ray.sources import load_image, read_manifest
+    from wsss_ray.sources import load_image, read_source
 
     parser = argparse.ArgumentParser(prog="python -m wsss_ray.cam.prompts select",
                                      description="Rank prompt templates by sharpness on labelled images.")
     parser.add_argument("command", choices=["select"])
-    parser.add_argument("--input", required=True, help="manifest JSONL with image-level labels")
+    parser.add_argument("--input", required=True,
+                        help="labelled images: PATH.jsonl | DIR | voc:ROOT[:SPLIT] | coco:ROOT:ANN.json (local or URI)")
     parser.add_argument("--labelset", required=True, help="voc | coco | toyworld | PATH.yaml")
     parser.add_argument("--model", default="toyclip")
     parser.add_argument("--pretrained", default=None)
@@ -175,7 +176,7 @@ def _select_main(argv: list[str] | None = None) -> int:
 
     clip = load_clip(args.model, args.pretrained)
     labelset = load_labelset(args.labelset)
-    items = read_manifest(args.input)[:args.limit]
+    items = read_source(args.input)[:args.limit]
     ranking = select_templates(clip, [load_image(i.image) for i in items],
                                [[labelset.index(l) for l in i.labels] for i in items],
                                labelset, args.candidates, args.synonym_fusion)
