@@ -51,5 +51,5 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfi
     d.setUnaryEnergy(np.ascontiguousarray(unary))
     d.addPairwiseGaussian(sxy=config.gauss_sxy, compat=config.gauss_compat)
     d.addPairwiseBilateral(sxy=config.bilateral_sxy, srgb=config.bilateral_srgb,
-                           rgbim=np.ascontiguousarray(image), compat=config.bilateral_compat)
+                           rgbim=np.require(image, requirements=["C", "W"]), compat=config.bilateral_compat)
     return np.asarray(d.inference(config.iters), dtype=np.float32).reshape(c, h, w)

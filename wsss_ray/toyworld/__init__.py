@@ -68,3 +68,16 @@ def _png(rgb) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def embedded_default(folder: str | Path = "outputs/toyworld-test", n: int = 200):
+    """The no-flags run's input and settings: n test-split images and the toy world's label config.
+
+    Returns (manifest path, LabelConfig). Generation is deterministic, so re-runs rewrite the same files.
+    """
+    from importlib import resources
+
+    from wsss_ray.config import load_label_config
+
+    manifest = generate(folder, n, seed=SPLIT_SEEDS["test"])
+    return str(manifest), load_label_config(str(resources.files("wsss_ray").joinpath("configs", "toyworld.yaml")))
