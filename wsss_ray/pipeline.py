@@ -24,7 +24,7 @@ import ray
 from wsss_ray.crf import dense_crf
 from wsss_ray.labeler import LabelConfig, Labeler
 from wsss_ray.labelset import load_labelset
-from wsss_ray.masks import encode_png, probs_to_mask
+from wsss_ray.masks import cams_to_probs, encode_png, probs_to_mask
 from wsss_ray.sources import Item, decode_image, read_bytes, read_source
 
 METHODS = ("clip-es",)
@@ -67,6 +67,13 @@ def _writable(batch: dict) -> dict:
     return batch
 
 
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object array of arrays (np.array would stack same-shape arrays into one block)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def _error(batch: dict, i: int, message: str) -> None:
     batch["status"][i] = "error"
     batch["error"][i] = message
@@ -86,7 +93,7 @@ def decode_stage(batch: dict, max_pixels: int) -> dict:
             if batch["status"][i] == "ok":
                 _error(batch, i, f"cannot read image {batch['image'][i]}: {type(e).__name__}: {e}")
             pixels.append(np.zeros((1, 1, 3), np.uint8))
-    batch["pixels"] = np.array(pixels + [None], dtype=object)[:-1]  # keep a 1-D object array
+    batch["pixels"] = _objects(pixels)
     batch["height"] = np.array([p.shape[0] for p in pixels], np.int32)
     batch["width"] = np.array([p.shape[1] for p in pixels], np.int32)
     return batch
@@ -115,12 +122,10 @@ class CamStage:
         if todo:
             cams = self.labeler.cams([batch["pixels"][i] for i in todo], [list(batch["labels"][i]) for i in todo])
             cfg = self.labeler.config
-            from wsss_ray.masks import cams_to_probs
-
             for i, cam in zip(todo, cams):
                 probs[i] = cams_to_probs(cam, cfg.bg_power, cfg.bg_threshold).astype(np.float16)
         blank = np.zeros((1, 1, 1), np.float16)
-        batch["probs"] = np.array([p if p is not None else blank for p in probs] + [None], dtype=object)[:-1]
+        batch["probs"] = _objects([p if p is not None else blank for p in probs])
         return batch
 
 
