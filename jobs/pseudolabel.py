@@ -18,11 +18,11 @@ import ray
 
 from wsss_ray.config import load_label_config
 from wsss_ray.labeler import LabelConfig
-from wsss_ray.pipeline import METHODS, PipelineConfig, run
+from wsss_ray.pipeline import METHODS, PipelineConfig, run_tracked
 from wsss_ray.toyworld import embedded_default
 
 
-def parse(argv: list[str] | None = None) -> PipelineConfig:
+def parse(argv: list[str] | None = None) -> tuple[PipelineConfig, str | None]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", default=None, help="PATH.jsonl | DIR | voc:ROOT[:SPLIT] | coco:ROOT:ANN.json (local or URI)")
     p.add_argument("--labelset", default="toyworld", help="voc | coco | toyworld | PATH.yaml")
@@ -35,6 +35,8 @@ def parse(argv: list[str] | None = None) -> PipelineConfig:
     p.add_argument("--limit", type=int, default=None, help="label at most N items")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--config", default=None, help="YAML of label settings (flags override)")
+    p.add_argument("--mlflow-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite store outputs/mlflow.db)")
     a = p.parse_args(argv)
     label = load_label_config(a.config) if a.config else LabelConfig()
     if a.input is None:
@@ -46,13 +48,13 @@ def parse(argv: list[str] | None = None) -> PipelineConfig:
         label = replace(label, crf=False)
     return PipelineConfig(input=a.input, output=a.output, labelset=a.labelset, model=a.model,
                           pretrained=a.pretrained, method=a.method, limit=a.limit, batch_size=a.batch_size,
-                          label=label)
+                          label=label), a.mlflow_uri
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse(argv)
+    config, mlflow_uri = parse(argv)
     ray.init(ignore_reinit_error=True)  # RAY_ADDRESS selects a cluster, as in any Ray program
-    print(json.dumps(run(config)))
+    print(json.dumps(run_tracked(config, mlflow_uri)))
     return 0
 
 

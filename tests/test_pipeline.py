@@ -64,3 +64,22 @@ def test_bad_items_become_error_rows_and_nothing_is_lost(ray_local, tmp_path):
     dup_id = json.loads(lines[1])["id"]
     assert "duplicate id" in rows[(dup_id, "error")]["error"] and (dup_id, "ok") in rows
     assert all(r["mask"] is None for r in rows.values() if r["status"] == "error")
+
+
+def test_mlflow_run_has_params_metrics_and_artifacts(ray_local, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from wsss_ray.pipeline import run_tracked
+
+    manifest = generate(tmp_path / "toy", 6, seed=2_000_200)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_tracked(PipelineConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3), uri)
+    client = MlflowClient(uri)
+    mlrun = client.get_run(summary["mlflow_run_id"])
+    assert mlrun.info.status == "FINISHED"
+    assert mlrun.data.params["model"] == "toyclip" and mlrun.data.params["label.bg_power"] == "1.0"
+    assert mlrun.data.metrics["rows"] == 6 and mlrun.data.metrics["ok"] == 6
+    assert mlrun.data.metrics["miou"] == pytest.approx(summary["miou"])
+    names = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert {"summary.json", "labelset.yaml", "prompts.txt", "overlays.png"} <= names
+    assert mlrun.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())

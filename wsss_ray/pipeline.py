@@ -185,6 +185,41 @@ def _rows(items: list[Item], done: set[str]) -> list[dict]:
     return rows
 
 
+def run_tracked(config: PipelineConfig, mlflow_uri: str | None = None) -> dict:
+    """:func:`run` inside an MLflow run: settings as params, summary as metrics, artifacts."""
+    from wsss_ray import tracking
+
+    with tracking.start_run("pseudolabel", tracking.flatten(config), mlflow_uri) as mlrun:
+        summary = run(config)
+        summary["mlflow_run_id"] = mlrun.info.run_id
+        tracking.log_summary(summary)
+        labelset = load_labelset(config.labelset)
+        tracking.log_text(labelset.to_yaml(), "labelset.yaml")
+        templates = config.label.templates or labelset.templates
+        tracking.log_text("\n".join(t.format(c.name) for t in templates for c in labelset.classes), "prompts.txt")
+        grid = overlay_grid(config.output)
+        if grid is not None:
+            tracking.log_image(grid, "overlays.png")
+    return summary
+
+
+def overlay_grid(output: str, n: int = 8) -> np.ndarray | None:
+    """The first n ok rows: image over pseudo-mask overlays side by side (None if no ok rows)."""
+    from wsss_ray.masks import decode_png, overlay
+    from wsss_ray.sources import load_image
+
+    table = pads.dataset(output, format="parquet").to_table(columns=["image", "status", "mask"])
+    rows = [r for r in table.to_pylist() if r["status"] == "ok"][:n]
+    if not rows:
+        return None
+    tiles = []
+    for r in rows:
+        image = load_image(r["image"])
+        tiles.append(np.concatenate([image, overlay(image, decode_png(r["mask"]))], axis=0))
+    h = max(t.shape[0] for t in tiles)
+    return np.concatenate([np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles], axis=1)
+
+
 def run(config: PipelineConfig) -> dict:
     """Label the input into Parquet under ``config.output``; returns a summary dict."""
     if config.method not in METHODS:

@@ -1,0 +1,77 @@
+"""MLflow conventions: the only module that imports mlflow.
+
+One run per job, in the experiment named after the job (``pseudolabel``). Every
+setting is a param, under the same name as its flag (nested label settings
+flattened as ``label.crf_config.bilateral_sxy``). Throughput, counts and mIoU are
+metrics. The resolved labelset, prompts, summary and an overlay grid are artifacts.
+
+The tracking URI is always explicit. The default is a sqlite store under
+``outputs/``, given as an absolute URI, because MLflow 3 refuses the bare
+``./mlruns`` file store and would resolve relative paths against the process's
+working directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+DEFAULT_STORE = "outputs/mlflow.db"
+
+
+def default_uri() -> str:
+    path = Path(DEFAULT_STORE).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a local sqlite store go beside the database file (not into the cwd)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
+    return None  # a tracking server decides
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    """Dataclass/dict -> flat {"a.b": value} with tuples as strings (MLflow param values)."""
+    d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, params: dict, uri: str | None = None, run_name: str | None = None):
+    """Open an MLflow run in `experiment` (created if missing) with `params` logged; yields the run."""
+    uri = uri or default_uri()
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=_artifact_root(uri))
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+        yield run
+
+
+def log_summary(summary: dict) -> None:
+    """Numbers of the summary as metrics, the whole summary as ``summary.json``."""
+    mlflow.log_metrics({k: float(v) for k, v in summary.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
+    mlflow.log_dict(summary, "summary.json")
+
+
+def log_text(text: str, name: str) -> None:
+    mlflow.log_text(text, name)
+
+
+def log_image(image: np.ndarray, name: str) -> None:
+    mlflow.log_image(image, name)
