@@ -1,0 +1,49 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from wsss_ray.export import main
+from wsss_ray.masks import encode_png
+from wsss_ray.pipeline import OUTPUT_SCHEMA
+
+
+def _row(i, status, mask):
+    return {"id": i, "image": f"{i}.png", "labels": ["cow"], "width": 3, "height": 2,
+            "mask": encode_png(mask) if mask is not None else None,
+            "confidence": encode_png(np.full((2, 3), 200, np.uint8), palette=False) if mask is not None else None,
+            "status": status, "error": None if status == "ok" else "cannot read image",
+            "labelset": "toyworld", "model": "toyclip", "method": "clip-es"}
+
+
+def test_export_writes_palette_pngs_for_ok_rows(tmp_path, capsys):
+    mask = np.array([[0, 4, 4], [255, 0, 4]], np.uint8)
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [_row("a", "ok", mask), _row("sub/b", "ok", mask), _row("bad", "error", None)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA), out / "part.parquet")
+    assert main([str(out), "--png-dir", str(tmp_path / "png"), "--confidence-dir", str(tmp_path / "conf")]) == 0
+    assert '"written": 2' in capsys.readouterr().out
+    png = Image.open(tmp_path / "png" / "a.png")
+    assert png.mode == "P" and np.array_equal(np.array(png), mask)
+    assert (tmp_path / "png" / "sub" / "b.png").is_file() and not (tmp_path / "png" / "bad.png").exists()
+    assert np.array(Image.open(tmp_path / "conf" / "a.png")).max() == 200
+    first = (tmp_path / "png" / "a.png").read_bytes()
+    main([str(out), "--png-dir", str(tmp_path / "png")])
+    assert (tmp_path / "png" / "a.png").read_bytes() == first  # idempotent
+
+
+def test_export_of_a_missing_output_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nope"), "--png-dir", str(tmp_path / "png")])
+
+
+def test_ids_that_escape_the_folder_are_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(pa.Table.from_pylist([_row("../evil", "ok", np.zeros((2, 3), np.uint8))], schema=OUTPUT_SCHEMA),
+                   out / "part.parquet")
+    with pytest.raises(ValueError, match="outside"):
+        main([str(out), "--png-dir", str(tmp_path / "png")])
+    assert not (tmp_path / "evil.png").exists()
