@@ -6,12 +6,9 @@ import numpy as np
 
 from wsss_ray.labeler import Labeler
 from wsss_ray.metrics import SegScores, confusion_matrix, fill_ignored, scores
-from wsss_ray.toyworld.world import SPLIT_SEEDS, Sample, render
+from wsss_ray.toyworld.world import Sample, split_samples
 
-
-def split_samples(split: str, n: int, size: int = 64) -> list[Sample]:
-    start = SPLIT_SEEDS[split]
-    return [render(s, size) for s in range(start, start + n)]
+__all__ = ["evaluate", "split_samples"]
 
 
 def evaluate(labeler: Labeler, samples: list[Sample], batch_size: int = 32) -> SegScores:

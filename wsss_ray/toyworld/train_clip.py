@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-from functools import partial
 import time
+from functools import partial
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_ray.clip import TOYCLIP_CONFIG, create_toyclip, save_local_dir, get_tokenizer
-from wsss_ray.toyworld.world import CLASSES, SPLIT_SEEDS, Sample, caption, render
+from wsss_ray.toyworld.world import CLASSES, Sample, caption, split_samples
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -52,11 +52,6 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     return (x - mean) / std
-
-
-def render_split(split: str, n: int, size: int = 64, offset: int = 0) -> list[Sample]:
-    start = SPLIT_SEEDS[split] + offset
-    return [render(s, size) for s in range(start, start + n)]
 
 
 def positives(samples: list[Sample], named: list[frozenset[str]], stuff: list[str | None]) -> torch.Tensor:
@@ -125,9 +120,9 @@ def train_clip(out: str | Path, cfg: TrainClipConfig | None = None, log=partial(
 
     t0 = time.time()
     log(f"rendering {cfg.n_train} training images ...")
-    train = render_split("train", cfg.n_train, cfg.size)
+    train = split_samples("train", cfg.n_train, cfg.size)
     images = np.stack([s.image for s in train])
-    held_out = render_split("val", cfg.eval_images, cfg.size)
+    held_out = split_samples("val", cfg.eval_images, cfg.size)
     log(f"rendered in {time.time() - t0:.0f} s")
     rng = np.random.default_rng([cfg.seed, step])
     history = []

@@ -441,3 +441,9 @@ def caption(sample: Sample, rng: np.random.Generator, partial_p: float = 0.3, st
     template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
     named = frozenset(sample.labels[i] for i in order)
     return template.format(o=objects, s=place), named, (place if "{s}" in template else None)
+
+
+def split_samples(split: str, n: int, size: int = 64) -> list[Sample]:
+    """The first n images of a split (train | val | test), rendered at `size`."""
+    start = SPLIT_SEEDS[split]
+    return [render(s, size) for s in range(start, start + n)]
