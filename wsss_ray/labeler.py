@@ -62,6 +62,19 @@ class LabelResult:
     cams: np.ndarray
 
 
+def class_ids(labelset: Labelset, labels: list[str]) -> list[int]:
+    """0-based labelset indices of an image's labels, deduplicated, in the given order."""
+    return list(dict.fromkeys(labelset.index(l) for l in labels))
+
+
+def refine(image: np.ndarray, probs: np.ndarray, ids: list[int], config: LabelConfig
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(1+K)xHxW probabilities -> (mask, confidence): dense CRF when enabled, then argmax and ignore."""
+    if config.crf:
+        probs = dense_crf(image, probs, config.crf_config)
+    return probs_to_mask(probs, ids, config.confidence_threshold)
+
+
 class Labeler:
     """Holds a CLIP model, a labelset and its encoded prompts; labels batches of images."""
 
@@ -87,7 +100,7 @@ class Labeler:
 
     def class_ids(self, labels: list[str]) -> list[int]:
         """0-based labelset indices of an image's labels, deduplicated, in the given order."""
-        return list(dict.fromkeys(self.labelset.index(l) for l in labels))
+        return class_ids(self.labelset, labels)
 
     def cams(self, images: list[np.ndarray], labels: list[list[str]]) -> list[np.ndarray]:
         """Per image, KxHxW float32 CAMs in [0,1] at the image's own size (K = its labels)."""
@@ -104,17 +117,15 @@ class Labeler:
                     acc[b] += up.clamp_(0, 1).cpu().numpy()
         return [minmax(torch.from_numpy(a)).numpy() if len(a) else a for a in acc]
 
+    def probs(self, cams: list[np.ndarray]) -> list[np.ndarray]:
+        """Per image, (1+K)xHxW probabilities (background first) from its CAMs."""
+        return [cams_to_probs(c, self.config.bg_power, self.config.bg_threshold) for c in cams]
+
     def label(self, images: list[np.ndarray], labels: list[list[str]]) -> list[LabelResult]:
         """Pseudo-masks and confidence maps for a batch of uint8 HxWx3 RGB images."""
-        cfg = self.config
-        out = []
-        for image, lab, cam in zip(images, labels, self.cams(images, labels)):
-            probs = cams_to_probs(cam, cfg.bg_power, cfg.bg_threshold)
-            if cfg.crf:
-                probs = dense_crf(image, probs, cfg.crf_config)
-            mask, conf = probs_to_mask(probs, self.class_ids(lab), cfg.confidence_threshold)
-            out.append(LabelResult(mask, conf, cam))
-        return out
+        cams = self.cams(images, labels)
+        return [LabelResult(*refine(image, probs, self.class_ids(lab), self.config), cam)
+                for image, lab, cam, probs in zip(images, labels, cams, self.probs(cams))]
 
     # -- internals
 

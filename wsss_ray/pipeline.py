@@ -21,10 +21,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import ray
 
-from wsss_ray.crf import dense_crf
-from wsss_ray.labeler import LabelConfig, Labeler
+from wsss_ray.labeler import LabelConfig, Labeler, class_ids, refine
 from wsss_ray.labelset import load_labelset
-from wsss_ray.masks import cams_to_probs, encode_png, probs_to_mask
+from wsss_ray.masks import encode_png
 from wsss_ray.sources import Item, decode_image, read_bytes, read_source
 
 METHODS = ("clip-es",)
@@ -121,9 +120,8 @@ class CamStage:
                 _error(batch, i, str(e.args[0]))
         if todo:
             cams = self.labeler.cams([batch["pixels"][i] for i in todo], [list(batch["labels"][i]) for i in todo])
-            cfg = self.labeler.config
-            for i, cam in zip(todo, cams):
-                probs[i] = cams_to_probs(cam, cfg.bg_power, cfg.bg_threshold).astype(np.float16)
+            for i, p in zip(todo, self.labeler.probs(cams)):
+                probs[i] = p.astype(np.float16)
         blank = np.zeros((1, 1, 1), np.float16)
         batch["probs"] = _objects([p if p is not None else blank for p in probs])
         return batch
@@ -141,11 +139,9 @@ def crf_stage(batch: dict, config: PipelineConfig) -> dict:
             continue
         try:
             probs = batch["probs"][i].astype(np.float32)
-            probs /= probs.sum(0, keepdims=True)
-            if cfg.crf:
-                probs = dense_crf(batch["pixels"][i], probs, cfg.crf_config)
-            ids = list(dict.fromkeys(labelset.index(l) for l in batch["labels"][i]))
-            mask, conf = probs_to_mask(probs, ids, cfg.confidence_threshold)
+            probs /= probs.sum(0, keepdims=True)  # float16 transport loses the exact normalisation
+            ids = class_ids(labelset, list(batch["labels"][i]))
+            mask, conf = refine(batch["pixels"][i], probs, ids, cfg)
             masks[i], confs[i] = encode_png(mask), encode_png(conf, palette=False)
         except Exception as e:  # noqa: BLE001
             _error(batch, i, f"refinement failed: {type(e).__name__}: {e}")
