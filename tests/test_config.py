@@ -1,6 +1,6 @@
 import pytest
 
-from wsss_ray.config import label_config_from_dict, label_config_to_dict, load_label_config
+from wsss_ray.config import flatten, label_config_from_dict, load_label_config
 from wsss_ray.labeler import LabelConfig
 
 
@@ -9,8 +9,8 @@ def test_label_config_overlay_and_round_trip(tmp_path):
     cfg = load_label_config(tmp_path / "c.yaml")
     assert cfg.bg_power == 2 and cfg.scales == (1.0, 2.0) and cfg.crf_config.iters == 5
     assert cfg.crf_config.bilateral_sxy == LabelConfig().crf_config.bilateral_sxy
-    flat = label_config_to_dict(cfg)
-    assert flat["crf_config.iters"] == 5 and flat["bg_power"] == 2
+    flat = flatten(cfg)
+    assert flat["crf_config.iters"] == 5 and flat["bg_power"] == 2 and flat["scales"] == "1.0,2.0"
 
 
 def test_unknown_label_setting_is_rejected():

@@ -40,12 +40,14 @@ def load_label_config(path: str | Path, base: LabelConfig = LabelConfig()) -> La
     return label_config_from_dict(data, base)
 
 
-def label_config_to_dict(config: LabelConfig) -> dict:
-    """Flat dict for logging (``crf_config.bilateral_sxy`` style keys)."""
+def flatten(obj, prefix: str = "") -> dict:
+    """Dataclass/dict -> flat {"a.b": value}, tuples joined by commas (MLflow param values)."""
+    d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
     out = {}
-    for key, value in dataclasses.asdict(config).items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
         else:
-            out[key] = value
+            out[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
     return out

@@ -14,11 +14,14 @@ working directory.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from pathlib import Path
 
 import mlflow
 import numpy as np
+
+from wsss_ray.config import flatten
+
+__all__ = ["flatten", "log_image", "log_summary", "log_text", "start_run"]
 
 DEFAULT_STORE = "outputs/mlflow.db"
 
@@ -34,19 +37,6 @@ def _artifact_root(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
     return None  # a tracking server decides
-
-
-def flatten(obj, prefix: str = "") -> dict:
-    """Dataclass/dict -> flat {"a.b": value} with tuples as strings (MLflow param values)."""
-    d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-    return out
 
 
 @contextlib.contextmanager
