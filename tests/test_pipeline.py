@@ -1,6 +1,12 @@
-"""End to end on local Ray (2 CPUs): toy world, bad inputs, resume."""
+"""End to end on local Ray (2 CPUs): toy world, bad inputs, resume, crashes, MLflow."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -8,7 +14,7 @@ import pytest
 import ray
 
 from wsss_ray.masks import decode_png
-from wsss_ray.pipeline import OUTPUT_SCHEMA, PipelineConfig, run
+from wsss_ray.pipeline import OUTPUT_SCHEMA, CamStage, PipelineConfig, Progress, existing_ids, run
 from wsss_ray.toyworld import generate
 
 pytestmark = pytest.mark.slow
@@ -42,6 +48,7 @@ def test_toy_world_run_schema_rows_and_resume(ray_local, tmp_path):
     again = run(PipelineConfig(input=str(manifest), output=str(out), batch_size=4))
     assert again["rows"] == 0 and again["skipped"] == 12
     assert _table(out).num_rows == 12  # every id exactly once
+    assert set(t.column("run_id").to_pylist()) == {summary["run_id"]}
 
 
 def test_bad_items_become_error_rows_and_nothing_is_lost(ray_local, tmp_path):
@@ -77,9 +84,72 @@ def test_mlflow_run_has_params_metrics_and_artifacts(ray_local, tmp_path):
     client = MlflowClient(uri)
     mlrun = client.get_run(summary["mlflow_run_id"])
     assert mlrun.info.status == "FINISHED"
-    assert mlrun.data.params["model"] == "toyclip" and mlrun.data.params["label.bg_power"] == "1.0"
+    assert mlrun.data.params["model"] == "toyclip" and mlrun.data.params["bg_power"] == "1.0"
+    assert mlrun.data.params["concurrency"] == "1,1" and mlrun.data.params["crf_config.iters"] == "10"
     assert mlrun.data.metrics["rows"] == 6 and mlrun.data.metrics["ok"] == 6
     assert mlrun.data.metrics["miou"] == pytest.approx(summary["miou"])
     names = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     assert {"summary.json", "labelset.yaml", "prompts.txt", "overlays.png"} <= names
     assert mlrun.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+    assert set(_table(tmp_path / "out").column("run_id").to_pylist()) == {summary["mlflow_run_id"]}
+
+
+def test_a_crashed_cam_actor_is_restarted_and_no_row_is_lost(ray_local, tmp_path):
+    marker = tmp_path / "crashed"
+
+    class CrashOnce(CamStage):  # defined here so Ray pickles it by value
+        def __call__(self, batch):
+            if not marker.exists():
+                marker.touch()
+                os._exit(1)  # the actor process dies mid-batch, as on an OOM kill
+            return super().__call__(batch)
+
+    manifest = generate(tmp_path / "toy", 6, seed=2_000_300)
+    summary = run(PipelineConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3),
+                  cam_stage=CrashOnce)
+    assert marker.exists()
+    assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 6, 0)
+    assert sorted(_table(tmp_path / "out").column("id").to_pylist()) == [f"toy{2_000_300 + i:07d}" for i in range(6)]
+
+
+def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
+    n = 24
+    manifest = generate(tmp_path / "toy", n, seed=2_000_400)
+    out = tmp_path / "out"
+    (tmp_path / "small.yaml").write_text("rows_per_file: 2\nbatch_size: 2\nscales: [1.0]\n")
+    job = [sys.executable, str(Path(__file__).parents[1] / "jobs" / "pseudolabel.py"), "--input", str(manifest),
+           "--output", str(out), "--config", str(tmp_path / "small.yaml"),
+           "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh local Ray
+    proc = subprocess.Popen(job + ["--concurrency", "1"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while len(existing_ids(str(out))) < 4 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-write
+        proc.wait()
+    before = existing_ids(str(out))
+    assert 4 <= len(before) < n, "the job must be killed part-way for this test to mean anything"
+    (out / ".part-stale.parquet.tmp").write_bytes(b"half a file")  # what a kill mid-write leaves
+    result = subprocess.run(job, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["skipped"] == len(before) and summary["rows"] == n - len(before)
+    ids = _table(out).column("id").to_pylist()
+    assert sorted(ids) == [f"toy{2_000_400 + i:07d}" for i in range(n)]  # each id exactly once
+    assert not (out / ".part-stale.parquet.tmp").exists()
+
+
+def test_progress_counts_only_rows_written_by_this_run(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ["old"]}), tmp_path / "part-old.parquet")
+    progress = Progress(str(tmp_path), total=10)
+    pq.write_table(pa.table({"id": ["a", "b", "c"]}), tmp_path / "part-new.parquet")
+    (tmp_path / ".part-x.parquet.tmp").write_bytes(b"partial")
+    assert progress.rows_done() == 3
+    line = progress.line()
+    assert line.startswith("[pseudolabel] 3/10 rows (30%), ") and "rows/s, ETA " in line

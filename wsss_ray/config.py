@@ -1,8 +1,19 @@
-"""LabelConfig from a YAML/JSON file or a dict (the `--config` flag); unknown keys are errors."""
+"""Settings of a pseudo-labelling run from flags, a YAML file or a dict; unknown keys are errors.
+
+One flat namespace: the keys of a ``--config`` file are the job's flag names with
+underscores (``batch_size``, ``concurrency``) and the labeller's settings
+(``bg_power``, ``crf_config: {iters: 5}``), and the same names are the MLflow params.
+
+    input: voc:/data/VOCdevkit/VOC2012:train
+    labelset: voc
+    concurrency: [1, 4]
+    bg_power: 1
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -11,6 +22,33 @@ from wsss_ray.crf import CrfConfig
 from wsss_ray.labeler import LabelConfig
 
 _TUPLES = {"templates", "scales"}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every setting of a pseudo-labelling run; field names are the job's flags."""
+
+    input: str
+    output: str = "outputs/pseudolabels"
+    labelset: str = "toyworld"
+    model: str = "toyclip"
+    pretrained: str | None = None
+    method: str = "clip-es"
+    limit: int | None = None
+    batch_size: int = 16
+    concurrency: tuple[int, int] = (1, 1)   # (min, max) CAM actors; the pool autoscales between them
+    num_gpus: float | None = None           # per CAM actor; None: 1 if the cluster has GPUs, else 0
+    rows_per_file: int = 64                 # rows per block and per Parquet file (the unit of resume)
+    max_pixels: int = 50_000_000
+    label: LabelConfig = field(default_factory=LabelConfig)
+
+    def __post_init__(self):
+        lo, hi = self.concurrency
+        if not 1 <= lo <= hi:
+            raise ValueError(f"concurrency {lo},{hi} is not a range; give MIN,MAX with 1 <= MIN <= MAX")
+        for name in ("batch_size", "rows_per_file"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 def label_config_from_dict(d: dict, base: LabelConfig = LabelConfig()) -> LabelConfig:
@@ -33,11 +71,58 @@ def label_config_from_dict(d: dict, base: LabelConfig = LabelConfig()) -> LabelC
     return dataclasses.replace(base, **changes)
 
 
-def load_label_config(path: str | Path, base: LabelConfig = LabelConfig()) -> LabelConfig:
+def _read_mapping(path: str | Path) -> dict:
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of label settings, e.g. 'bg_power: 1'")
-    return label_config_from_dict(data, base)
+        raise ValueError(f"{path} must hold a mapping of settings, e.g. 'bg_power: 1'")
+    return data
+
+
+def load_label_config(path: str | Path, base: LabelConfig = LabelConfig()) -> LabelConfig:
+    return label_config_from_dict(_read_mapping(path), base)
+
+
+def parse_concurrency(value) -> tuple[int, int]:
+    """``4`` | ``"1,4"`` | ``[1, 4]`` -> (min, max) actors."""
+    parts = [value] if isinstance(value, int) else (str(value).split(",") if isinstance(value, str) else list(value))
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"concurrency {value!r} is not MIN[,MAX]; give e.g. 1,4") from None
+    if len(nums) not in (1, 2):
+        raise ValueError(f"concurrency {value!r} is not MIN[,MAX]; give e.g. 1,4")
+    return nums[0], nums[-1]
+
+
+def pipeline_config_from_dict(d: dict, base: PipelineConfig) -> PipelineConfig:
+    """Overlay `d` (pipeline and label settings in one flat namespace) on `base`."""
+    pipeline_keys = {f.name for f in dataclasses.fields(PipelineConfig)} - {"label"}
+    label_keys = {f.name for f in dataclasses.fields(LabelConfig)}
+    unknown = sorted(set(d) - pipeline_keys - label_keys)
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; known: {sorted(pipeline_keys | label_keys)}")
+    changes = {k: v for k, v in d.items() if k in pipeline_keys}
+    if "concurrency" in changes:
+        changes["concurrency"] = parse_concurrency(changes["concurrency"])
+    label = label_config_from_dict({k: v for k, v in d.items() if k in label_keys}, base.label)
+    return dataclasses.replace(base, **changes, label=label)
+
+
+def resolve_pipeline_config(settings: dict, config_file: str | Path | None = None) -> PipelineConfig:
+    """The run's settings: defaults < `config_file` < `settings` (the flags given).
+
+    Without an ``input`` anywhere this is the embedded default: a generated toy-world
+    collection labelled with the toy world's tuned settings (see ``wsss_ray.toyworld``).
+    """
+    merged = {**(_read_mapping(config_file) if config_file else {}), **settings}
+    if merged.get("input") is None:
+        from wsss_ray.toyworld import embedded_default
+
+        manifest, toy_label = embedded_default()
+        base = PipelineConfig(input=manifest, label=toy_label)
+    else:
+        base = PipelineConfig(input=merged["input"])
+    return pipeline_config_from_dict({k: v for k, v in merged.items() if k != "input"}, base)
 
 
 def flatten(obj, prefix: str = "") -> dict:
@@ -51,3 +136,9 @@ def flatten(obj, prefix: str = "") -> dict:
         else:
             out[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
     return out
+
+
+def params(config: PipelineConfig) -> dict:
+    """Every setting under the name it has in a config file and on the command line."""
+    flat = flatten(config)
+    return {k.removeprefix("label."): v for k, v in flat.items()}

@@ -1,10 +1,11 @@
 """The Ray Data pseudo-labelling graph: items -> decode -> CLIP CAM -> dense CRF -> Parquet.
 
 Each stage declares what it needs. ``decode`` and ``crf`` are CPU tasks. ``cam``
-is an autoscaling pool of actors that load the model once each, and it takes a
-GPU per actor when ``num_gpus_per_actor`` > 0, so GPUs never wait on the CRF. A
-bad item becomes an ``error`` row and never stops the job. Re-running into the
-same output skips ids that are already written.
+is a pool of actors that load the model once each and autoscales between the
+``concurrency`` bounds; it takes ``num_gpus`` GPUs per actor, so GPUs never wait
+on the CRF. A bad item becomes an ``error`` row and never stops the job. Output
+files appear atomically, and re-running into the same output skips the ids that
+are already written, so a killed job resumes where it stopped.
 
 This module is the only Ray Data caller. The algorithm (``wsss_ray.labeler``)
 knows nothing of Ray.
@@ -12,47 +13,42 @@ knows nothing of Ray.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import math
+import sys
+import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+import uuid
+import warnings
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import ray
+from ray.data import Datasink
+from ray.data.block import BlockAccessor
 
-from wsss_ray.labeler import LabelConfig, Labeler, class_ids, refine
+from wsss_ray.config import PipelineConfig, params
+from wsss_ray.labeler import Labeler, class_ids, refine
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import encode_png
-from wsss_ray.sources import Item, decode_image, read_bytes, read_source
+from wsss_ray.sources import Item, decode_image, filesystem, read_bytes, read_source
 
-METHODS = ("clip-es",)
-# The output contract (DESIGN.md): one row per input item.
+# The output contract (DESIGN.md): one row per input item, plus run metadata.
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("image", pa.string()), ("labels", pa.list_(pa.string())),
     ("width", pa.int32()), ("height", pa.int32()), ("mask", pa.binary()), ("confidence", pa.binary()),
     ("status", pa.string()), ("error", pa.string()),
-    ("labelset", pa.string()), ("model", pa.string()), ("method", pa.string()),
+    ("labelset", pa.string()), ("model", pa.string()), ("method", pa.string()), ("run_id", pa.string()),
 ])
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Every setting of a pseudo-labelling run; field names are the job's flags."""
-
-    input: str
-    output: str = "outputs/pseudolabels"
-    labelset: str = "toyworld"
-    model: str = "toyclip"
-    pretrained: str | None = None
-    method: str = "clip-es"
-    limit: int | None = None
-    batch_size: int = 16
-    num_gpus_per_actor: float = 0.0
-    min_actors: int = 1
-    max_actors: int = 1
-    max_pixels: int = 50_000_000
-    label: LabelConfig = field(default_factory=LabelConfig)
+# A CAM actor that dies (OOM, a lost node) is restarted and its batch retried, a bounded
+# number of times: Ray Data's default is unbounded, which turns a poison input into a hang.
+# Ray 2.60 offers no other way to pass these and warns that the keyword form goes in 2.64.
+ACTOR_RETRIES = {"max_restarts": 3, "max_task_retries": 3}
+METHODS = ("clip-es",)
 
 
 # ------------------------------------------------------------------ stages
@@ -102,7 +98,7 @@ class CamStage:
     """CLIP CAMs -> per-pixel probabilities (actor: the model is loaded once)."""
 
     def __init__(self, config: PipelineConfig):
-        device = "cuda" if config.num_gpus_per_actor > 0 else "cpu"
+        device = "cuda" if config.num_gpus else "cpu"
         self.labeler = Labeler.from_spec(config.model, config.labelset, config.label, config.pretrained, device)
 
     def __call__(self, batch: dict) -> dict:
@@ -127,7 +123,7 @@ class CamStage:
         return batch
 
 
-def crf_stage(batch: dict, config: PipelineConfig) -> dict:
+def crf_stage(batch: dict, config: PipelineConfig, run_id: str) -> pa.Table:
     """Dense CRF, pseudo-mask and confidence PNGs (CPU tasks)."""
     labelset = load_labelset(config.labelset)
     cfg = config.label
@@ -153,18 +149,121 @@ def crf_stage(batch: dict, config: PipelineConfig) -> dict:
         "mask": masks, "confidence": confs,
         "status": list(batch["status"]), "error": list(batch["error"]),
         "labelset": [config.labelset] * n, "model": [config.model] * n, "method": [config.method] * n,
+        "run_id": [run_id] * n,
     }, schema=OUTPUT_SCHEMA)
 
 
-# ------------------------------------------------------------------ driver
+# ------------------------------------------------------------------ output
+
+
+class AtomicParquetSink(Datasink):
+    """One Parquet file per write task, made visible only once complete.
+
+    Each file is written under a hidden temporary name (pyarrow datasets skip names
+    starting with ``.``) and then moved into place, so a killed job never leaves a
+    half-written file that a re-run would read. The name is a hash of the ids it holds,
+    so a retried write task replaces its own file instead of duplicating rows.
+    """
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def on_write_start(self, schema=None) -> None:
+        fs, path = filesystem(self.output)
+        fs.create_dir(path, recursive=True)
+
+    def write(self, blocks, ctx) -> int:
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return 0
+        table = pa.concat_tables(tables)
+        digest = hashlib.sha1("\n".join(sorted(table.column("id").to_pylist())).encode()).hexdigest()[:20]
+        fs, path = filesystem(self.output)
+        final, tmp = f"{path}/part-{digest}.parquet", f"{path}/.part-{digest}.parquet.tmp"
+        pq.write_table(table, tmp, filesystem=fs)
+        fs.move(tmp, final)
+        return table.num_rows
+
+
+def _parquet_files(output: str) -> tuple[pafs.FileSystem, list[str]]:
+    fs, path = filesystem(output)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return fs, []
+    infos = fs.get_file_info(pafs.FileSelector(path))
+    return fs, sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                      and not i.base_name.startswith((".", "_")))
+
+
+def read_output(output: str, columns: list[str] | None = None) -> pa.Table | None:
+    """The complete Parquet files under `output` as one table (None before the first file)."""
+    fs, files = _parquet_files(output)
+    if not files:
+        return None
+    return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=columns)
 
 
 def existing_ids(output: str) -> set[str]:
     """Ids already written under `output` (empty when there is no output yet)."""
-    path = Path(output)
-    if not path.is_dir() or not any(path.glob("*.parquet")):
-        return set()
-    return set(pads.dataset(str(path), format="parquet").to_table(columns=["id"]).column("id").to_pylist())
+    table = read_output(output, ["id"])
+    return set() if table is None else set(table.column("id").to_pylist())
+
+
+def _remove_temporaries(output: str) -> None:
+    """Drop the half-written files of a killed run (one job writes to an output at a time)."""
+    fs, path = filesystem(output)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        for info in fs.get_file_info(pafs.FileSelector(path)):
+            if info.base_name.startswith(".part-") and info.base_name.endswith(".tmp"):
+                fs.delete_file(info.path)
+
+
+class Progress:
+    """Prints ``rows done/total, rows/s, ETA`` every `interval` seconds while a run writes.
+
+    It counts rows from the footers of the Parquet files that appear under the output,
+    so it works the same on a laptop and on a cluster writing to object storage.
+    """
+
+    def __init__(self, output: str, total: int, interval: float = 10.0, stream=sys.stderr):
+        self.output, self.total, self.interval, self.stream = output, total, interval, stream
+        self._known = set(_parquet_files(output)[1])
+        self._counted: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="wsss-ray-progress")
+        self.start = time.time()
+
+    def __enter__(self) -> "Progress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def rows_done(self) -> int:
+        fs, files = _parquet_files(self.output)
+        for f in files:
+            if f not in self._known and f not in self._counted:
+                self._counted[f] = pq.read_metadata(f, filesystem=fs).num_rows
+        return sum(self._counted.values())
+
+    def line(self) -> str:
+        done, elapsed = self.rows_done(), time.time() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = f"{(self.total - done) / rate:.0f} s" if rate > 0 else "unknown"
+        pct = 100 * done / self.total if self.total else 100
+        return f"[pseudolabel] {done}/{self.total} rows ({pct:.0f}%), {rate:.2f} rows/s, ETA {eta}"
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                print(self.line(), file=self.stream, flush=True)
+            except OSError:  # a listing that races a move; the next tick sees it settled
+                pass
+
+
+# ------------------------------------------------------------------ driver
 
 
 def _rows(items: list[Item], done: set[str]) -> list[dict]:
@@ -181,12 +280,70 @@ def _rows(items: list[Item], done: set[str]) -> list[dict]:
     return rows
 
 
-def run_tracked(config: PipelineConfig, mlflow_uri: str | None = None) -> dict:
-    """:func:`run` inside an MLflow run: settings as params, summary as metrics, artifacts."""
+def gpus_per_actor(config: PipelineConfig) -> float:
+    """``num_gpus`` as given, else one GPU per CAM actor when the cluster has any GPU now."""
+    if config.num_gpus is not None:
+        return config.num_gpus
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def build_dataset(config: PipelineConfig, rows: list[dict], run_id: str, cam_stage: type = CamStage
+                  ) -> ray.data.Dataset:
+    """The lazy graph: items -> decode (CPU tasks) -> CAM (actor pool) -> CRF (CPU tasks)."""
+    num_gpus = gpus_per_actor(config)
+    config = dataclasses.replace(config, num_gpus=num_gpus)
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / config.rows_per_file)))
+    ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
+                        batch_size=config.batch_size, num_cpus=1)
+    lo, hi = config.concurrency
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.map_batches(cam_stage, fn_constructor_kwargs={"config": config}, batch_size=config.batch_size,
+                            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+                            num_gpus=num_gpus or None, num_cpus=1, **ACTOR_RETRIES)
+    return ds.map_batches(crf_stage, fn_kwargs={"config": config, "run_id": run_id},
+                          batch_size=config.batch_size, num_cpus=1, batch_format="numpy")
+
+
+def run(config: PipelineConfig, run_id: str | None = None, cam_stage: type = CamStage,
+        progress_interval: float = 10.0) -> dict:
+    """Label the input into Parquet under ``config.output``; returns the job's summary.
+
+    `cam_stage` is the actor class that turns decoded images into class probabilities
+    (:class:`CamStage` for ``clip-es``); ids already in the output are skipped.
+    """
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; choose from {list(METHODS)}")
+    load_labelset(config.labelset)  # fail before starting Ray if the labelset is wrong
+    run_id = run_id or uuid.uuid4().hex
+    items = read_source(config.input)[:config.limit]
+    _remove_temporaries(config.output)
+    rows = _rows(items, existing_ids(config.output))
+    start = time.time()
+    summary = {"rows": 0, "ok": 0, "errors": 0, "skipped": len(items) - len(rows), "output": config.output,
+               "run_id": run_id}
+    if rows:
+        with Progress(config.output, len(rows), progress_interval):
+            build_dataset(config, rows, run_id, cam_stage).write_datasink(AtomicParquetSink(config.output))
+        table = read_output(config.output, ["status", "run_id"])
+        statuses = [s for s, r in zip(table.column("status").to_pylist(), table.column("run_id").to_pylist())
+                    if r == run_id]
+        summary.update(rows=len(statuses), ok=statuses.count("ok"), errors=statuses.count("error"))
+    summary["seconds"] = round(time.time() - start, 2)
+    summary["rows_per_s"] = round(summary["rows"] / summary["seconds"], 2) if summary["seconds"] else None
+    summary["miou"] = evaluate_output(config.output, items, config.labelset)
+    return summary
+
+
+def run_tracked(config: PipelineConfig, mlflow_uri: str | None = None, **run_kwargs) -> dict:
+    """:func:`run` inside an MLflow run: settings as params, summary as metrics, artifacts.
+
+    The MLflow run id is also the ``run_id`` column of the rows this run writes.
+    """
     from wsss_ray import tracking
 
-    with tracking.start_run("pseudolabel", tracking.flatten(config), mlflow_uri) as mlrun:
-        summary = run(config)
+    with tracking.start_run("pseudolabel", params(config), mlflow_uri) as mlrun:
+        summary = run(config, run_id=mlrun.info.run_id, **run_kwargs)
         summary["mlflow_run_id"] = mlrun.info.run_id
         tracking.log_summary(summary)
         labelset = load_labelset(config.labelset)
@@ -204,8 +361,8 @@ def overlay_grid(output: str, n: int = 8) -> np.ndarray | None:
     from wsss_ray.masks import decode_png, overlay
     from wsss_ray.sources import load_image
 
-    table = pads.dataset(output, format="parquet").to_table(columns=["image", "status", "mask"])
-    rows = [r for r in table.to_pylist() if r["status"] == "ok"][:n]
+    table = read_output(output, ["image", "status", "mask"])
+    rows = [] if table is None else [r for r in table.to_pylist() if r["status"] == "ok"][:n]
     if not rows:
         return None
     tiles = []
@@ -214,35 +371,6 @@ def overlay_grid(output: str, n: int = 8) -> np.ndarray | None:
         tiles.append(np.concatenate([image, overlay(image, decode_png(r["mask"]))], axis=0))
     h = max(t.shape[0] for t in tiles)
     return np.concatenate([np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles], axis=1)
-
-
-def run(config: PipelineConfig) -> dict:
-    """Label the input into Parquet under ``config.output``; returns a summary dict."""
-    if config.method not in METHODS:
-        raise ValueError(f"unknown --method {config.method!r}; choose from {list(METHODS)}")
-    load_labelset(config.labelset)  # fail before starting Ray if the labelset is wrong
-    items = read_source(config.input)[:config.limit]
-    rows = _rows(items, existing_ids(config.output))
-    start = time.time()
-    summary = {"rows": 0, "ok": 0, "errors": 0, "skipped": len(items) - len(rows), "output": config.output}
-    if rows:
-        ds = ray.data.from_items(rows)
-        ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
-                            batch_size=config.batch_size, num_cpus=1)
-        ds = ds.map_batches(CamStage, fn_constructor_kwargs={"config": config}, batch_size=config.batch_size,
-                            compute=ray.data.ActorPoolStrategy(min_size=config.min_actors, max_size=config.max_actors),
-                            num_gpus=config.num_gpus_per_actor or None, num_cpus=1)
-        ds = ds.map_batches(crf_stage, fn_kwargs={"config": config}, batch_size=config.batch_size, num_cpus=1,
-                            batch_format="numpy")
-        ds.write_parquet(config.output)  # file names carry a per-write UUID: re-runs add files
-        table = pads.dataset(config.output, format="parquet").to_table(columns=["id", "status"])
-        ids = set(r["id"] for r in rows)
-        statuses = [s for i, s in zip(table.column("id").to_pylist(), table.column("status").to_pylist()) if i in ids]
-        summary.update(rows=len(statuses), ok=statuses.count("ok"), errors=statuses.count("error"))
-    summary["seconds"] = round(time.time() - start, 2)
-    summary["rows_per_s"] = round(summary["rows"] / summary["seconds"], 2) if summary["seconds"] else None
-    summary["miou"] = evaluate_output(config.output, items, config.labelset) if Path(config.output).is_dir() else None
-    return summary
 
 
 def evaluate_output(output: str, items: list[Item], labelset_name: str) -> float | None:
@@ -255,15 +383,16 @@ def evaluate_output(output: str, items: list[Item], labelset_name: str) -> float
     from wsss_ray.sources import load_mask
 
     gt = {it.id: it.mask for it in items if it.mask}
-    if not gt:
+    table = read_output(output, ["id", "status", "mask"])
+    if not gt or table is None:
         return None
     k = len(load_labelset(labelset_name)) + 1
     hist = np.zeros((k, k), np.int64)
-    table = pads.dataset(output, format="parquet").to_table(columns=["id", "status", "mask"])
-    for row in table.to_pylist():
-        if row["id"] not in gt:
-            continue
-        truth = load_mask(gt.pop(row["id"]))
-        pred = decode_png(row["mask"]) if row["status"] == "ok" else np.zeros_like(truth)
-        hist += confusion_matrix(truth, fill_ignored(pred), k)
+    for batch in table.to_batches():
+        for row in batch.to_pylist():
+            if row["id"] not in gt:
+                continue
+            truth = load_mask(gt.pop(row["id"]))
+            pred = decode_png(row["mask"]) if row["status"] == "ok" else np.zeros_like(truth)
+            hist += confusion_matrix(truth, fill_ignored(pred), k)
     return round(scores(hist).miou, 4)

@@ -50,7 +50,8 @@ class Item:
 # ------------------------------------------------------------------ filesystem
 
 
-def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem of a local path or URI (s3://, gs://, ...) and the path within it."""
     if "://" in path:
         return pafs.FileSystem.from_uri(path)
     return pafs.LocalFileSystem(), str(Path(path).absolute())
@@ -58,7 +59,7 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
 
 def read_bytes(path: str) -> bytes:
     """The bytes of a local path or URI."""
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     with fs.open_input_file(p) as f:
         return f.read()
 
@@ -79,18 +80,18 @@ def _parent(path: str) -> str:
 
 
 def _is_dir(path: str) -> bool:
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     return fs.get_file_info(p).type == pafs.FileType.Directory
 
 
 def _exists(path: str) -> bool:
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     return fs.get_file_info(p).type == pafs.FileType.File
 
 
 def _list_files(folder: str) -> list[str]:
     """Paths of the files under `folder` (recursive), relative to it, sorted."""
-    fs, p = _fs(folder)
+    fs, p = filesystem(folder)
     infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
     return sorted(posixpath.relpath(i.path, p) for i in infos if i.type == pafs.FileType.File)
 
