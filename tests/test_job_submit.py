@@ -1,0 +1,77 @@
+"""`ray job submit` against a real `ray start --head` on loopback, started and stopped here.
+
+Token auth is off for the cluster and the client alike (Ray 2.60 turns it on by
+default), and the venv's bin is first on the PATH that `ray start` sees, because
+the job's `python` is resolved there.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+
+from wsss_ray.toyworld import generate
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+           "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    gcs, dashboard = _free_port(), _free_port()
+    head = subprocess.Popen(
+        [f"{bin_dir}/ray", "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         "--disable-usage-stats"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except OSError:
+                assert head.poll() is None and time.time() < deadline, "ray start --head did not come up"
+                time.sleep(1)
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: stopping `ray start` stops what it started
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_ray_job_submit_runs_the_pseudolabel_job(ray_head, tmp_path):
+    address, env = ray_head
+    manifest = generate(tmp_path / "toy", 6, seed=2_000_500)
+    out = tmp_path / "out"
+    submit = subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+         "--", "python", "jobs/pseudolabel.py", "--input", str(manifest), "--output", str(out),
+         "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--batch-size", "3"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert "succeeded" in submit.stdout
+    summary = json.loads(next(line for line in submit.stdout.splitlines() if line.startswith('{"rows"')))
+    assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 6, 0)
+    assert summary["miou"] is not None and summary["mlflow_run_id"]
+    assert pads.dataset(str(out), format="parquet").to_table().num_rows == 6
