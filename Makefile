@@ -5,7 +5,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	.venv/bin/python -m wsss_ray.toyworld demo
+	.venv/bin/python jobs/pseudolabel.py
 
 test: setup
 	.venv/bin/python -m pytest

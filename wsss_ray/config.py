@@ -38,6 +38,7 @@ class PipelineConfig:
     batch_size: int = 16
     concurrency: tuple[int, int] = (1, 1)   # (min, max) CAM actors; the pool autoscales between them
     num_gpus: float | None = None           # per CAM actor; None: 1 if the cluster has GPUs, else 0
+    num_cpus: float = 1.0                   # per CAM actor; below 1 packs more actors onto a CPU-only node
     rows_per_file: int = 64                 # rows per block and per Parquet file (the unit of resume)
     max_pixels: int = 50_000_000
     label: LabelConfig = field(default_factory=LabelConfig)
@@ -46,6 +47,8 @@ class PipelineConfig:
         lo, hi = self.concurrency
         if not 1 <= lo <= hi:
             raise ValueError(f"concurrency {lo},{hi} is not a range; give MIN,MAX with 1 <= MIN <= MAX")
+        if self.num_cpus <= 0:
+            raise ValueError(f"num_cpus must be positive, got {self.num_cpus}")
         for name in ("batch_size", "rows_per_file"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -59,6 +59,8 @@ def _writable(batch: dict) -> dict:
     batch["status"] = np.array(batch["status"], dtype=object)
     # An all-null column arrives as float NaN; errors are strings or None.
     batch["error"] = np.array([e if isinstance(e, str) else None for e in batch["error"]], dtype=object)
+    # Lists, not numpy string arrays: ragged arrays would make Ray try (and fail) a tensor column.
+    batch["labels"] = _objects([[str(label) for label in labels] for labels in batch["labels"]])
     return batch
 
 
@@ -144,7 +146,7 @@ def crf_stage(batch: dict, config: PipelineConfig, run_id: str) -> pa.Table:
     return pa.table({
         "id": [str(x) for x in batch["id"]],
         "image": [str(x) for x in batch["image"]],
-        "labels": [[str(l) for l in x] for x in batch["labels"]],
+        "labels": list(batch["labels"]),
         "width": batch["width"], "height": batch["height"],
         "mask": masks, "confidence": confs,
         "status": list(batch["status"]), "error": list(batch["error"]),
@@ -300,7 +302,7 @@ def build_dataset(config: PipelineConfig, rows: list[dict], run_id: str, cam_sta
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         ds = ds.map_batches(cam_stage, fn_constructor_kwargs={"config": config}, batch_size=config.batch_size,
                             compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
-                            num_gpus=num_gpus or None, num_cpus=1, **ACTOR_RETRIES)
+                            num_gpus=num_gpus or None, num_cpus=config.num_cpus, **ACTOR_RETRIES)
     return ds.map_batches(crf_stage, fn_kwargs={"config": config, "run_id": run_id},
                           batch_size=config.batch_size, num_cpus=1, batch_format="numpy")
 
