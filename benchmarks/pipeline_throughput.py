@@ -24,7 +24,7 @@ from pathlib import Path
 RUNS = [
     ("serial loop, 1 thread", "serial:1"),
     ("serial loop, torch default threads", "serial:0"),
-    ("job, 1 CPU, 1 CAM actor", "job:1:1:1"),
+    ("job, 1 CPU, 1 CAM actor (shares the CPU with decode/CRF)", "job:1:1:1"),
     ("job, 2 CPUs, 1 CAM actor", "job:2:1:1"),
     ("job, 2 CPUs, 2 CAM actors (--num-cpus 0.5)", "job:2:2:0.5"),
 ]

@@ -153,3 +153,11 @@ def test_progress_counts_only_rows_written_by_this_run(tmp_path):
     assert progress.rows_done() == 3
     line = progress.line()
     assert line.startswith("[pseudolabel] 3/10 rows (30%), ") and "rows/s, ETA " in line
+
+
+@pytest.mark.parametrize("cpus, expected", [(8.0, (1.0, 1.0)), (2.0, (1.0, 1.0)), (1.0, (0.5, 0.5)), (0.0, (1.0, 1.0))])
+def test_cpu_requests_fit_small_clusters_and_leave_empty_ones_to_the_autoscaler(monkeypatch, cpus, expected):
+    from wsss_ray.pipeline import cpu_requests
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": cpus} if cpus else {})
+    assert cpu_requests(PipelineConfig(input="x")) == expected

@@ -289,22 +289,41 @@ def gpus_per_actor(config: PipelineConfig) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
+def cpu_requests(config: PipelineConfig) -> tuple[float, float]:
+    """(CPUs per CAM actor, CPUs per decode/CRF task) that fit the cluster.
+
+    CAM actors hold their CPUs for the whole run and the CRF tasks need CPU beside
+    them; on a cluster smaller than the minimum actors plus one task (a 1-CPU laptop)
+    both requests shrink in proportion so the job cannot stall. A cluster with no
+    CPUs yet is left to its autoscaler.
+    """
+    cpus = ray.cluster_resources().get("CPU", 0)
+    need = config.concurrency[0] * config.num_cpus + 1
+    if 0 < cpus < need:
+        scale = cpus / need
+        print(f"[pseudolabel] {cpus:g} CPUs < {need:g} requested; CAM actors get {config.num_cpus * scale:.2f} "
+              f"CPUs and decode/CRF tasks {scale:.2f}", file=sys.stderr, flush=True)
+        return config.num_cpus * scale, scale
+    return config.num_cpus, 1.0
+
+
 def build_dataset(config: PipelineConfig, rows: list[dict], run_id: str, cam_stage: type = CamStage
                   ) -> ray.data.Dataset:
     """The lazy graph: items -> decode (CPU tasks) -> CAM (actor pool) -> CRF (CPU tasks)."""
     num_gpus = gpus_per_actor(config)
     config = dataclasses.replace(config, num_gpus=num_gpus)
+    actor_cpus, task_cpus = cpu_requests(config)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / config.rows_per_file)))
     ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
-                        batch_size=config.batch_size, num_cpus=1)
+                        batch_size=config.batch_size, num_cpus=task_cpus)
     lo, hi = config.concurrency
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         ds = ds.map_batches(cam_stage, fn_constructor_kwargs={"config": config}, batch_size=config.batch_size,
                             compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
-                            num_gpus=num_gpus or None, num_cpus=config.num_cpus, **ACTOR_RETRIES)
+                            num_gpus=num_gpus or None, num_cpus=actor_cpus, **ACTOR_RETRIES)
     return ds.map_batches(crf_stage, fn_kwargs={"config": config, "run_id": run_id},
-                          batch_size=config.batch_size, num_cpus=1, batch_format="numpy")
+                          batch_size=config.batch_size, num_cpus=task_cpus, batch_format="numpy")
 
 
 def run(config: PipelineConfig, run_id: str | None = None, cam_stage: type = CamStage,
