@@ -1,0 +1,142 @@
+"""Scale-up and scale-down times of the pseudolabel job on the fake autoscaling cluster.
+
+Starts ``cluster/local.yaml`` (Ray's fake_multinode provider: a head with 0 CPUs,
+worker "nodes" that are extra raylets on this machine, min 0), submits the job with
+``ray job submit``, and times: submit -> first worker node alive, submit -> job
+finished, job finished -> no worker node left. Its GCS must listen on the default
+port 6379 (the fake provider's nodes join there); the teardown stops only the
+processes of that cluster, not other Ray instances on the machine.
+
+    .venv/bin/python benchmarks/fake_cluster_scaling.py [--n 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DASHBOARD = "http://127.0.0.1:8265"
+
+
+def _get(path: str) -> dict:
+    with urllib.request.urlopen(f"{DASHBOARD}{path}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def worker_nodes() -> int:
+    """Alive nodes other than the head."""
+    nodes = _get("/api/v0/nodes?limit=100&detail=false")["data"]["result"]["result"]
+    return sum(1 for n in nodes if n["state"] == "ALIVE" and not n["is_head_node"])
+
+
+def job_status(submission_id: str) -> str:
+    return _get(f"/api/jobs/{submission_id}")["status"]
+
+
+def _wait(predicate, timeout: float, what: str, poll: float = 0.5) -> float:
+    start = time.time()
+    while not predicate():
+        if time.time() - start > timeout:
+            raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(poll)
+    return time.time()
+
+
+def scale_cycle(workdir: Path, n: int = 24, timeout: float = 600) -> dict:
+    """Run one job on a fresh fake cluster; returns the timings, the job's summary and the output path."""
+    from wsss_ray.toyworld import generate
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+           "RAY_AUTH_MODE": "disabled", "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    manifest = generate(workdir / "toy", n, seed=2_000_700)
+    output = workdir / "out"
+    ray = [f"{bin_dir}/ray"]
+    subprocess.run(ray + ["start", "--head", "--num-cpus=0", f"--autoscaling-config={REPO / 'cluster' / 'local.yaml'}",
+                          "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True)
+    try:
+        _wait(lambda: _reachable(), 120, "the dashboard")
+        workers_before = worker_nodes()
+        submitted = time.time()
+        subprocess.run(ray + ["job", "submit", "--no-wait", "--submission-id", "fake-cluster-job",
+                              "--address", DASHBOARD, "--working-dir", str(REPO), "--",
+                              "python", "jobs/pseudolabel.py", "--input", str(manifest), "--output", str(output),
+                              "--mlflow-uri", f"sqlite:///{workdir}/mlflow.db", "--batch-size", "4",
+                              "--concurrency", "1,2"],
+                       env=env, check=True, capture_output=True)
+        up = _wait(lambda: worker_nodes() > 0, timeout, "scale-up")
+        peak = worker_nodes()
+        done = _wait(lambda: job_status("fake-cluster-job") in ("SUCCEEDED", "FAILED", "STOPPED"), timeout,
+                     "the job")
+        status = job_status("fake-cluster-job")
+        logs = _get("/api/jobs/fake-cluster-job/logs")["logs"]
+        down = _wait(lambda: worker_nodes() == 0, timeout, "scale-down")
+    finally:
+        stop_cluster()
+    summary = next((json.loads(line) for line in logs.splitlines() if line.startswith('{"rows"')), None)
+    return {"status": status, "summary": summary, "output": str(output), "logs": logs,
+            "workers_before": workers_before, "workers_at_peak": peak,
+            "scale_up_s": round(up - submitted, 1), "job_s": round(done - submitted, 1),
+            "scale_down_s": round(down - done, 1)}
+
+
+def stop_cluster(port: int = 6379) -> None:
+    """Stop the processes of the Ray cluster whose GCS listens on `port` (`ray stop` stops all; Linux)."""
+    def ours() -> list[int]:
+        pids = []
+        for proc in Path("/proc").iterdir():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if proc.name.isdigit() and int(proc.name) != os.getpid() and "ray" in cmd and (
+                    f":{port} " in cmd + " " or f"gcs_server_port={port}" in cmd):
+                pids.append(int(proc.name))
+        return pids
+
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        for pid in ours():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.time() + wait
+        while ours() and time.time() < deadline:
+            time.sleep(0.5)
+
+
+def _reachable() -> bool:
+    try:
+        worker_nodes()
+        return True
+    except OSError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=24)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        r = scale_cycle(Path(tmp), args.n)
+    print(f"fake cluster (cluster/local.yaml: head CPU 0, worker 2 CPUs, min 0, idle timeout 0.2 min), "
+          f"{args.n} toy images, job {r['status']}, rows {r['summary'] and r['summary']['rows']}")
+    print("| step | seconds |\n|---|---|")
+    print(f"| submit -> first worker node alive (scale-up) | {r['scale_up_s']} |")
+    print(f"| submit -> job finished | {r['job_s']} |")
+    print(f"| job finished -> no worker node left (scale-down) | {r['scale_down_s']} |")
+    print(f"workers: {r['workers_before']} before, {r['workers_at_peak']} right after scale-up")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The pseudolabel job on the fake autoscaling cluster of cluster/local.yaml.
+
+The head has 0 CPUs and the worker type min 0, so the job's tasks make the
+autoscaler start a worker node; after the idle timeout it goes away again. The
+scenario is benchmarks/fake_cluster_scaling.py's (which prints the timings). The
+cluster's GCS takes the default port 6379, so no `ray start`ed cluster may be
+running on this machine meanwhile.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+
+pytestmark = pytest.mark.slow
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "fake_cluster_scaling.py"
+
+
+def test_job_scales_workers_up_and_back_down(tmp_path):
+    spec = importlib.util.spec_from_file_location("fake_cluster_scaling", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.scale_cycle(tmp_path, n=12)
+    assert r["status"] == "SUCCEEDED", r["logs"][-3000:]
+    assert r["workers_before"] == 0 and r["workers_at_peak"] >= 1
+    assert (r["summary"]["rows"], r["summary"]["ok"]) == (12, 12)
+    assert pads.dataset(r["output"], format="parquet").to_table().num_rows == 12
+    assert r["scale_down_s"] >= 0  # reached only once every worker node is gone
