@@ -113,6 +113,9 @@ def stop_cluster(port: int = 6379) -> None:
         deadline = time.time() + wait
         while ours() and time.time() < deadline:
             time.sleep(0.5)
+    note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # as `ray stop` does
+    if note.exists() and note.read_text().strip().endswith(f":{port}"):
+        note.unlink()
 
 
 def _reachable() -> bool:

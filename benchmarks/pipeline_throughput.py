@@ -59,7 +59,7 @@ def job(manifest: str, n: int, cpus: int, concurrency: int, num_cpus: float, out
     from wsss_ray.pipeline import run
 
     _, config = embedded_default(Path(manifest).parent, n)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     cfg = PipelineConfig(input=manifest, output=out, limit=n, label=config,
                          concurrency=(concurrency, concurrency), num_cpus=num_cpus)
     summary = run(cfg, progress_interval=3600)

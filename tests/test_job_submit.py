@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -58,6 +59,14 @@ def ray_head(tmp_path):
             head.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        forget_cluster(gcs)
+
+
+def forget_cluster(port: int) -> None:
+    """Drop `ray start`'s note of the cluster (as `ray stop` does), so a later ray.init() starts its own."""
+    note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if note.exists() and note.read_text().strip().endswith(f":{port}"):
+        note.unlink()
 
 
 def test_ray_job_submit_runs_the_pseudolabel_job(ray_head, tmp_path):

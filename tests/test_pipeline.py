@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
 
@@ -120,7 +120,7 @@ def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
     job = [sys.executable, str(Path(__file__).parents[1] / "jobs" / "pseudolabel.py"), "--input", str(manifest),
            "--output", str(out), "--config", str(tmp_path / "small.yaml"),
            "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh local Ray
+    env = {**os.environ, "RAY_ADDRESS": "local"}  # a fresh local Ray, whatever else runs here
     proc = subprocess.Popen(job + ["--concurrency", "1"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

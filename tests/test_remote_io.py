@@ -36,7 +36,7 @@ def test_pipeline_reads_and_writes_s3(s3, tmp_path):
     for path in local.rglob("*"):
         if path.is_file():
             client.upload_file(str(path), "toy", f"collection/{path.relative_to(local)}")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": s3})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": s3})
     try:
         summary = run(PipelineConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out", batch_size=3))
         again = run(PipelineConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out", batch_size=3))
