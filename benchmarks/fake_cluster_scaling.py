@@ -2,8 +2,9 @@
 
 Starts ``cluster/local.yaml`` (Ray's fake_multinode provider: a head with 0 CPUs,
 worker "nodes" that are extra raylets on this machine, min 0), submits the job with
-``ray job submit``, and times: submit -> first worker node alive, submit -> job
-finished, job finished -> no worker node left. Its GCS must listen on the default
+``ray job submit --no-wait``, and times from the moment the submission is
+accepted: -> first worker node alive, -> job finished, and job finished -> no
+worker node left. Its GCS must listen on the default
 port 6379 (the fake provider's nodes join there); the teardown stops only the
 processes of that cluster, not other Ray instances on the machine.
 
@@ -43,6 +44,18 @@ def job_status(submission_id: str) -> str:
     return _get(f"/api/jobs/{submission_id}")["status"]
 
 
+def _run(cmd: list[str], env: dict, retry_s: float = 0) -> None:
+    """Run a ray CLI command; retry while the new head's job agent answers "try again later"."""
+    deadline = time.time() + retry_s
+    while True:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if not result.returncode:
+            return
+        if "try again later" not in result.stderr or time.time() > deadline:
+            raise RuntimeError(f"{' '.join(cmd[:3])} failed ({result.returncode}): {result.stderr[-2000:]}")
+        time.sleep(2)
+
+
 def _wait(predicate, timeout: float, what: str, poll: float = 0.5) -> float:
     start = time.time()
     while not predicate():
@@ -63,19 +76,17 @@ def scale_cycle(workdir: Path, n: int = 24, timeout: float = 600) -> dict:
     manifest = generate(workdir / "toy", n, seed=2_000_700)
     output = workdir / "out"
     ray = [f"{bin_dir}/ray"]
-    subprocess.run(ray + ["start", "--head", "--num-cpus=0", f"--autoscaling-config={REPO / 'cluster' / 'local.yaml'}",
-                          "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True)
+    _run(ray + ["start", "--head", "--num-cpus=0", f"--autoscaling-config={REPO / 'cluster' / 'local.yaml'}",
+                "--dashboard-host=127.0.0.1", "--disable-usage-stats"], env)
     try:
         _wait(lambda: _reachable(), 120, "the dashboard")
         workers_before = worker_nodes()
-        submitted = time.time()
-        subprocess.run(ray + ["job", "submit", "--no-wait", "--submission-id", "fake-cluster-job",
-                              "--address", DASHBOARD, "--working-dir", str(REPO), "--",
-                              "python", "jobs/pseudolabel.py", "--input", str(manifest), "--output", str(output),
-                              "--mlflow-uri", f"sqlite:///{workdir}/mlflow.db", "--batch-size", "4",
-                              "--concurrency", "1,2"],
-                       env=env, check=True, capture_output=True)
+        _run(ray + ["job", "submit", "--no-wait", "--submission-id", "fake-cluster-job",
+                    "--address", DASHBOARD, "--working-dir", str(REPO), "--",
+                    "python", "jobs/pseudolabel.py", "--input", str(manifest), "--output", str(output),
+                    "--mlflow-uri", f"sqlite:///{workdir}/mlflow.db", "--batch-size", "4", "--concurrency", "1,2"],
+             env, retry_s=120)
+        submitted = time.time()  # accepted: uploaded and queued (--no-wait)
         up = _wait(lambda: worker_nodes() > 0, timeout, "scale-up")
         peak = worker_nodes()
         done = _wait(lambda: job_status("fake-cluster-job") in ("SUCCEEDED", "FAILED", "STOPPED"), timeout,

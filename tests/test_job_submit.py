@@ -73,11 +73,14 @@ def test_ray_job_submit_runs_the_pseudolabel_job(ray_head, tmp_path):
     address, env = ray_head
     manifest = generate(tmp_path / "toy", 6, seed=2_000_500)
     out = tmp_path / "out"
-    submit = subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
-         "--", "python", "jobs/pseudolabel.py", "--input", str(manifest), "--output", str(out),
-         "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--batch-size", "3"],
-        env=env, capture_output=True, text=True, timeout=600)
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,
+           "--working-dir", str(REPO), "--", "python", "jobs/pseudolabel.py", "--input", str(manifest),
+           "--output", str(out), "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--batch-size", "3"]
+    for _ in range(30):  # a fresh head's job agent may not be up yet ("please try again later")
+        submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "try again later" not in submit.stderr:
+            break
+        time.sleep(2)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     assert "succeeded" in submit.stdout
     summary = json.loads(next(line for line in submit.stdout.splitlines() if line.startswith('{"rows"')))
