@@ -77,7 +77,8 @@ def scale_cycle(workdir: Path, n: int = 24, timeout: float = 600) -> dict:
     output = workdir / "out"
     ray = [f"{bin_dir}/ray"]
     _run(ray + ["start", "--head", "--num-cpus=0", f"--autoscaling-config={REPO / 'cluster' / 'local.yaml'}",
-                "--dashboard-host=127.0.0.1", "--disable-usage-stats"], env)
+                "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+                f"--dashboard-agent-listen-port={_free_port()}"], env)  # 52365 may belong to another Ray
     try:
         _wait(lambda: _reachable(), 120, "the dashboard")
         workers_before = worker_nodes()
@@ -127,6 +128,14 @@ def stop_cluster(port: int = 6379) -> None:
     note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # as `ray stop` does
     if note.exists() and note.read_text().strip().endswith(f":{port}"):
         note.unlink()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _reachable() -> bool:
