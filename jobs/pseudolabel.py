@@ -18,7 +18,7 @@ import sys
 
 import ray
 
-from wsss_ray.config import PipelineConfig, parse_concurrency, resolve_pipeline_config
+from wsss_ray.config import PipelineConfig, parse_concurrency, parse_settings, resolve_pipeline_config
 from wsss_ray.pipeline import METHODS, run_tracked
 
 
@@ -49,15 +49,7 @@ def parse(argv: list[str] | None = None) -> tuple[PipelineConfig, str | None]:
                    help="GPUs per CAM actor (default: 1 if the cluster has GPUs when the job starts, else 0)")
     p.add_argument("--num-cpus", type=float,
                    help="CPUs per CAM actor (default: 1; 0.5 runs two actors per core on a CPU-only machine)")
-    p.add_argument("--config", help="YAML of settings; flags given override it")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite store outputs/mlflow.db)")
-    a = vars(p.parse_args(argv))
-    config_file, mlflow_uri = a.pop("config"), a.pop("mlflow_uri")
-    try:
-        config = resolve_pipeline_config({k: v for k, v in a.items() if v is not None}, config_file)
-    except (OSError, ValueError) as e:
-        p.error(str(e))
-    return config, mlflow_uri
+    return parse_settings(p, argv, resolve_pipeline_config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -54,19 +55,23 @@ class PipelineConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
-def label_config_from_dict(d: dict, base: LabelConfig = LabelConfig()) -> LabelConfig:
-    """Overlay the keys of `d` (LabelConfig field names; ``crf_config`` a nested map) on `base`."""
-    known = {f.name for f in dataclasses.fields(LabelConfig)}
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _reject_unknown(d: dict, known: set[str], what: str = "settings") -> None:
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown label settings {unknown}; known: {sorted(known)}")
+        raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
+
+
+def label_config_from_dict(d: dict, base: LabelConfig = LabelConfig()) -> LabelConfig:
+    """Overlay the keys of `d` (LabelConfig field names; ``crf_config`` a nested map) on `base`."""
+    _reject_unknown(d, _fields(LabelConfig), "label settings")
     changes = {}
     for key, value in d.items():
         if key == "crf_config":
-            crf_known = {f.name for f in dataclasses.fields(CrfConfig)}
-            bad = sorted(set(value) - crf_known)
-            if bad:
-                raise ValueError(f"unknown crf_config settings {bad}; known: {sorted(crf_known)}")
+            _reject_unknown(value, _fields(CrfConfig), "crf_config settings")
             value = dataclasses.replace(base.crf_config, **value)
         elif key in _TUPLES and value is not None:
             value = tuple(value)
@@ -99,11 +104,8 @@ def parse_concurrency(value) -> tuple[int, int]:
 
 def pipeline_config_from_dict(d: dict, base: PipelineConfig) -> PipelineConfig:
     """Overlay `d` (pipeline and label settings in one flat namespace) on `base`."""
-    pipeline_keys = {f.name for f in dataclasses.fields(PipelineConfig)} - {"label"}
-    label_keys = {f.name for f in dataclasses.fields(LabelConfig)}
-    unknown = sorted(set(d) - pipeline_keys - label_keys)
-    if unknown:
-        raise ValueError(f"unknown settings {unknown}; known: {sorted(pipeline_keys | label_keys)}")
+    pipeline_keys, label_keys = _fields(PipelineConfig) - {"label"}, _fields(LabelConfig)
+    _reject_unknown(d, pipeline_keys | label_keys)
     changes = {k: v for k, v in d.items() if k in pipeline_keys}
     if "concurrency" in changes:
         changes["concurrency"] = parse_concurrency(changes["concurrency"])
@@ -145,3 +147,75 @@ def params(config: PipelineConfig) -> dict:
     """Every setting under the name it has in a config file and on the command line."""
     flat = flatten(config)
     return {k.removeprefix("label."): v for k, v in flat.items()}
+
+
+# ------------------------------------------------------------------ training
+
+TRAIN_LOSSES = ("cgl", "ce")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a segmentation training run; field names are the flags of ``jobs/train.py``.
+
+    `input` is the pseudo-label job's Parquet output; `val` a source with ground-truth
+    masks (None with the toy world: a generated toy val split). `output` holds the Ray
+    Train run (checkpoints) and is where a re-run resumes.
+    """
+
+    input: str = "outputs/pseudolabels"
+    val: str | None = None
+    output: str = "outputs/train"
+    labelset: str = "toyworld"
+    loss: str = "cgl"
+    cgl_threshold: float = 0.95
+    arch: str = "tiny"
+    backbone_weights: str | None = None
+    epochs: int = 10
+    batch_size: int = 16                    # per worker
+    lr: float = 0.003                       # Adam, poly decay over the epochs
+    crop: int = 64
+    num_workers: int = 2
+    use_gpu: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.loss not in TRAIN_LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose from {list(TRAIN_LOSSES)}")
+        if not 0.0 <= self.cgl_threshold <= 1.0:
+            raise ValueError(f"cgl_threshold must lie in [0, 1], got {self.cgl_threshold}")
+        for name, low in (("epochs", 1), ("batch_size", 2), ("crop", 8), ("num_workers", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+def train_config_from_dict(d: dict, base: TrainConfig = TrainConfig()) -> TrainConfig:
+    """Overlay `d` (TrainConfig field names) on `base`; unknown keys are errors."""
+    _reject_unknown(d, _fields(TrainConfig))
+    return dataclasses.replace(base, **d)
+
+
+def resolve_train_config(settings: dict, config_file: str | Path | None = None) -> TrainConfig:
+    """The run's settings: defaults < `config_file` < `settings` (the flags given)."""
+    return train_config_from_dict({**(_read_mapping(config_file) if config_file else {}), **settings})
+
+
+# ------------------------------------------------------------------ command lines
+
+
+def parse_settings(parser, argv: list[str] | None, resolve: Callable[[dict, str | None], object]):
+    """Parse a job's flags (adding ``--config`` and ``--mlflow-uri``) into (settings, mlflow_uri).
+
+    Every other flag defaults to None so that only the flags given override the
+    ``--config`` file; `resolve` turns them into the job's settings object.
+    """
+    parser.add_argument("--config", help="YAML of settings (flag names with underscores); flags given override it")
+    parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite store outputs/mlflow.db)")
+    a = vars(parser.parse_args(argv))
+    config_file, mlflow_uri = a.pop("config"), a.pop("mlflow_uri")
+    try:
+        return resolve({k: v for k, v in a.items() if v is not None}, config_file), mlflow_uri
+    except (OSError, ValueError, TypeError) as e:
+        parser.error(str(e))

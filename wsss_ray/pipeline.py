@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 import warnings
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -54,7 +55,7 @@ METHODS = ("clip-es",)
 # ------------------------------------------------------------------ stages
 
 
-def _writable(batch: dict) -> dict:
+def writable_batch(batch: dict) -> dict:
     """Ray hands batches over zero-copy (read-only); stages write status/error per row."""
     batch["status"] = np.array(batch["status"], dtype=object)
     # An all-null column arrives as float NaN; errors are strings or None.
@@ -78,7 +79,7 @@ def _error(batch: dict, i: int, message: str) -> None:
 
 def decode_stage(batch: dict, max_pixels: int) -> dict:
     """Read and decode each image (CPU). A failure becomes an error row."""
-    batch = _writable(batch)
+    batch = writable_batch(batch)
     n = len(batch["id"])
     pixels = []
     for i in range(n):
@@ -104,7 +105,7 @@ class CamStage:
         self.labeler = Labeler.from_spec(config.model, config.labelset, config.label, config.pretrained, device)
 
     def __call__(self, batch: dict) -> dict:
-        batch = _writable(batch)
+        batch = writable_batch(batch)
         n = len(batch["id"])
         probs: list[np.ndarray | None] = [None] * n
         todo = []
@@ -125,34 +126,51 @@ class CamStage:
         return batch
 
 
-def crf_stage(batch: dict, config: PipelineConfig, run_id: str) -> pa.Table:
-    """Dense CRF, pseudo-mask and confidence PNGs (CPU tasks)."""
-    labelset = load_labelset(config.labelset)
-    cfg = config.label
-    batch = _writable(batch)
-    n = len(batch["id"])
-    masks, confs = [None] * n, [None] * n
-    for i in range(n):
+def png_rows(batch: dict, make: Callable[[int], tuple[np.ndarray, np.ndarray]], step: str) -> list:
+    """(mask PNG, confidence PNG) from ``make(i)`` for each ok row, None elsewhere.
+
+    A row whose `step` raises becomes that row's error; the others go on.
+    """
+    out: list[tuple[bytes, bytes] | None] = [None] * len(batch["id"])
+    for i in range(len(out)):
         if batch["status"][i] != "ok":
             continue
         try:
-            probs = batch["probs"][i].astype(np.float32)
-            probs /= probs.sum(0, keepdims=True)  # float16 transport loses the exact normalisation
-            ids = class_ids(labelset, list(batch["labels"][i]))
-            mask, conf = refine(batch["pixels"][i], probs, ids, cfg)
-            masks[i], confs[i] = encode_png(mask), encode_png(conf, palette=False)
-        except Exception as e:  # noqa: BLE001
-            _error(batch, i, f"refinement failed: {type(e).__name__}: {e}")
+            mask, conf = make(i)
+            out[i] = encode_png(mask), encode_png(conf, palette=False)
+        except Exception as e:  # noqa: BLE001 - one item's failure is that item's error row
+            _error(batch, i, f"{step} failed: {type(e).__name__}: {e}")
+    return out
+
+
+def output_table(batch: dict, pngs: list, *, labelset: str | None, model: str, method: str, run_id: str
+                 ) -> pa.Table:
+    """A batch and its (mask, confidence) PNGs as rows of OUTPUT_SCHEMA."""
+    n = len(batch["id"])
     return pa.table({
         "id": [str(x) for x in batch["id"]],
         "image": [str(x) for x in batch["image"]],
         "labels": list(batch["labels"]),
         "width": batch["width"], "height": batch["height"],
-        "mask": masks, "confidence": confs,
+        "mask": [p and p[0] for p in pngs], "confidence": [p and p[1] for p in pngs],
         "status": list(batch["status"]), "error": list(batch["error"]),
-        "labelset": [config.labelset] * n, "model": [config.model] * n, "method": [config.method] * n,
-        "run_id": [run_id] * n,
+        "labelset": [labelset] * n, "model": [model] * n, "method": [method] * n, "run_id": [run_id] * n,
     }, schema=OUTPUT_SCHEMA)
+
+
+def crf_stage(batch: dict, config: PipelineConfig, run_id: str) -> pa.Table:
+    """Dense CRF, pseudo-mask and confidence PNGs (CPU tasks)."""
+    labelset = load_labelset(config.labelset)
+    batch = writable_batch(batch)
+
+    def refined(i: int) -> tuple[np.ndarray, np.ndarray]:
+        probs = batch["probs"][i].astype(np.float32)
+        probs /= probs.sum(0, keepdims=True)  # float16 transport loses the exact normalisation
+        return refine(batch["pixels"][i], probs, class_ids(labelset, list(batch["labels"][i])), config.label)
+
+    pngs = png_rows(batch, refined, "refinement")
+    return output_table(batch, pngs, labelset=config.labelset, model=config.model, method=config.method,
+                        run_id=run_id)
 
 
 # ------------------------------------------------------------------ output
@@ -211,7 +229,7 @@ def existing_ids(output: str) -> set[str]:
     return set() if table is None else set(table.column("id").to_pylist())
 
 
-def _remove_temporaries(output: str) -> None:
+def remove_temporaries(output: str) -> None:
     """Drop the half-written files of a killed run (one job writes to an output at a time)."""
     fs, path = filesystem(output)
     if fs.get_file_info(path).type == pafs.FileType.Directory:
@@ -268,7 +286,7 @@ class Progress:
 # ------------------------------------------------------------------ driver
 
 
-def _rows(items: list[Item], done: set[str]) -> list[dict]:
+def pending_rows(items: list[Item], done: set[str]) -> list[dict]:
     seen: set[str] = set()
     rows = []
     for it in items:
@@ -326,6 +344,14 @@ def build_dataset(config: PipelineConfig, rows: list[dict], run_id: str, cam_sta
                           batch_size=config.batch_size, num_cpus=task_cpus, batch_format="numpy")
 
 
+def run_counts(output: str, run_id: str) -> dict:
+    """Rows, ok rows and error rows that the run `run_id` wrote under `output`."""
+    table = read_output(output, ["status", "run_id"])
+    statuses = [] if table is None else [
+        s for s, r in zip(table.column("status").to_pylist(), table.column("run_id").to_pylist()) if r == run_id]
+    return {"rows": len(statuses), "ok": statuses.count("ok"), "errors": statuses.count("error")}
+
+
 def run(config: PipelineConfig, run_id: str | None = None, cam_stage: type = CamStage,
         progress_interval: float = 10.0) -> dict:
     """Label the input into Parquet under ``config.output``; returns the job's summary.
@@ -338,18 +364,15 @@ def run(config: PipelineConfig, run_id: str | None = None, cam_stage: type = Cam
     load_labelset(config.labelset)  # fail before starting Ray if the labelset is wrong
     run_id = run_id or uuid.uuid4().hex
     items = read_source(config.input)[:config.limit]
-    _remove_temporaries(config.output)
-    rows = _rows(items, existing_ids(config.output))
+    remove_temporaries(config.output)
+    rows = pending_rows(items, existing_ids(config.output))
     start = time.time()
     summary = {"rows": 0, "ok": 0, "errors": 0, "skipped": len(items) - len(rows), "output": config.output,
                "run_id": run_id}
     if rows:
         with Progress(config.output, len(rows), progress_interval):
             build_dataset(config, rows, run_id, cam_stage).write_datasink(AtomicParquetSink(config.output))
-        table = read_output(config.output, ["status", "run_id"])
-        statuses = [s for s, r in zip(table.column("status").to_pylist(), table.column("run_id").to_pylist())
-                    if r == run_id]
-        summary.update(rows=len(statuses), ok=statuses.count("ok"), errors=statuses.count("error"))
+        summary.update(run_counts(config.output, run_id))
     summary["seconds"] = round(time.time() - start, 2)
     summary["rows_per_s"] = round(summary["rows"] / summary["seconds"], 2) if summary["seconds"] else None
     summary["miou"] = evaluate_output(config.output, items, config.labelset)
@@ -417,3 +440,30 @@ def evaluate_output(output: str, items: list[Item], labelset_name: str) -> float
             pred = decode_png(row["mask"]) if row["status"] == "ok" else np.zeros_like(truth)
             hist += confusion_matrix(truth, fill_ignored(pred), k)
     return round(scores(hist).miou, 4)
+
+
+def write_ground_truth(source: str, output: str, method: str = "ground-truth") -> int:
+    """Write the source's ground-truth masks (confidence 255 everywhere) as an output in OUTPUT_SCHEMA.
+
+    The upper bound for training on pseudo-masks; items without a mask are skipped.
+    Returns the number of rows written.
+    """
+    from wsss_ray.sources import load_mask
+
+    items = [it for it in read_source(source) if it.mask]
+    masks = [load_mask(it.mask) for it in items]
+    n = len(items)
+    table = pa.table({
+        "id": [it.id for it in items], "image": [it.image for it in items],
+        "labels": [list(it.labels) for it in items],
+        "width": [m.shape[1] for m in masks], "height": [m.shape[0] for m in masks],
+        "mask": [encode_png(m) for m in masks],
+        "confidence": [encode_png(np.full(m.shape, 255, np.uint8), palette=False) for m in masks],
+        "status": ["ok"] * n, "error": [None] * n, "labelset": [None] * n, "model": [None] * n,
+        "method": [method] * n, "run_id": [None] * n,
+    }, schema=OUTPUT_SCHEMA)
+    fs, path = filesystem(output)
+    fs.create_dir(path, recursive=True)
+    pq.write_table(table, f"{path}/.part-ground-truth.parquet.tmp", filesystem=fs)
+    fs.move(f"{path}/.part-ground-truth.parquet.tmp", f"{path}/part-ground-truth.parquet")
+    return n

@@ -21,7 +21,7 @@ import numpy as np
 
 from wsss_ray.config import flatten
 
-__all__ = ["flatten", "log_image", "log_summary", "log_text", "start_run"]
+__all__ = ["flatten", "log_epochs", "log_image", "log_segmentation_model", "log_summary", "log_text", "start_run"]
 
 DEFAULT_STORE = "outputs/mlflow.db"
 
@@ -52,10 +52,11 @@ def start_run(experiment: str, params: dict, uri: str | None = None, run_name: s
         yield run
 
 
-def log_summary(summary: dict) -> None:
-    """Numbers of the summary as metrics, the whole summary as ``summary.json``."""
-    mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
+def log_summary(summary: dict, exclude: set[str] | frozenset[str] = frozenset()) -> None:
+    """Numbers of the summary as metrics (but not the keys in `exclude`, e.g. ones logged per epoch),
+    the whole summary as ``summary.json``."""
+    mlflow.log_metrics({k: float(v) for k, v in summary.items() if k not in exclude
+                        and isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
     mlflow.log_dict(summary, "summary.json")
 
 
@@ -65,3 +66,21 @@ def log_text(text: str, name: str) -> None:
 
 def log_image(image: np.ndarray, name: str) -> None:
     mlflow.log_image(image, name)
+
+
+def log_epochs(history: list[dict], step_key: str = "epoch") -> None:
+    """Per-epoch metrics (every numeric value of each entry) with step = the entry's epoch."""
+    for entry in history:
+        step = int(entry[step_key])
+        mlflow.log_metrics({k: float(v) for k, v in entry.items()
+                            if k != step_key and isinstance(v, (int, float)) and not isinstance(v, bool)},
+                           step=step)
+
+
+def log_segmentation_model(model, checkpoint: str) -> None:
+    """The model as an MLflow PyTorch model under ``model/`` plus the checkpoint file itself."""
+    import mlflow.pytorch
+
+    mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                             pip_requirements=["torch", "torchvision"])
+    mlflow.log_artifact(checkpoint, "checkpoint")

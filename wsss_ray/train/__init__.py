@@ -1,1 +1,1 @@
-"""Training stage: segmentation model, CGL/CE losses and joint augmentation (pure torch here; Ray wiring elsewhere)."""
+"""Training stage: model.py, losses.py and transforms.py are pure torch; trainer.py (Ray Train DDP) and predict.py (Ray Data) wire them."""

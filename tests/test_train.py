@@ -1,0 +1,193 @@
+"""Ray Train on local Ray (2 CPUs, 2 DDP workers on gloo): loss, checkpoints, resume, a killed worker,
+MLflow contents, prediction. Plus the TrainConfig flag/config precedence (fast)."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from wsss_ray.config import TrainConfig, resolve_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ fast: settings
+
+
+def test_train_config_defaults_file_then_flags(tmp_path):
+    cfg_file = tmp_path / "train.yaml"
+    cfg_file.write_text("loss: ce\nepochs: 7\nlr: 0.01\nval: /data/val.jsonl\n")
+    assert resolve_train_config({}) == TrainConfig()
+    cfg = resolve_train_config({"epochs": 3, "num_workers": 4}, cfg_file)
+    assert (cfg.loss, cfg.epochs, cfg.lr, cfg.val, cfg.num_workers) == ("ce", 3, 0.01, "/data/val.jsonl", 4)
+    cfg_file.write_text("learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown settings"):
+        resolve_train_config({}, cfg_file)
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="dice")
+
+
+def test_train_job_flags_map_to_config_and_params(tmp_path):
+    sys.path.insert(0, str(ROOT / "jobs"))
+    try:
+        import train as job
+    finally:
+        sys.path.pop(0)
+    cfg_file = tmp_path / "t.yaml"
+    cfg_file.write_text("loss: ce\ncrop: 48\nseed: 5\n")
+    config, uri = job.parse(["--input", "in", "--loss", "cgl", "--cgl-threshold", "0.9", "--epochs", "2",
+                             "--num-workers", "1", "--use-gpu", "--config", str(cfg_file), "--mlflow-uri", "x"])
+    assert (config.input, config.loss, config.cgl_threshold, config.epochs, config.num_workers) == \
+        ("in", "cgl", 0.9, 2, 1)
+    assert (config.crop, config.seed, config.use_gpu, config.arch, uri) == (48, 5, True, "tiny", "x")
+    from wsss_ray.config import flatten
+
+    assert set(flatten(config)) == {f.replace("-", "_") for f in [
+        "input", "val", "output", "labelset", "loss", "cgl-threshold", "arch", "backbone-weights", "epochs",
+        "batch-size", "lr", "crop", "num-workers", "use-gpu", "seed"]}
+
+
+# ------------------------------------------------------------------ end to end on local Ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """16 toy train images as an exact-mask Parquet input plus one error row, and 8 val images."""
+    from wsss_ray.pipeline import OUTPUT_SCHEMA, write_ground_truth
+    from wsss_ray.toyworld import generate
+
+    root = tmp_path_factory.mktemp("traindata")
+    train = generate(root / "train", 16, seed=0)
+    val = generate(root / "val", 8, seed=1_000_000)
+    parquet = root / "parquet"
+    write_ground_truth(str(train), str(parquet))
+    bad = {c: [None] for c in OUTPUT_SCHEMA.names}
+    bad.update(id=["broken"], image=[str(root / "missing.png")], labels=[["cow"]], status=["error"],
+               error=["cannot read image"])
+    pq.write_table(pa.table(bad, schema=OUTPUT_SCHEMA), parquet / "part-errors.parquet")
+    return {"root": root, "train": str(train), "val": str(val), "parquet": str(parquet)}
+
+
+def _config(data, output, **kw) -> TrainConfig:
+    return TrainConfig(input=data["parquet"], val=data["val"], output=str(output), batch_size=4, num_workers=2,
+                       **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, data, tmp_path_factory):
+    """Two epochs with MLflow, then a resumed run to three epochs into the same output."""
+    from wsss_ray.train.trainer import run_tracked
+
+    out = tmp_path_factory.mktemp("run") / "train"
+    uri = f"sqlite:///{data['root']}/mlflow.db"
+    first = run_tracked(_config(data, out, epochs=2, lr=0.01), uri)
+    second = run_tracked(_config(data, out, epochs=3, lr=0.01), uri)
+    return {"out": out, "uri": uri, "first": first, "second": second}
+
+
+@pytest.mark.slow
+def test_two_worker_ddp_loss_decreases_and_checkpoints_exist(trained):
+    first = trained["first"]
+    assert first["epochs"] == first["epochs_run"] == 2
+    ckpts = sorted(p for p in trained["out"].glob("checkpoint_*") if p.is_dir())
+    assert ckpts and all((c / "model.pt").is_file() and (c / "state.json").is_file() for c in ckpts)
+    history = json.loads((ckpts[-1] / "state.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[1]["train_loss"] < history[0]["train_loss"], history
+    assert all(h["samples"] == 16 for h in history)  # the error row is skipped: 16 ok rows, not 17
+    assert Path(first["best_checkpoint"]).is_file() and 0 <= first["best_miou"] <= 1
+
+
+@pytest.mark.slow
+def test_rerun_resumes_and_trains_only_the_missing_epoch(trained):
+    second = trained["second"]
+    assert (second["epochs"], second["epochs_run"]) == (3, 1)
+    from wsss_ray.train.model import load_checkpoint
+
+    _, meta = load_checkpoint(second["last_checkpoint"])
+    assert meta["epoch"] == 3 and meta["labelset"] == "toyworld"
+
+
+@pytest.mark.slow
+def test_mlflow_run_has_params_epoch_metrics_model_and_overlays(trained):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=trained["uri"])
+    run = client.get_run(trained["first"]["mlflow_run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "train"
+    assert run.data.params["loss"] == "cgl" and run.data.params["num_workers"] == "2"
+    history = client.get_metric_history(run.info.run_id, "val_miou")
+    assert sorted(m.step for m in history) == [1, 2]
+    for key in ("train_loss", "samples_per_s"):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2], key
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"checkpoint", "predictions.png", "summary.json"} <= names
+    models = client.search_logged_models([run.info.experiment_id])  # MLflow 3: a LoggedModel, not a run artifact
+    assert any(m.source_run_id == run.info.run_id and m.name == "model" for m in models)
+    assert "model.pt" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+
+
+def _crash_hook_factory(marker: str, log: str):
+    def hook(epoch: int, rank: int) -> None:
+        with open(log, "a") as f:
+            f.write(f"{epoch} {rank}\n")
+        if epoch == 2 and rank == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            time.sleep(3)  # let the controller register epoch 1's checkpoint first
+            os._exit(1)
+    return hook
+
+
+@pytest.mark.slow
+def test_killed_worker_continues_from_the_last_checkpoint(ray_local, data, tmp_path):
+    from wsss_ray.train.trainer import run
+
+    marker, log = tmp_path / "crashed", tmp_path / "epochs.log"
+    summary = run(_config(data, tmp_path / "train", epochs=2), epoch_hook=_crash_hook_factory(str(marker), str(log)))
+    assert marker.exists()
+    assert summary["epochs"] == 2
+    starts = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    assert starts.count((1, 0)) == 1, starts   # epoch 1 trained once: the restart resumed at epoch 2
+    assert starts.count((2, 0)) == 2, starts   # epoch 2 started, crashed, started again
+
+
+@pytest.mark.slow
+def test_predict_writes_pipeline_schema_and_pngs(trained, data, tmp_path):
+    from wsss_ray.masks import decode_png
+    from wsss_ray.pipeline import OUTPUT_SCHEMA
+    from wsss_ray.train.predict import run
+
+    manifest = Path(data["val"])
+    lines = manifest.read_text().splitlines()
+    (manifest.parent / "images" / "corrupt.png").write_bytes(b"not a png")
+    bad_manifest = manifest.parent / "with_bad.jsonl"
+    bad_manifest.write_text("\n".join(lines[:3] + [json.dumps({"id": "corrupt", "image": "images/corrupt.png",
+                                                               "labels": ["cow"]})]) + "\n")
+    ckpt = trained["second"]["best_checkpoint"]
+    summary = run(ckpt, str(bad_manifest), str(tmp_path / "pred"), png_dir=str(tmp_path / "png"), batch_size=2)
+    assert (summary["ok"], summary["errors"], summary["pngs"]) == (3, 1, 3)
+    table = pads.dataset(str(tmp_path / "pred"), format="parquet").to_table()
+    assert table.schema.equals(OUTPUT_SCHEMA)
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert "cannot read image" in rows["corrupt"]["error"]
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert {r["method"] for r in ok} == {"segnet"} and {r["model"] for r in ok} == {ckpt}
+    mask, conf = decode_png(ok[0]["mask"]), decode_png(ok[0]["confidence"])
+    assert mask.shape == conf.shape == (64, 64) and mask.max() < 9 and conf.dtype == np.uint8
+    assert len(list((tmp_path / "png").glob("*.png"))) == 3

@@ -1,0 +1,102 @@
+"""Segment new images with a trained model on Ray Data, into the pipeline's Parquet schema.
+
+    python -m wsss_ray.predict --model CHECKPOINT --input SOURCE --output DIR [--png-dir DIR]
+
+The graph mirrors the labelling job: read -> decode (the pipeline's ``decode_stage``:
+bad images become error rows) -> segment (an actor pool that loads the checkpoint
+once per actor) -> Parquet with ``OUTPUT_SCHEMA`` through the pipeline's
+``AtomicParquetSink``. ``mask`` is the argmax over all classes, ``confidence`` the
+max softmax probability as an 8-bit PNG, ``method`` is ``segnet`` and ``model`` the
+checkpoint path. Re-running into the same output skips ids already written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import ray
+import torch
+
+from wsss_ray.masks import overlay
+from wsss_ray.pipeline import (AtomicParquetSink, remove_temporaries, pending_rows, writable_batch, decode_stage,
+                               existing_ids, output_table, png_rows, run_counts)
+from wsss_ray.sources import load_image, read_source
+from wsss_ray.train.model import SegNet, load_checkpoint
+from wsss_ray.train.transforms import normalize
+
+METHOD = "segnet"
+
+
+@torch.no_grad()
+def segment(model: SegNet, image: np.ndarray, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 HxWx3 image -> (mask uint8 HxW = argmax class, confidence uint8 HxW = round(255 * max prob))."""
+    x = normalize(torch.as_tensor(image).permute(2, 0, 1)[None]).to(device)
+    conf, mask = model(x).softmax(1)[0].max(0)
+    return mask.to(torch.uint8).cpu().numpy(), (conf * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def prediction_grid(model: SegNet, images: list[str], device: str = "cpu") -> np.ndarray:
+    """Image above its prediction overlay, one column per image (uint8 HxWx3)."""
+    tiles = []
+    for path in images:
+        image = load_image(path)
+        tiles.append(np.concatenate([image, overlay(image, segment(model, image, device)[0])], axis=0))
+    h = max(t.shape[0] for t in tiles)
+    return np.concatenate([np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles], axis=1)
+
+
+class SegmentStage:
+    """Decoded images -> rows in OUTPUT_SCHEMA (actor: the checkpoint is loaded once)."""
+
+    def __init__(self, checkpoint: str, use_gpu: bool, run_id: str):
+        from wsss_ray.train.trainer import _local
+
+        self.device = "cuda" if use_gpu else "cpu"
+        self.model, self.meta = load_checkpoint(_local(checkpoint), self.device)
+        self.checkpoint, self.run_id = checkpoint, run_id
+
+    def __call__(self, batch: dict) -> pa.Table:
+        batch = writable_batch(batch)
+        pngs = png_rows(batch, lambda i: segment(self.model, batch["pixels"][i], self.device), "segmentation")
+        return output_table(batch, pngs, labelset=self.meta.get("labelset"), model=self.checkpoint,
+                            method=METHOD, run_id=self.run_id)
+
+
+def run(model: str, input: str, output: str, png_dir: str | None = None, batch_size: int = 16,
+        use_gpu: bool = False, concurrency: int = 1, max_pixels: int = 50_000_000) -> dict:
+    """Segment every item of `input` into Parquet under `output` (and palette PNGs under `png_dir`)."""
+    load_checkpoint(_local_checkpoint(model))  # fail before any Ray work if the checkpoint is wrong
+    run_id = uuid.uuid4().hex
+    items = read_source(input)
+    remove_temporaries(output)
+    rows = pending_rows(items, existing_ids(output))
+    start = time.time()
+    summary = {"rows": len(rows), "skipped": len(items) - len(rows), "output": output, "run_id": run_id}
+    if rows:
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / 64)))
+        ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": max_pixels}, batch_size=batch_size)
+        ds = ds.map_batches(SegmentStage, fn_constructor_kwargs={"checkpoint": model, "use_gpu": use_gpu,
+                                                                 "run_id": run_id},
+                            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
+                            num_gpus=1 if use_gpu else None, batch_format="numpy")
+        ds.write_datasink(AtomicParquetSink(output))
+    counts = run_counts(output, run_id)
+    summary.update(ok=counts["ok"], errors=counts["errors"], seconds=round(time.time() - start, 2))
+    if png_dir:
+        from wsss_ray.export import export_pngs
+
+        summary["png_dir"], summary["pngs"] = png_dir, export_pngs(output, png_dir)["written"]
+    return summary
+
+
+def _local_checkpoint(path: str) -> str:
+    from wsss_ray.train.trainer import _local
+
+    return _local(path)
+
+
+__all__ = ["SegmentStage", "prediction_grid", "run", "segment"]

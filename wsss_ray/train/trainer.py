@@ -1,0 +1,329 @@
+"""Ray Train (V2) DDP training of a segmentation net on the pseudo-label job's Parquet output.
+
+Data streams from the Parquet files through Ray Data: ``read_parquet`` (``ok`` rows
+only) -> a CPU map that decodes the image, mask and confidence and applies the joint
+random scale/crop/flip (``wsss_ray.train.transforms.augment``) -> one shard per
+worker (``get_dataset_shard``). Nothing is copied to local disk first.
+
+Every epoch each worker reports the train loss, val mIoU (ground-truth split,
+``wsss_ray.metrics``, confusion matrices summed over the workers) and samples/s;
+rank 0 attaches a checkpoint (``model.pt`` in the ``save_checkpoint`` format,
+``optimizer.pt``, ``state.json`` with the epoch history). The run lives in
+``config.output``: re-running into it resumes from the latest checkpoint (Ray Train
+V2 reloads its checkpoint-manager snapshot for the same name and storage path),
+and a worker that dies restarts the group from the latest checkpoint
+(``FailureConfig``). Ray lives here; the model, losses and transforms are pure torch.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from wsss_ray.config import TrainConfig, flatten
+from wsss_ray.labelset import load_labelset
+from wsss_ray.masks import decode_png
+from wsss_ray.metrics import confusion_matrix, scores
+from wsss_ray.sources import load_image, load_mask, read_source
+from wsss_ray.train.losses import make_loss
+from wsss_ray.train.model import build_model, load_checkpoint, save_checkpoint
+from wsss_ray.train.transforms import augment, normalize
+
+MODEL_FILE = "model.pt"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "state.json"
+MAX_FAILURES = 3
+TOY_VAL = "outputs/toyworld-val"
+EpochHook = Callable[[int, int], None]  # (epoch about to start, world rank)
+
+
+# ------------------------------------------------------------------ data
+
+
+def augment_stage(batch: dict, crop: int) -> dict:
+    """Decode (image from its path, mask and confidence PNGs) and jointly augment to `crop` (CPU task).
+
+    Returns uint8 arrays image Nx3xcropxcrop, mask and confidence Nxcropxcrop.
+    Randomness is fresh per execution, so every epoch sees new crops.
+    """
+    rng = np.random.default_rng()
+    out = [augment(load_image(str(path)), decode_png(m), decode_png(c) if c is not None else None, crop, rng)
+           for path, m, c in zip(batch["image"], batch["mask"], batch["confidence"])]
+    return {k: np.stack([o[i].numpy() for o in out]) for i, k in enumerate(("image", "mask", "confidence"))}
+
+
+def train_dataset(config: TrainConfig, task_cpus: float = 1.0) -> ray.data.Dataset:
+    """Parquet rows with status ``ok`` -> augmented fixed-size crops, streaming."""
+    from ray.data.expressions import col
+
+    ds = ray.data.read_parquet(config.input, num_cpus=task_cpus)
+    ds = ds.select_columns(["image", "mask", "confidence", "status"]).filter(expr=col("status") == "ok")
+    return ds.map_batches(augment_stage, fn_kwargs={"crop": config.crop}, batch_size=config.batch_size,
+                          batch_format="numpy", num_cpus=task_cpus)
+
+
+def val_pairs(config: TrainConfig) -> list[tuple[str, str]]:
+    """(image, ground-truth mask) of the validation split; the toy val split by default with the toy world."""
+    val = config.val
+    if val is None:
+        if config.labelset != "toyworld":
+            return []
+        from wsss_ray.toyworld import SPLIT_SEEDS, generate
+
+        val = str(generate(TOY_VAL, 100, seed=SPLIT_SEEDS["val"]))
+    items = read_source(val)
+    pairs = [(it.image, it.mask) for it in items if it.mask]
+    if not pairs:
+        raise ValueError(f"--val {val} has no ground-truth masks; give a source whose items have 'mask'")
+    return pairs
+
+
+# ------------------------------------------------------------------ per worker
+
+
+def _restore(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """Load the latest checkpoint (if any) into model and optimizer; returns its state.json."""
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return {"epoch": 0, "history": []}
+    with ckpt.as_directory() as d:
+        model.load_state_dict(load_checkpoint(Path(d) / MODEL_FILE)[0].state_dict())
+        opt.load_state_dict(torch.load(Path(d) / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+        return json.loads((Path(d) / STATE_FILE).read_text())
+
+
+def _all_sum(values, device: torch.device) -> np.ndarray:
+    """Sum over the workers (on `device`: NCCL reduces only CUDA tensors)."""
+    t = torch.as_tensor(np.asarray(values, np.float64), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.cpu().numpy()
+
+
+def train_epoch(model, loader, opt, loss_fn, device) -> tuple[float, int, int]:
+    """One pass over this worker's shard; returns (sum of batch losses, samples, batches)."""
+    model.train()
+    total, seen, batches = 0.0, 0, 0
+    for batch in loader:
+        images = normalize(torch.as_tensor(batch["image"])).to(device)
+        masks = torch.as_tensor(batch["mask"]).long().to(device)
+        conf = (torch.as_tensor(batch["confidence"]).float() / 255).to(device)
+        loss = loss_fn(model(images), masks, conf)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item()
+        seen += len(masks)
+        batches += 1
+    return total, seen, batches
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, pairs: list[tuple[str, str]], num_classes: int, device) -> np.ndarray:
+    """Confusion matrix of argmax predictions at full resolution over `pairs` (image, mask paths)."""
+    model.eval()
+    hist = np.zeros((num_classes, num_classes), np.int64)
+    for image_path, mask_path in pairs:
+        x = normalize(torch.as_tensor(load_image(image_path)).permute(2, 0, 1)[None]).to(device)
+        pred = model(x).argmax(1)[0].cpu().numpy()
+        hist += confusion_matrix(load_mask(mask_path), pred, num_classes)
+    return hist
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    """Ray Train worker: DDP over the shard of ``"train"``, report + checkpoint every epoch."""
+    config: TrainConfig = cfg["config"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(config.seed)
+    num_classes = cfg["num_classes"]
+    model = build_model(num_classes, config.arch, config.backbone_weights)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    state = _restore(model, opt)
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    loss_fn = make_loss(config.loss, config.cgl_threshold)
+    shard = ray.train.get_dataset_shard("train")
+    pairs = cfg["val_pairs"][rank::world]
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        if cfg.get("epoch_hook"):
+            cfg["epoch_hook"](epoch, rank)
+        lr = config.lr * (1 - (epoch - 1) / config.epochs) ** 0.9
+        for group in opt.param_groups:
+            group["lr"] = lr
+        start = time.time()
+        loader = shard.iter_batches(batch_size=config.batch_size, batch_format="numpy", drop_last=True,
+                                    local_shuffle_buffer_size=4 * config.batch_size,
+                                    local_shuffle_seed=config.seed * 1000 + epoch * world + rank)
+        loss_sum, seen, batches = train_epoch(model, loader, opt, loss_fn, device)
+        seconds = time.time() - start
+        loss_sum, seen, batches, seconds_sum = _all_sum([loss_sum, seen, batches, seconds], device)
+        metrics = {"epoch": epoch, "train_loss": float(loss_sum / max(batches, 1)), "samples": int(seen),
+                   "samples_per_s": float(seen / max(seconds_sum / world, 1e-9)), "lr": lr,
+                   "epoch_seconds": float(seconds_sum / world)}
+        if cfg["val_pairs"]:
+            hist = evaluate(getattr(model, "module", model), pairs, num_classes, device)
+            metrics["val_miou"] = float(scores(_all_sum(hist, device)).miou)
+        state["epoch"] = epoch
+        state["history"].append(metrics)
+        _report(model, opt, state, metrics, config, rank)
+
+
+def _report(model, opt, state: dict, metrics: dict, config: TrainConfig, rank: int) -> None:
+    """Every rank reports; rank 0 attaches the checkpoint (model + optimizer + state)."""
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if rank == 0:
+            meta = {"epoch": state["epoch"], "labelset": config.labelset, "loss": config.loss,
+                    "val_miou": metrics.get("val_miou")}
+            save_checkpoint(Path(d) / MODEL_FILE, model, meta)
+            torch.save(opt.state_dict(), Path(d) / OPTIMIZER_FILE)
+            (Path(d) / STATE_FILE).write_text(json.dumps(state))
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+# ------------------------------------------------------------------ driver
+
+
+def _storage(output: str) -> tuple[str, str]:
+    """(storage_path, name) such that the run folder is `output` (local paths made absolute)."""
+    if "://" not in output:
+        output = str(Path(output).absolute())
+    output = output.rstrip("/")
+    return posixpath.dirname(output), posixpath.basename(output)
+
+
+def cpu_requests(config: TrainConfig) -> tuple[float, float]:
+    """(CPUs per train worker, CPUs per data task) that fit the cluster.
+
+    Ray Data's own tasks (listing and reading files) ask for 1 CPU each and Ray Train
+    hands Data only what the workers leave free, so on a cluster smaller than the
+    workers plus one CPU the workers share what is left after one CPU for Data.
+    A cluster with no CPUs yet is left to its autoscaler.
+    """
+    cpus = ray.cluster_resources().get("CPU", 0)
+    need = config.num_workers + 1
+    if 0 < cpus < need:
+        worker = max(cpus - 1, cpus / 2) / config.num_workers
+        task = min(1.0, cpus - worker * config.num_workers)
+        print(f"[train] {cpus:g} CPUs < {need} requested; workers get {worker:.2f} CPUs each, "
+              f"data tasks {task:.2f}", file=sys.stderr, flush=True)
+        return worker, task
+    return 1.0, 1.0
+
+
+def fit(config: TrainConfig, epoch_hook: EpochHook | None = None) -> ray.train.Result:
+    """Build and fit the TorchTrainer; resumes from the latest checkpoint under ``config.output``."""
+    num_classes = len(load_labelset(config.labelset)) + 1
+    worker_cpus, task_cpus = cpu_requests(config)
+    storage_path, name = _storage(config.output)
+    pairs = val_pairs(config)
+    score = {"checkpoint_score_attribute": "val_miou", "checkpoint_score_order": "max"} if pairs else {}
+    trainer = ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": config, "num_classes": num_classes, "val_pairs": pairs,
+                           "epoch_hook": epoch_hook},
+        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                               resources_per_worker={"CPU": worker_cpus}),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, **score)),
+        datasets={"train": train_dataset(config, task_cpus)},
+    )
+    return trainer.fit()
+
+
+def _state(checkpoint: ray.train.Checkpoint | None) -> dict:
+    if checkpoint is None:
+        return {"epoch": 0, "history": []}
+    with checkpoint.as_directory() as d:
+        return json.loads((Path(d) / STATE_FILE).read_text())
+
+
+def _best(result: ray.train.Result, history: list[dict]) -> tuple[ray.train.Checkpoint | None, dict | None]:
+    """The kept checkpoint with the highest val mIoU (the latest without validation) and its metrics."""
+    scored = [(c, m) for c, m in (result.best_checkpoints or []) if m.get("val_miou") is not None]
+    if scored:
+        return max(scored, key=lambda cm: (cm[1]["val_miou"], cm[1]["epoch"]))
+    return result.checkpoint, (history[-1] if history else None)
+
+
+def run(config: TrainConfig, epoch_hook: EpochHook | None = None) -> dict:
+    """Train; returns the job summary (epochs done, best mIoU and checkpoint, throughput)."""
+    done_before = _state(_latest(config.output))["epoch"]
+    start = time.time()
+    result = fit(config, epoch_hook)
+    state = _state(result.checkpoint)
+    history = state["history"]
+    best_ckpt, best = _best(result, history)
+    new = [h for h in history if h["epoch"] > done_before]
+    return {
+        "epochs": state["epoch"], "epochs_run": len(new),
+        "best_epoch": best["epoch"] if best else None,
+        "best_miou": round(best["val_miou"], 4) if best and best.get("val_miou") is not None else None,
+        "best_checkpoint": posixpath.join(best_ckpt.path, MODEL_FILE) if best_ckpt else None,
+        "last_checkpoint": posixpath.join(result.checkpoint.path, MODEL_FILE) if result.checkpoint else None,
+        "train_loss": round(history[-1]["train_loss"], 4) if history else None,
+        "samples_per_s": round(float(np.mean([h["samples_per_s"] for h in new])), 2) if new else None,
+        "seconds": round(time.time() - start, 2), "output": config.output,
+        "history": history,
+    }
+
+
+def _latest(output: str) -> ray.train.Checkpoint | None:
+    """The latest checkpoint recorded in the run snapshot under `output` (None before the first)."""
+    from ray.train.v2.api.result import Result
+
+    try:
+        return Result.from_path(_storage(output)[0] + "/" + _storage(output)[1]).checkpoint
+    except Exception:  # noqa: BLE001 - no run there yet (or an unreadable one: training starts fresh)
+        return None
+
+
+def run_tracked(config: TrainConfig, mlflow_uri: str | None = None, epoch_hook: EpochHook | None = None) -> dict:
+    """:func:`run` inside an MLflow run of experiment ``train``: params, per-epoch metrics, best model, overlays."""
+    from wsss_ray import tracking
+    from wsss_ray.train.predict import prediction_grid
+
+    with tracking.start_run("train", flatten(config), mlflow_uri) as mlrun:
+        summary = run(config, epoch_hook)
+        history = summary.pop("history")
+        tracking.log_epochs(history)
+        summary["mlflow_run_id"] = mlrun.info.run_id
+        tracking.log_summary(summary, exclude={k for h in history for k in h})  # per-epoch series stay clean
+        if summary["best_checkpoint"]:
+            local = _local(summary["best_checkpoint"])
+            model, _ = load_checkpoint(local)
+            tracking.log_segmentation_model(model, local)
+            pairs = val_pairs(config)[:8]
+            if pairs:
+                tracking.log_image(prediction_grid(model, [p for p, _ in pairs]), "predictions.png")
+    return summary
+
+
+def _local(path: str) -> str:
+    """A checkpoint file path readable by torch.load (remote URIs downloaded to a temporary file)."""
+    if "://" not in path:
+        return path
+    from wsss_ray.sources import read_bytes
+
+    tmp = Path(tempfile.mkdtemp()) / MODEL_FILE
+    tmp.write_bytes(read_bytes(path))
+    return str(tmp)
+
+
+__all__ = ["fit", "run", "run_tracked", "train_dataset", "train_loop_per_worker", "val_pairs"]
