@@ -130,3 +130,12 @@ def test_load_mask_returns_palette_indices(tmp_path):
     m.putpalette([7] * 768)
     m.save(tmp_path / "m.png")
     assert load_mask(str(tmp_path / "m.png")).tolist() == [[0, 3], [255, 1]]
+
+
+def test_relative_manifest_gives_absolute_paths(tmp_path, monkeypatch):
+    """Items reach Ray workers (Ray Train's run in another working directory), so local paths are absolute."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "col").mkdir()
+    (tmp_path / "col" / "m.jsonl").write_text('{"id": "a", "image": "img/a.png", "labels": [], "mask": "m/a.png"}\n')
+    item = read_source("col/m.jsonl")[0]
+    assert item.image == str(tmp_path / "col" / "img" / "a.png") and item.mask == str(tmp_path / "col" / "m" / "a.png")

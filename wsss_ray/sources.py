@@ -72,7 +72,8 @@ def _join(base: str, rel: str) -> str:
     """`rel` against the folder `base` (local path or URI); absolute paths and URIs stay."""
     if "://" in rel or rel.startswith("/"):
         return rel
-    return posixpath.join(base, rel) if "://" in base else str(Path(base) / rel)
+    # Local paths become absolute: items travel to Ray workers whose working directory differs.
+    return posixpath.join(base, rel) if "://" in base else str((Path(base) / rel).absolute())
 
 
 def _parent(path: str) -> str:
