@@ -112,6 +112,35 @@ def test_a_crashed_cam_actor_is_restarted_and_no_row_is_lost(ray_local, tmp_path
     assert sorted(_table(tmp_path / "out").column("id").to_pylist()) == [f"toy{2_000_300 + i:07d}" for i in range(6)]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, read from /proc (Ray starts some in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a job and every process it started, so nothing it began can finish a write afterwards."""
+    tree = _descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
     n = 24
     manifest = generate(tmp_path / "toy", n, seed=2_000_400)
@@ -128,8 +157,7 @@ def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
         while len(existing_ids(str(out))) < 4 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, mid-write
-        proc.wait()
+        _kill_tree(proc)  # the driver and the local Ray it started, mid-write
     before = existing_ids(str(out))
     assert 4 <= len(before) < n, "the job must be killed part-way for this test to mean anything"
     (out / ".part-stale.parquet.tmp").write_bytes(b"half a file")  # what a kill mid-write leaves
