@@ -245,8 +245,8 @@ class Progress:
     so it works the same on a laptop and on a cluster writing to object storage.
     """
 
-    def __init__(self, output: str, total: int, interval: float = 10.0, stream=sys.stderr):
-        self.output, self.total, self.interval, self.stream = output, total, interval, stream
+    def __init__(self, output: str, total: int, interval: float = 10.0, stream=sys.stderr, tag: str = "pseudolabel"):
+        self.output, self.total, self.interval, self.stream, self.tag = output, total, interval, stream, tag
         self._known = set(_parquet_files(output)[1])
         self._counted: dict[str, int] = {}
         self._stop = threading.Event()
@@ -273,7 +273,7 @@ class Progress:
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = f"{(self.total - done) / rate:.0f} s" if rate > 0 else "unknown"
         pct = 100 * done / self.total if self.total else 100
-        return f"[pseudolabel] {done}/{self.total} rows ({pct:.0f}%), {rate:.2f} rows/s, ETA {eta}"
+        return f"[{self.tag}] {done}/{self.total} rows ({pct:.0f}%), {rate:.2f} rows/s, ETA {eta}"
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -331,7 +331,7 @@ def build_dataset(config: PipelineConfig, rows: list[dict], run_id: str, cam_sta
     num_gpus = gpus_per_actor(config)
     config = dataclasses.replace(config, num_gpus=num_gpus)
     actor_cpus, task_cpus = cpu_requests(config)
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / config.rows_per_file)))
+    ds = items_dataset(rows, config.rows_per_file)
     ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
                         batch_size=config.batch_size, num_cpus=task_cpus)
     lo, hi = config.concurrency
@@ -352,6 +352,33 @@ def run_counts(output: str, run_id: str) -> dict:
     return {"rows": len(statuses), "ok": statuses.count("ok"), "errors": statuses.count("error")}
 
 
+def items_dataset(rows: list[dict], rows_per_file: int) -> ray.data.Dataset:
+    """The driver's rows as a dataset of `rows_per_file`-row blocks (one Parquet file each)."""
+    return ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / rows_per_file)))
+
+
+def write_pending(items: list[Item], output: str, run_id: str, graph: Callable[[list[dict]], ray.data.Dataset],
+                  progress_interval: float = 10.0, tag: str = "pseudolabel") -> dict:
+    """Write the items not yet under `output` through the dataset ``graph(rows)`` builds.
+
+    The driver skeleton every Parquet-writing job shares: clear what a killed run left,
+    skip ids already written, write atomically with a progress line, and count what
+    this run (`run_id`) wrote.
+    """
+    remove_temporaries(output)
+    rows = pending_rows(items, existing_ids(output))
+    start = time.time()
+    summary = {"rows": 0, "ok": 0, "errors": 0, "skipped": len(items) - len(rows), "output": output,
+               "run_id": run_id}
+    if rows:
+        with Progress(output, len(rows), progress_interval, tag=tag):
+            graph(rows).write_datasink(AtomicParquetSink(output))
+        summary.update(run_counts(output, run_id))
+    summary["seconds"] = round(time.time() - start, 2)
+    summary["rows_per_s"] = round(summary["rows"] / summary["seconds"], 2) if summary["seconds"] else None
+    return summary
+
+
 def run(config: PipelineConfig, run_id: str | None = None, cam_stage: type = CamStage,
         progress_interval: float = 10.0) -> dict:
     """Label the input into Parquet under ``config.output``; returns the job's summary.
@@ -364,17 +391,8 @@ def run(config: PipelineConfig, run_id: str | None = None, cam_stage: type = Cam
     load_labelset(config.labelset)  # fail before starting Ray if the labelset is wrong
     run_id = run_id or uuid.uuid4().hex
     items = read_source(config.input)[:config.limit]
-    remove_temporaries(config.output)
-    rows = pending_rows(items, existing_ids(config.output))
-    start = time.time()
-    summary = {"rows": 0, "ok": 0, "errors": 0, "skipped": len(items) - len(rows), "output": config.output,
-               "run_id": run_id}
-    if rows:
-        with Progress(config.output, len(rows), progress_interval):
-            build_dataset(config, rows, run_id, cam_stage).write_datasink(AtomicParquetSink(config.output))
-        summary.update(run_counts(config.output, run_id))
-    summary["seconds"] = round(time.time() - start, 2)
-    summary["rows_per_s"] = round(summary["rows"] / summary["seconds"], 2) if summary["seconds"] else None
+    summary = write_pending(items, config.output, run_id, lambda rows: build_dataset(config, rows, run_id, cam_stage),
+                            progress_interval)
     summary["miou"] = evaluate_output(config.output, items, config.labelset)
     return summary
 

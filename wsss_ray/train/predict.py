@@ -12,8 +12,6 @@ checkpoint path. Re-running into the same output skips ids already written.
 
 from __future__ import annotations
 
-import math
-import time
 import uuid
 
 import numpy as np
@@ -22,8 +20,8 @@ import ray
 import torch
 
 from wsss_ray.masks import overlay
-from wsss_ray.pipeline import (AtomicParquetSink, remove_temporaries, pending_rows, writable_batch, decode_stage,
-                               existing_ids, output_table, png_rows, run_counts)
+from wsss_ray.config import PipelineConfig
+from wsss_ray.pipeline import decode_stage, items_dataset, output_table, png_rows, writable_batch, write_pending
 from wsss_ray.sources import load_image, read_source
 from wsss_ray.train.model import SegNet, load_checkpoint
 from wsss_ray.train.transforms import normalize
@@ -67,25 +65,21 @@ class SegmentStage:
 
 
 def run(model: str, input: str, output: str, png_dir: str | None = None, batch_size: int = 16,
-        use_gpu: bool = False, concurrency: int = 1, max_pixels: int = 50_000_000) -> dict:
+        use_gpu: bool = False, concurrency: int = 1, max_pixels: int = PipelineConfig.max_pixels,
+        rows_per_file: int = PipelineConfig.rows_per_file, progress_interval: float = 10.0) -> dict:
     """Segment every item of `input` into Parquet under `output` (and palette PNGs under `png_dir`)."""
     load_checkpoint(_local_checkpoint(model))  # fail before any Ray work if the checkpoint is wrong
     run_id = uuid.uuid4().hex
-    items = read_source(input)
-    remove_temporaries(output)
-    rows = pending_rows(items, existing_ids(output))
-    start = time.time()
-    summary = {"rows": len(rows), "skipped": len(items) - len(rows), "output": output, "run_id": run_id}
-    if rows:
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / 64)))
+
+    def graph(rows: list[dict]) -> ray.data.Dataset:
+        ds = items_dataset(rows, rows_per_file)
         ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": max_pixels}, batch_size=batch_size)
-        ds = ds.map_batches(SegmentStage, fn_constructor_kwargs={"checkpoint": model, "use_gpu": use_gpu,
-                                                                 "run_id": run_id},
-                            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
-                            num_gpus=1 if use_gpu else None, batch_format="numpy")
-        ds.write_datasink(AtomicParquetSink(output))
-    counts = run_counts(output, run_id)
-    summary.update(ok=counts["ok"], errors=counts["errors"], seconds=round(time.time() - start, 2))
+        return ds.map_batches(SegmentStage, fn_constructor_kwargs={"checkpoint": model, "use_gpu": use_gpu,
+                                                                   "run_id": run_id},
+                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
+                              num_gpus=1 if use_gpu else None, batch_format="numpy")
+
+    summary = write_pending(read_source(input), output, run_id, graph, progress_interval, tag="predict")
     if png_dir:
         from wsss_ray.export import export_pngs
 
