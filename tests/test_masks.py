@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsss_ray.masks import PALETTE, cams_to_probs, colorize, decode_png, encode_png, overlay, probs_to_mask
+from wsss_ray.masks import (PALETTE, cams_to_probs, colorize, decode_png, encode_png, overlay, overlay_grid,
+                            probs_to_mask)
 
 
 @pytest.mark.parametrize("palette", [True, False])
@@ -106,3 +107,15 @@ def test_overlay_leaves_background_and_ignore_unchanged(rng):
     keep = mask != 1
     assert np.array_equal(out[keep], image[keep])
     assert out[1, 1].tolist() == [114, 50, 50]  # 0.5*100 + 0.5*(128, 0, 0)
+
+
+def test_overlay_grid_stacks_image_over_overlay_and_pads_short_columns():
+    tall = np.full((4, 2, 3), 10, np.uint8)
+    short = np.full((2, 3, 3), 20, np.uint8)
+    short_mask = np.ones((2, 3), np.uint8)
+    grid = overlay_grid([(tall, np.zeros((4, 2), np.uint8)), (short, short_mask)])
+    assert grid.shape == (8, 5, 3) and grid.dtype == np.uint8
+    assert np.array_equal(grid[:, :2], np.full((8, 2, 3), 10))  # background: the overlay is the image
+    assert np.array_equal(grid[:2, 2:], short)
+    assert np.array_equal(grid[2:4, 2:], overlay(short, short_mask))
+    assert not grid[4:, 2:].any()  # the shorter column is padded with black

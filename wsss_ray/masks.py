@@ -66,6 +66,14 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return out.astype(np.uint8)
 
 
+def overlay_grid(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(image, mask) pairs -> one uint8 image: each image above its overlay, one column
+    per pair, shorter columns padded with black at the bottom."""
+    tiles = [np.concatenate([image, overlay(image, mask)], axis=0) for image, mask in pairs]
+    h = max(t.shape[0] for t in tiles)
+    return np.concatenate([np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles], axis=1)
+
+
 # ---------------------------------------------------------------- CAMs -> pseudo-masks
 
 

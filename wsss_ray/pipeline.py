@@ -206,12 +206,17 @@ class AtomicParquetSink(Datasink):
         return table.num_rows
 
 
-def _parquet_files(output: str) -> tuple[pafs.FileSystem, list[str]]:
+def _files(output: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """The files directly under `output` (none before it exists)."""
     fs, path = filesystem(output)
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return fs, []
-    infos = fs.get_file_info(pafs.FileSelector(path))
-    return fs, sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+    return fs, [i for i in fs.get_file_info(pafs.FileSelector(path)) if i.type == pafs.FileType.File]
+
+
+def _parquet_files(output: str) -> tuple[pafs.FileSystem, list[str]]:
+    fs, infos = _files(output)
+    return fs, sorted(i.path for i in infos if i.base_name.endswith(".parquet")
                       and not i.base_name.startswith((".", "_")))
 
 
@@ -231,11 +236,10 @@ def existing_ids(output: str) -> set[str]:
 
 def remove_temporaries(output: str) -> None:
     """Drop the half-written files of a killed run (one job writes to an output at a time)."""
-    fs, path = filesystem(output)
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
-        for info in fs.get_file_info(pafs.FileSelector(path)):
-            if info.base_name.startswith(".part-") and info.base_name.endswith(".tmp"):
-                fs.delete_file(info.path)
+    fs, infos = _files(output)
+    for info in infos:
+        if info.base_name.startswith(".part-") and info.base_name.endswith(".tmp"):
+            fs.delete_file(info.path)
 
 
 class Progress:
@@ -420,19 +424,12 @@ def run_tracked(config: PipelineConfig, mlflow_uri: str | None = None, **run_kwa
 
 def overlay_grid(output: str, n: int = 8) -> np.ndarray | None:
     """The first n ok rows: image over pseudo-mask overlays side by side (None if no ok rows)."""
-    from wsss_ray.masks import decode_png, overlay
+    from wsss_ray.masks import decode_png, overlay_grid
     from wsss_ray.sources import load_image
 
     table = read_output(output, ["image", "status", "mask"])
     rows = [] if table is None else [r for r in table.to_pylist() if r["status"] == "ok"][:n]
-    if not rows:
-        return None
-    tiles = []
-    for r in rows:
-        image = load_image(r["image"])
-        tiles.append(np.concatenate([image, overlay(image, decode_png(r["mask"]))], axis=0))
-    h = max(t.shape[0] for t in tiles)
-    return np.concatenate([np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles], axis=1)
+    return overlay_grid([(load_image(r["image"]), decode_png(r["mask"])) for r in rows]) if rows else None
 
 
 def evaluate_output(output: str, items: list[Item], labelset_name: str) -> float | None:

@@ -52,11 +52,16 @@ def start_run(experiment: str, params: dict, uri: str | None = None, run_name: s
         yield run
 
 
+def _numbers(d: dict, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, float]:
+    """The numeric entries of `d` (not bools, not None, not the keys in `exclude`) as floats."""
+    return {k: float(v) for k, v in d.items()
+            if k not in exclude and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def log_summary(summary: dict, exclude: set[str] | frozenset[str] = frozenset()) -> None:
     """Numbers of the summary as metrics (but not the keys in `exclude`, e.g. ones logged per epoch),
     the whole summary as ``summary.json``."""
-    mlflow.log_metrics({k: float(v) for k, v in summary.items() if k not in exclude
-                        and isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
+    mlflow.log_metrics(_numbers(summary, exclude))
     mlflow.log_dict(summary, "summary.json")
 
 
@@ -72,9 +77,7 @@ def log_epochs(history: list[dict], step_key: str = "epoch") -> None:
     """Per-epoch metrics (every numeric value of each entry) with step = the entry's epoch."""
     for entry in history:
         step = int(entry[step_key])
-        mlflow.log_metrics({k: float(v) for k, v in entry.items()
-                            if k != step_key and isinstance(v, (int, float)) and not isinstance(v, bool)},
-                           step=step)
+        mlflow.log_metrics(_numbers(entry, {step_key}), step=step)
 
 
 def log_segmentation_model(model, checkpoint: str) -> None:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import ray
 import torch
 
-from wsss_ray.masks import overlay
+from wsss_ray.masks import overlay_grid
 from wsss_ray.config import PipelineConfig
 from wsss_ray.pipeline import decode_stage, items_dataset, output_table, png_rows, writable_batch, write_pending
 from wsss_ray.sources import load_image, read_source
@@ -39,12 +39,8 @@ def segment(model: SegNet, image: np.ndarray, device: str | torch.device = "cpu"
 
 def prediction_grid(model: SegNet, images: list[str], device: str = "cpu") -> np.ndarray:
     """Image above its prediction overlay, one column per image (uint8 HxWx3)."""
-    tiles = []
-    for path in images:
-        image = load_image(path)
-        tiles.append(np.concatenate([image, overlay(image, segment(model, image, device)[0])], axis=0))
-    h = max(t.shape[0] for t in tiles)
-    return np.concatenate([np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in tiles], axis=1)
+    loaded = [load_image(path) for path in images]
+    return overlay_grid([(image, segment(model, image, device)[0]) for image in loaded])
 
 
 class SegmentStage:
