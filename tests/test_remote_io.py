@@ -50,3 +50,14 @@ def test_pipeline_reads_and_writes_s3(s3, tmp_path):
     table = read_output("s3://toy/out", ["id", "image", "status"])
     assert sorted(table.column("id").to_pylist()) == [f"toy{2_000_600 + i:07d}" for i in range(6)]
     assert all(i.startswith("s3://toy/collection/images/") for i in table.column("image").to_pylist())
+
+
+def test_local_file_copies_a_remote_file_and_leaves_a_local_path_alone(s3, tmp_path):
+    from wsss_ray.sources import local_file
+
+    boto3.client("s3").put_object(Bucket="toy", Key="runs/best/model.pt", Body=b"checkpoint bytes")
+    copy = local_file("s3://toy/runs/best/model.pt")
+    assert copy.endswith("/model.pt") and not copy.startswith("s3://")
+    assert open(copy, "rb").read() == b"checkpoint bytes"
+    here = str(tmp_path / "model.pt")
+    assert local_file(here) == here

@@ -64,6 +64,20 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def local_file(path: str) -> str:
+    """A local path with the file's bytes: `path` itself when local, else a temporary copy.
+
+    For readers that take only local files (``torch.load``).
+    """
+    if "://" not in path:
+        return path
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp()) / posixpath.basename(path)
+    tmp.write_bytes(read_bytes(path))
+    return str(tmp)
+
+
 def _read_text(path: str) -> str:
     return read_bytes(path).decode("utf-8")
 

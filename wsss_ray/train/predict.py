@@ -22,7 +22,7 @@ import torch
 from wsss_ray.masks import overlay_grid
 from wsss_ray.config import PipelineConfig
 from wsss_ray.pipeline import decode_stage, items_dataset, output_table, png_rows, writable_batch, write_pending
-from wsss_ray.sources import load_image, read_source
+from wsss_ray.sources import load_image, local_file, read_source
 from wsss_ray.train.model import SegNet, load_checkpoint
 from wsss_ray.train.transforms import normalize
 
@@ -47,10 +47,8 @@ class SegmentStage:
     """Decoded images -> rows in OUTPUT_SCHEMA (actor: the checkpoint is loaded once)."""
 
     def __init__(self, checkpoint: str, use_gpu: bool, run_id: str):
-        from wsss_ray.train.trainer import _local
-
         self.device = "cuda" if use_gpu else "cpu"
-        self.model, self.meta = load_checkpoint(_local(checkpoint), self.device)
+        self.model, self.meta = load_checkpoint(local_file(checkpoint), self.device)
         self.checkpoint, self.run_id = checkpoint, run_id
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -64,7 +62,7 @@ def run(model: str, input: str, output: str, png_dir: str | None = None, batch_s
         use_gpu: bool = False, concurrency: int = 1, max_pixels: int = PipelineConfig.max_pixels,
         rows_per_file: int = PipelineConfig.rows_per_file, progress_interval: float = 10.0) -> dict:
     """Segment every item of `input` into Parquet under `output` (and palette PNGs under `png_dir`)."""
-    load_checkpoint(_local_checkpoint(model))  # fail before any Ray work if the checkpoint is wrong
+    load_checkpoint(local_file(model))  # fail before any Ray work if the checkpoint is wrong
     run_id = uuid.uuid4().hex
 
     def graph(rows: list[dict]) -> ray.data.Dataset:
@@ -81,12 +79,6 @@ def run(model: str, input: str, output: str, png_dir: str | None = None, batch_s
 
         summary["png_dir"], summary["pngs"] = png_dir, export_pngs(output, png_dir)["written"]
     return summary
-
-
-def _local_checkpoint(path: str) -> str:
-    from wsss_ray.train.trainer import _local
-
-    return _local(path)
 
 
 __all__ = ["SegmentStage", "prediction_grid", "run", "segment"]

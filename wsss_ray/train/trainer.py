@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import ray
@@ -36,7 +36,7 @@ from wsss_ray.config import TrainConfig, flatten
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import decode_png
 from wsss_ray.metrics import confusion_matrix, scores
-from wsss_ray.sources import load_image, load_mask, read_source
+from wsss_ray.sources import load_image, load_mask, local_file, read_source
 from wsss_ray.train.losses import make_loss
 from wsss_ray.train.model import build_model, load_checkpoint, save_checkpoint
 from wsss_ray.train.transforms import augment, normalize
@@ -225,12 +225,13 @@ def cpu_requests(config: TrainConfig) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def fit(config: TrainConfig, epoch_hook: EpochHook | None = None) -> ray.train.Result:
-    """Build and fit the TorchTrainer; resumes from the latest checkpoint under ``config.output``."""
+def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: EpochHook | None = None
+        ) -> ray.train.Result:
+    """Build and fit the TorchTrainer, validating on `pairs` (:func:`val_pairs`); resumes from the
+    latest checkpoint under ``config.output``."""
     num_classes = len(load_labelset(config.labelset)) + 1
     worker_cpus, task_cpus = cpu_requests(config)
     storage_path, name = _storage(config.output)
-    pairs = val_pairs(config)
     score = {"checkpoint_score_attribute": "val_miou", "checkpoint_score_order": "max"} if pairs else {}
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
@@ -262,11 +263,15 @@ def _best(result: ray.train.Result, history: list[dict]) -> tuple[ray.train.Chec
     return result.checkpoint, (history[-1] if history else None)
 
 
-def run(config: TrainConfig, epoch_hook: EpochHook | None = None) -> dict:
-    """Train; returns the job summary (epochs done, best mIoU and checkpoint, throughput)."""
+def run(config: TrainConfig, epoch_hook: EpochHook | None = None,
+        pairs: Sequence[tuple[str, str]] | None = None) -> dict:
+    """Train; returns the job summary (epochs done, best mIoU and checkpoint, throughput).
+
+    `pairs` is the validation split when the caller has read it already (else :func:`val_pairs`).
+    """
     done_before = _state(_latest(config.output))["epoch"]
     start = time.time()
-    result = fit(config, epoch_hook)
+    result = fit(config, val_pairs(config) if pairs is None else pairs, epoch_hook)
     state = _state(result.checkpoint)
     history = state["history"]
     best_ckpt, best = _best(result, history)
@@ -289,7 +294,7 @@ def _latest(output: str) -> ray.train.Checkpoint | None:
     from ray.train.v2.api.result import Result
 
     try:
-        return Result.from_path(_storage(output)[0] + "/" + _storage(output)[1]).checkpoint
+        return Result.from_path(posixpath.join(*_storage(output))).checkpoint
     except Exception:  # noqa: BLE001 - no run there yet (or an unreadable one: training starts fresh)
         return None
 
@@ -300,30 +305,19 @@ def run_tracked(config: TrainConfig, mlflow_uri: str | None = None, epoch_hook: 
     from wsss_ray.train.predict import prediction_grid
 
     with tracking.start_run("train", flatten(config), mlflow_uri) as mlrun:
-        summary = run(config, epoch_hook)
+        pairs = val_pairs(config)
+        summary = run(config, epoch_hook, pairs)
         history = summary.pop("history")
         tracking.log_epochs(history)
         summary["mlflow_run_id"] = mlrun.info.run_id
         tracking.log_summary(summary, exclude={k for h in history for k in h})  # per-epoch series stay clean
         if summary["best_checkpoint"]:
-            local = _local(summary["best_checkpoint"])
+            local = local_file(summary["best_checkpoint"])
             model, _ = load_checkpoint(local)
             tracking.log_segmentation_model(model, local)
-            pairs = val_pairs(config)[:8]
             if pairs:
-                tracking.log_image(prediction_grid(model, [p for p, _ in pairs]), "predictions.png")
+                tracking.log_image(prediction_grid(model, [p for p, _ in pairs[:8]]), "predictions.png")
     return summary
-
-
-def _local(path: str) -> str:
-    """A checkpoint file path readable by torch.load (remote URIs downloaded to a temporary file)."""
-    if "://" not in path:
-        return path
-    from wsss_ray.sources import read_bytes
-
-    tmp = Path(tempfile.mkdtemp()) / MODEL_FILE
-    tmp.write_bytes(read_bytes(path))
-    return str(tmp)
 
 
 __all__ = ["fit", "run", "run_tracked", "train_dataset", "train_loop_per_worker", "val_pairs"]
