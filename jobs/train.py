@@ -19,9 +19,8 @@ import sys
 
 import ray
 
-from wsss_ray.config import TRAIN_LOSSES, TrainConfig, parse_settings, resolve_train_config
+from wsss_ray.config import LOSSES, TrainConfig, parse_settings, resolve_train
 from wsss_ray.train.model import ARCHS
-from wsss_ray.train.trainer import run_tracked
 
 
 def parse(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
@@ -30,7 +29,7 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--input", help="the pseudo-label job's Parquet folder or URI (default: outputs/pseudolabels)")
     p.add_argument("--val", help="source with ground-truth masks for val mIoU (default with toyworld: toy val split)")
     p.add_argument("--labelset", help="voc | coco | toyworld | PATH.yaml (default: toyworld)")
-    p.add_argument("--loss", choices=TRAIN_LOSSES, help="cgl (confidence-guided) or ce (default: cgl)")
+    p.add_argument("--loss", choices=LOSSES, help="cgl (confidence-guided) or ce (default: cgl)")
     p.add_argument("--cgl-threshold", type=float, help="CGL ignores pixels with confidence below this (0.95)")
     p.add_argument("--arch", choices=sorted(ARCHS), help="segmentation network (default: tiny)")
     p.add_argument("--backbone-weights", metavar="FILE", help="local state_dict loaded into the backbone")
@@ -42,11 +41,13 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--use-gpu", action="store_const", const=True, help="one GPU per worker")
     p.add_argument("--seed", type=int, help="initial weights and shuffle order (0)")
     p.add_argument("--output", help="run folder or URI: checkpoints; re-runs resume (default: outputs/train)")
-    return parse_settings(p, argv, resolve_train_config)
+    return parse_settings(p, argv, resolve_train)
 
 
 def main(argv: list[str] | None = None) -> int:
     config, mlflow_uri = parse(argv)
+    from wsss_ray.train.trainer import run_tracked
+
     ray.init(ignore_reinit_error=True)
     print(json.dumps(run_tracked(config, mlflow_uri)), flush=True)
     return 0

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from wsss_ray.crf import CrfConfig, dense_crf
+from wsss_ray.config import CrfConfig
+from wsss_ray.crf import dense_crf
 
 EDGE = 20  # true colour edge: columns < 20 are red (class 1), the rest blue (class 2)
 

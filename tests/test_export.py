@@ -6,13 +6,14 @@ from PIL import Image
 
 from wsss_ray.export import main
 from wsss_ray.masks import encode_png
-from wsss_ray.pipeline import OUTPUT_SCHEMA
+from wsss_ray.rows import OUTPUT_SCHEMA
 
 
-def _row(i, status, mask):
+def _row(i, status, mask, confidence=200):
     return {"id": i, "image": f"{i}.png", "labels": ["cow"], "width": 3, "height": 2,
             "mask": encode_png(mask) if mask is not None else None,
-            "confidence": encode_png(np.full((2, 3), 200, np.uint8), palette=False) if mask is not None else None,
+            "confidence": encode_png(np.full((2, 3), confidence, np.uint8) if np.isscalar(confidence) else confidence,
+                                     palette=False) if mask is not None else None,
             "status": status, "error": None if status == "ok" else "cannot read image",
             "labelset": "toyworld", "model": "toyclip", "method": "clip-es"}
 
@@ -39,11 +40,24 @@ def test_export_of_a_missing_output_is_a_clear_error(tmp_path):
         main([str(tmp_path / "nope"), "--png-dir", str(tmp_path / "png")])
 
 
-def test_ids_that_escape_the_folder_are_refused(tmp_path):
+def test_ids_that_escape_the_folder_are_refused(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     pq.write_table(pa.Table.from_pylist([_row("../evil", "ok", np.zeros((2, 3), np.uint8))], schema=OUTPUT_SCHEMA),
                    out / "part.parquet")
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(SystemExit):
         main([str(out), "--png-dir", str(tmp_path / "png")])
+    assert "would be written outside" in capsys.readouterr().err
     assert not (tmp_path / "evil.png").exists()
+
+
+def test_min_confidence_writes_ignore_below_it(tmp_path, capsys):
+    mask = np.array([[0, 4, 4], [1, 0, 4]], np.uint8)
+    conf = np.array([[255, 240, 243], [250, 100, 242]], np.uint8)  # 0.95 * 255 = 242.25
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(pa.Table.from_pylist([_row("a", "ok", mask, conf)], schema=OUTPUT_SCHEMA), out / "part.parquet")
+    main([str(out), "--png-dir", str(tmp_path / "full")])
+    main([str(out), "--png-dir", str(tmp_path / "kept"), "--min-confidence", "0.95"])
+    assert np.array_equal(np.array(Image.open(tmp_path / "full" / "a.png")), mask)
+    assert np.array(Image.open(tmp_path / "kept" / "a.png")).tolist() == [[0, 255, 4], [1, 255, 255]]

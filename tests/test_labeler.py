@@ -1,16 +1,17 @@
 import numpy as np
 import pytest
 
-from wsss_ray.labeler import LabelConfig, Labeler, label_batch
+from wsss_ray.cam import ClipES
+from wsss_ray.config import ClipESConfig, CrfConfig, PostConfig
+from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import cams_to_probs, probs_to_mask
 from wsss_ray.toyworld import render
 
 
-
 @pytest.fixture(scope="module")
 def labeler(tiny_clip):
-    return Labeler(tiny_clip, load_labelset("toyworld"))
+    return Labeler(ClipES(ClipESConfig(), tiny_clip, load_labelset("toyworld")))
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def batch():
 
 
 def _allowed(labeler, labels):
-    return {0, 255} | {labeler.labelset.index(l) + 1 for l in labels}
+    return {0} | {labeler.labelset.index(l) + 1 for l in labels}
 
 
 def test_label_outputs(labeler, batch):
@@ -35,16 +36,14 @@ def test_label_outputs(labeler, batch):
         assert set(np.unique(r.mask).tolist()) <= _allowed(labeler, lab)
         assert r.cams.shape == (len(lab), h, w) and r.cams.dtype == np.float32
         assert r.cams.min() >= 0 and r.cams.max() <= 1
-    # default confidence_threshold 0.95: a pixel is kept only if its confidence is >= round(0.95*255)
-    for r in results:
-        kept = r.mask != 255
-        assert (r.confidence[kept] >= 242).all()
+    # the mask is the full argmax: no pixel is left out, whatever its confidence
+    assert any((r.confidence < 242).any() for r in results) and all(255 not in r.mask for r in results)
 
 
 def test_label_without_crf_is_cams_to_mask(tiny_clip, batch):
     """With the CRF off, the mask is exactly probs_to_mask(cams_to_probs(cams))."""
-    cfg = LabelConfig(crf=False, confidence_threshold=None, bg_power=2.0)
-    lab = Labeler(tiny_clip, load_labelset("toyworld"), cfg)
+    lab = Labeler(ClipES(ClipESConfig(), tiny_clip, load_labelset("toyworld")),
+                  PostConfig(bg_power=2.0, crf=CrfConfig(iters=0)))
     images, labels = batch
     for lab_names, r in zip(labels, lab.label(images, labels)):
         mask, conf = probs_to_mask(cams_to_probs(r.cams, 2.0), lab.class_ids(lab_names))
@@ -70,7 +69,7 @@ def test_image_without_labels_is_all_background(labeler, batch):
 
 
 def test_multiscale_and_no_caa(tiny_clip, batch):
-    lab = Labeler(tiny_clip, load_labelset("toyworld"), LabelConfig(scales=(1.0, 0.5), caa=False, crf=False))
+    lab = Labeler(ClipES(ClipESConfig(scales=(1.0, 0.5), caa=False), tiny_clip, load_labelset("toyworld")))
     images, labels = batch
     cams = lab.cams(images, labels)
     assert [c.shape for c in cams] == [(2, 64, 64), (1, 48, 80)]
@@ -79,7 +78,7 @@ def test_multiscale_and_no_caa(tiny_clip, batch):
 
 
 def test_caa_layers_default(labeler):
-    assert labeler.caa_layers == 3  # ceil(4 blocks * 2/3)
+    assert labeler.method.caa_layers == 3  # ceil(4 blocks * 2/3)
 
 
 def test_unknown_label_names_the_labelset(labeler, batch):
@@ -89,9 +88,16 @@ def test_unknown_label_names_the_labelset(labeler, batch):
     assert "unicorn" in str(e.value)
 
 
-def test_label_batch(tiny_clip, batch):
+def test_from_spec_resolves_settings_as_the_job_does(tiny_dir, batch):
+    (tiny_dir / "label_config.yaml").write_text("clip_es: {scales: [1.0, 0.5]}\npost: {bg_power: 3}\n")
+    try:
+        lab = Labeler.from_spec(f"local-dir:{tiny_dir}", "toyworld", settings={"caa": False}, post={"crf": {"iters": 0}})
+    finally:
+        (tiny_dir / "label_config.yaml").unlink()
+    assert lab.method.config == ClipESConfig(scales=(1.0, 0.5), caa=False)  # model's file, then the caller's
+    assert lab.post == PostConfig(bg_power=3, crf=CrfConfig(iters=0))
     images, labels = batch
-    masks, confidences = label_batch(images, labels, "toyworld", tiny_clip, LabelConfig(crf=False))
-    assert len(masks) == len(confidences) == 2
-    assert [m.shape for m in masks] == [(64, 64), (48, 80)]
-    assert [c.shape for c in confidences] == [(64, 64), (48, 80)]
+    for lab_names, r in zip(labels, lab.label(images, labels)):
+        assert np.array_equal(r.mask, probs_to_mask(cams_to_probs(r.cams, 3), lab.class_ids(lab_names))[0])
+    with pytest.raises(ValueError, match="unknown clip_es settings"):
+        Labeler.from_spec(f"local-dir:{tiny_dir}", "toyworld", settings={"caa_on": False})

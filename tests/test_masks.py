@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from wsss_ray.masks import (PALETTE, cams_to_probs, colorize, decode_png, encode_png, overlay, overlay_grid,
-                            probs_to_mask)
+                            ignore_below, probs_to_mask)
 
 
 @pytest.mark.parametrize("palette", [True, False])
@@ -92,8 +92,10 @@ def test_probs_to_mask_hand_example():
     assert mask.dtype == np.uint8 and conf.dtype == np.uint8
     assert mask.tolist() == [[0, 5, 2]]  # rows -> class_ids + 1
     assert conf.tolist() == [[204, 153, 245]]  # round(0.8*255), round(0.6*255), round(0.96*255)
-    mask, _ = probs_to_mask(probs, class_ids=[4, 1], confidence_threshold=0.95)
-    assert mask.tolist() == [[255, 255, 2]]
+    assert ignore_below(mask, conf, 0.95).tolist() == [[255, 255, 2]]  # 204, 153 < 0.95 * 255 <= 245
+    assert ignore_below(mask, conf, 0.0).tolist() == mask.tolist()
+    with pytest.raises(ValueError, match="min_confidence"):
+        ignore_below(mask, conf, 95)
 
 
 def test_overlay_leaves_background_and_ignore_unchanged(rng):

@@ -8,7 +8,9 @@ import boto3
 import pytest
 import ray
 
-from wsss_ray.pipeline import PipelineConfig, read_output, run
+from wsss_ray.config import LabelJobConfig
+from wsss_ray.pipeline import run
+from wsss_ray.rows import read_output
 from wsss_ray.toyworld import generate
 
 pytestmark = pytest.mark.slow
@@ -38,8 +40,8 @@ def test_pipeline_reads_and_writes_s3(s3, tmp_path):
             client.upload_file(str(path), "toy", f"collection/{path.relative_to(local)}")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": s3})
     try:
-        summary = run(PipelineConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out", batch_size=3))
-        again = run(PipelineConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out", batch_size=3))
+        summary = run(LabelJobConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out", batch_size=3))
+        again = run(LabelJobConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out", batch_size=3))
     finally:
         ray.shutdown()
     assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 6, 0)
@@ -53,7 +55,7 @@ def test_pipeline_reads_and_writes_s3(s3, tmp_path):
 
 
 def test_local_file_copies_a_remote_file_and_leaves_a_local_path_alone(s3, tmp_path):
-    from wsss_ray.sources import local_file
+    from wsss_ray.files import local_file
 
     boto3.client("s3").put_object(Bucket="toy", Key="runs/best/model.pt", Body=b"checkpoint bytes")
     copy = local_file("s3://toy/runs/best/model.pt")

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from wsss_ray.clip import load_clip
-from wsss_ray.config import load_label_config
 from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.metrics import confusion_matrix, scores
@@ -37,11 +36,8 @@ def test_zero_shot_map_above_floor(toyclip):
 @pytest.mark.slow
 def test_pseudo_masks_beat_whole_image_baseline(toyclip):
     """The toy-world pipeline localises: clearly better than filling the image with its labels."""
-    from importlib import resources
-
     samples = _fresh(60)
-    config = load_label_config(str(resources.files("wsss_ray").joinpath("configs", "toyworld.yaml")))
-    labeler = Labeler(toyclip, load_labelset("toyworld"), config)
+    labeler = Labeler.from_spec("toyclip", "toyworld")  # with toyclip's bundled label_config.yaml
     ours = evaluate(labeler, samples).miou
     k = len(labeler.labelset) + 1
     hist = np.zeros((k, k), np.int64)

@@ -13,7 +13,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from wsss_ray.config import TrainConfig, resolve_train_config
+from wsss_ray.config import TrainConfig, resolve_train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_train_config_defaults_file_then_flags(tmp_path):
     cfg_file = tmp_path / "train.yaml"
     cfg_file.write_text("loss: ce\nepochs: 7\nlr: 0.01\nval: /data/val.jsonl\n")
-    assert resolve_train_config({}) == TrainConfig()
-    cfg = resolve_train_config({"epochs": 3, "num_workers": 4}, cfg_file)
+    assert resolve_train({}) == TrainConfig()
+    cfg = resolve_train({"epochs": 3, "num_workers": 4}, cfg_file)
     assert (cfg.loss, cfg.epochs, cfg.lr, cfg.val, cfg.num_workers) == ("ce", 3, 0.01, "/data/val.jsonl", 4)
     cfg_file.write_text("learning_rate: 0.1\n")
-    with pytest.raises(ValueError, match="unknown settings"):
-        resolve_train_config({}, cfg_file)
+    with pytest.raises(ValueError, match="unknown training settings"):
+        resolve_train({}, cfg_file)
     with pytest.raises(ValueError, match="loss"):
         TrainConfig(loss="dice")
 
@@ -69,19 +69,38 @@ def ray_local():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """16 toy train images as an exact-mask Parquet input plus one error row, and 8 val images."""
-    from wsss_ray.pipeline import OUTPUT_SCHEMA, write_ground_truth
+    from wsss_ray.rows import OUTPUT_SCHEMA
     from wsss_ray.toyworld import generate
 
     root = tmp_path_factory.mktemp("traindata")
     train = generate(root / "train", 16, seed=0)
     val = generate(root / "val", 8, seed=1_000_000)
     parquet = root / "parquet"
-    write_ground_truth(str(train), str(parquet))
+    _write_exact_masks(str(train), parquet)
     bad = {c: [None] for c in OUTPUT_SCHEMA.names}
     bad.update(id=["broken"], image=[str(root / "missing.png")], labels=[["cow"]], status=["error"],
                error=["cannot read image"])
     pq.write_table(pa.table(bad, schema=OUTPUT_SCHEMA), parquet / "part-errors.parquet")
     return {"root": root, "train": str(train), "val": str(val), "parquet": str(parquet)}
+
+
+def _write_exact_masks(manifest: str, parquet: Path) -> None:
+    """The manifest's ground-truth masks (confidence 255 everywhere) as one output Parquet file."""
+    from wsss_ray.masks import encode_png
+    from wsss_ray.rows import objects, output_table
+    from wsss_ray.sources import load_mask, read_source
+
+    items = read_source(manifest)
+    masks = [load_mask(it.mask) for it in items]
+    batch = {"id": [it.id for it in items], "image": [it.image for it in items],
+             "labels": objects([list(it.labels) for it in items]),
+             "width": np.array([m.shape[1] for m in masks], np.int32),
+             "height": np.array([m.shape[0] for m in masks], np.int32),
+             "status": ["ok"] * len(items), "error": [None] * len(items)}
+    pngs = [(encode_png(m), encode_png(np.full(m.shape, 255, np.uint8), palette=False)) for m in masks]
+    parquet.mkdir(parents=True)
+    pq.write_table(output_table(batch, pngs, labelset="toyworld", model="exact", method="ground-truth", run_id="gt"),
+                   parquet / "part-exact.parquet")
 
 
 def _config(data, output, **kw) -> TrainConfig:
@@ -170,7 +189,8 @@ def test_killed_worker_continues_from_the_last_checkpoint(ray_local, data, tmp_p
 @pytest.mark.slow
 def test_predict_writes_pipeline_schema_and_pngs(trained, data, tmp_path):
     from wsss_ray.masks import decode_png
-    from wsss_ray.pipeline import OUTPUT_SCHEMA
+    from wsss_ray.config import PredictConfig
+    from wsss_ray.rows import OUTPUT_SCHEMA
     from wsss_ray.train.predict import run
 
     manifest = Path(data["val"])
@@ -180,7 +200,8 @@ def test_predict_writes_pipeline_schema_and_pngs(trained, data, tmp_path):
     bad_manifest.write_text("\n".join(lines[:3] + [json.dumps({"id": "corrupt", "image": "images/corrupt.png",
                                                                "labels": ["cow"]})]) + "\n")
     ckpt = trained["second"]["best_checkpoint"]
-    summary = run(ckpt, str(bad_manifest), str(tmp_path / "pred"), png_dir=str(tmp_path / "png"), batch_size=2)
+    summary = run(PredictConfig(checkpoint=ckpt, input=str(bad_manifest), output=str(tmp_path / "pred"),
+                                png_dir=str(tmp_path / "png"), batch_size=2))
     assert (summary["ok"], summary["errors"], summary["pngs"]) == (3, 1, 3)
     table = pads.dataset(str(tmp_path / "pred"), format="parquet").to_table()
     assert table.schema.equals(OUTPUT_SCHEMA)
@@ -191,3 +212,22 @@ def test_predict_writes_pipeline_schema_and_pngs(trained, data, tmp_path):
     mask, conf = decode_png(ok[0]["mask"]), decode_png(ok[0]["confidence"])
     assert mask.shape == conf.shape == (64, 64) and mask.max() < 9 and conf.dtype == np.uint8
     assert len(list((tmp_path / "png").glob("*.png"))) == 3
+
+
+@pytest.mark.slow
+def test_predict_takes_a_file_a_checkpoint_folder_or_the_training_output(trained, tmp_path):
+    from wsss_ray.train.model import load_checkpoint
+    from wsss_ray.train.predict import resolve_checkpoint
+
+    best = trained["second"]["best_checkpoint"]
+    assert resolve_checkpoint(best)[0] == best
+    folder = str(Path(best).parent)
+    assert resolve_checkpoint(folder) == (f"{folder}/model.pt", "the checkpoint folder given")
+    chosen, why = resolve_checkpoint(str(trained["out"]))
+    kept = [load_checkpoint(p)[1] for p in trained["out"].glob("checkpoint_*/model.pt")]
+    assert load_checkpoint(chosen)[1]["val_miou"] == max(m["val_miou"] for m in kept)
+    assert chosen == best and "best checkpoint" in why and "val mIoU" in why
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_checkpoint(str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="no training run"):
+        resolve_checkpoint(str(tmp_path))

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-TOYCLIP = "toyclip"
-LOCAL_DIR = "local-dir:"
+from wsss_ray.config import CAA_SOURCES, LOCAL_DIR, TOYCLIP, model_folder
+
 HF_HUB = "hf-hub:"
 _PACKAGE = resources.files("wsss_ray")
 TOYCLIP_CONFIG: dict = json.loads(_PACKAGE.joinpath("model_configs", "toyclip.json").read_text())
@@ -64,7 +64,7 @@ class LoadedClip:
 
 
 def bundled_toyclip_dir() -> Path:
-    return Path(str(_PACKAGE.joinpath("weights", TOYCLIP)))
+    return model_folder(TOYCLIP)
 
 
 def create_toyclip() -> open_clip.CLIP:
@@ -270,7 +270,7 @@ def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None 
     return x, attentions
 
 
-ATTENTION_SOURCES = ("attention", "keys")
+ATTENTION_SOURCES = CAA_SOURCES
 
 
 def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool = True,

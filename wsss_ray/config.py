@@ -1,38 +1,147 @@
-"""Settings of a pseudo-labelling run from flags, a YAML file or a dict; unknown keys are errors.
+"""Every setting of every job, as frozen dataclasses, and how they are resolved.
 
-One flat namespace: the keys of a ``--config`` file are the job's flag names with
-underscores (``batch_size``, ``concurrency``) and the labeller's settings
-(``bg_power``, ``crf_config: {iters: 5}``), and the same names are the MLflow params.
+Importing this module costs nothing: it needs only the standard library and PyYAML,
+never torch, open_clip, Ray or MLflow, so a driver, a CLI's ``--help`` or a sweep can
+build and check settings before anything heavy starts.
 
-    input: voc:/data/VOCdevkit/VOC2012:train
-    labelset: voc
-    concurrency: [1, 4]
-    bg_power: 1
+One name for one thing. A setting has the same dotted name in a ``--config`` file,
+on the command line (``--batch-size`` for ``batch_size``), in MLflow params and in a
+sweep's search space:
+
+    input: voc:/data/VOCdevkit/VOC2012:train      # the labelling job (LabelJobConfig)
+    method: clip-es
+    clip_es: {caa: false, scales: [1.0, 2.0]}     # the method's own settings (ClipESConfig)
+    post: {bg_power: 0.5, crf: {iters: 10}}       # after the CAMs, shared by all methods (PostConfig)
+
+-> params ``input``, ``method``, ``clip_es.caa``, ``clip_es.scales``, ``post.bg_power``,
+``post.crf.iters``. A method's section is its registry name with ``_`` for ``-``.
+
+Settings are layered, each layer overriding the one before: the defaults, the
+model's own ``label_config.yaml`` (beside its weights: ``toyclip`` ships one), the
+``--config`` file, then the flags given. Unknown keys and bad option values are
+errors raised here, before Ray starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Any, Mapping
 
 import yaml
 
-from wsss_ray.crf import CrfConfig
-from wsss_ray.labeler import LabelConfig
+# ------------------------------------------------------------------ option values
 
-_TUPLES = {"templates", "scales"}
+SYNONYM_FUSIONS = ("concat", "mean", "name")
+SOFTMAX_OVER = ("present", "all")
+SCORES = ("softmax", "logit")
+CAA_SOURCES = ("attention", "keys")
+LOSSES = ("cgl", "ce")
+
+TOYCLIP = "toyclip"
+LOCAL_DIR = "local-dir:"
+MODEL_SETTINGS_FILE = "label_config.yaml"
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _at_least(owner: object, names: tuple[str, ...], low: float) -> None:
+    for name in names:
+        if getattr(owner, name) < low:
+            raise ValueError(f"{name} must be at least {low}, got {getattr(owner, name)}")
+
+
+# ------------------------------------------------------------------ labelling
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
-    """Every setting of a pseudo-labelling run; field names are the job's flags."""
+class CrfConfig:
+    """Dense-CRF kernels (positions in pixels, colours in 0..255); ``iters: 0`` turns the CRF off.
 
-    input: str
+    Defaults are the CLIP-ES reference's (deeplab-pytorch's kernel: gaussian 1/3,
+    bilateral 67/3/4): on real photographs with CAM-like masks it gains more than the
+    lighter kernel tried before (docs/RESULTS.md, ``benchmarks/crf_defaults.py``).
+    """
+
+    iters: int = 10
+    gauss_sxy: float = 1.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 67.0
+    bilateral_srgb: float = 3.0
+    bilateral_compat: float = 4.0
+
+    def __post_init__(self):
+        _at_least(self, ("iters",), 0)
+
+
+@dataclass(frozen=True)
+class PostConfig:
+    """Everything after the CAMs, shared by every CAM method: background score and CRF.
+
+    The background score is ``(1 - max_k cam_k) ** bg_power`` (CLIP-ES), or the
+    constant `bg_threshold` when given. The mask is the per-pixel argmax; the
+    confidence (max probability) is stored beside it and thresholds are applied by
+    whoever uses it (CGL training, ``export --min-confidence``).
+    """
+
+    bg_power: float = 1.0
+    bg_threshold: float | None = None
+    crf: CrfConfig = field(default_factory=CrfConfig)
+
+    def __post_init__(self):
+        if self.bg_power <= 0:
+            raise ValueError(f"bg_power must be positive, got {self.bg_power}")
+        if self.bg_threshold is not None and not 0 <= self.bg_threshold <= 1:
+            raise ValueError(f"bg_threshold must lie in [0, 1] or be null, got {self.bg_threshold}")
+
+
+@dataclass(frozen=True)
+class ClipESConfig:
+    """CLIP-ES (softmax-GradCAM + class-aware attention affinity); defaults are the paper's for ViT-B/16."""
+
+    templates: tuple[str, ...] | None = None    # None: the labelset's
+    synonym_fusion: str = "concat"              # concat (CLIP-ES) | mean | name
+    background_words: bool = True
+    softmax_over: str = "present"               # present (CLIP-ES) | all
+    score: str = "softmax"                      # softmax (CLIP-ES) | logit (plain Grad-CAM)
+    scales: tuple[float, ...] = (1.0,)
+    caa: bool = True
+    caa_layers: int | None = None               # None: the last 2/3 of the blocks (8 of 12 in CLIP-ES)
+    caa_source: str = "attention"               # attention (CLIP-ES) | keys (key self-similarity)
+    box_threshold: float = 0.4
+    sinkhorn_iters: int = 3
+    affinity_power: int = 2
+    max_pairs: int = 64                         # (image, class) pairs per last-block pass; memory only
+
+    def __post_init__(self):
+        _choice("clip_es.synonym_fusion", self.synonym_fusion, SYNONYM_FUSIONS)
+        _choice("clip_es.softmax_over", self.softmax_over, SOFTMAX_OVER)
+        _choice("clip_es.score", self.score, SCORES)
+        _choice("clip_es.caa_source", self.caa_source, CAA_SOURCES)
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"clip_es.scales must be positive numbers, got {self.scales}")
+        if self.templates is not None and not all("{}" in t for t in self.templates):
+            raise ValueError(f"each of clip_es.templates needs a {{}} for the class text, got {self.templates}")
+        _at_least(self, ("max_pairs", "affinity_power"), 1)
+
+
+@dataclass(frozen=True)
+class LabelJobConfig:
+    """Every setting of a pseudo-labelling run; field names are the job's flags.
+
+    `method_config` is the settings object of `method` (its ``config_class``); it is
+    written under the method's own key (``clip_es``) in files and params.
+    """
+
+    input: str | None = None                # None: none given (the job then generates the toy world)
     output: str = "outputs/pseudolabels"
     labelset: str = "toyworld"
-    model: str = "toyclip"
+    model: str = TOYCLIP
     pretrained: str | None = None
     method: str = "clip-es"
     limit: int | None = None
@@ -42,7 +151,8 @@ class PipelineConfig:
     num_cpus: float = 1.0                   # per CAM actor; below 1 packs more actors onto a CPU-only node
     rows_per_file: int = 64                 # rows per block and per Parquet file (the unit of resume)
     max_pixels: int = 50_000_000
-    label: LabelConfig = field(default_factory=LabelConfig)
+    post: PostConfig = field(default_factory=PostConfig)
+    method_config: Any = None               # None: the method's defaults
 
     def __post_init__(self):
         lo, hi = self.concurrency
@@ -50,108 +160,15 @@ class PipelineConfig:
             raise ValueError(f"concurrency {lo},{hi} is not a range; give MIN,MAX with 1 <= MIN <= MAX")
         if self.num_cpus <= 0:
             raise ValueError(f"num_cpus must be positive, got {self.num_cpus}")
-        for name in ("batch_size", "rows_per_file"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-
-def _fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def _reject_unknown(d: dict, known: set[str], what: str = "settings") -> None:
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
-
-
-def label_config_from_dict(d: dict, base: LabelConfig = LabelConfig()) -> LabelConfig:
-    """Overlay the keys of `d` (LabelConfig field names; ``crf_config`` a nested map) on `base`."""
-    _reject_unknown(d, _fields(LabelConfig), "label settings")
-    changes = {}
-    for key, value in d.items():
-        if key == "crf_config":
-            _reject_unknown(value, _fields(CrfConfig), "crf_config settings")
-            value = dataclasses.replace(base.crf_config, **value)
-        elif key in _TUPLES and value is not None:
-            value = tuple(value)
-        changes[key] = value
-    return dataclasses.replace(base, **changes)
-
-
-def _read_mapping(path: str | Path) -> dict:
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of settings, e.g. 'bg_power: 1'")
-    return data
-
-
-def load_label_config(path: str | Path, base: LabelConfig = LabelConfig()) -> LabelConfig:
-    return label_config_from_dict(_read_mapping(path), base)
-
-
-def parse_concurrency(value) -> tuple[int, int]:
-    """``4`` | ``"1,4"`` | ``[1, 4]`` -> (min, max) actors."""
-    parts = [value] if isinstance(value, int) else (str(value).split(",") if isinstance(value, str) else list(value))
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"concurrency {value!r} is not MIN[,MAX]; give e.g. 1,4") from None
-    if len(nums) not in (1, 2):
-        raise ValueError(f"concurrency {value!r} is not MIN[,MAX]; give e.g. 1,4")
-    return nums[0], nums[-1]
-
-
-def pipeline_config_from_dict(d: dict, base: PipelineConfig) -> PipelineConfig:
-    """Overlay `d` (pipeline and label settings in one flat namespace) on `base`."""
-    pipeline_keys, label_keys = _fields(PipelineConfig) - {"label"}, _fields(LabelConfig)
-    _reject_unknown(d, pipeline_keys | label_keys)
-    changes = {k: v for k, v in d.items() if k in pipeline_keys}
-    if "concurrency" in changes:
-        changes["concurrency"] = parse_concurrency(changes["concurrency"])
-    label = label_config_from_dict({k: v for k, v in d.items() if k in label_keys}, base.label)
-    return dataclasses.replace(base, **changes, label=label)
-
-
-def resolve_pipeline_config(settings: dict, config_file: str | Path | None = None) -> PipelineConfig:
-    """The run's settings: defaults < `config_file` < `settings` (the flags given).
-
-    Without an ``input`` anywhere this is the embedded default: a generated toy-world
-    collection labelled with the toy world's tuned settings (see ``wsss_ray.toyworld``).
-    """
-    merged = {**(_read_mapping(config_file) if config_file else {}), **settings}
-    if merged.get("input") is None:
-        from wsss_ray.toyworld import embedded_default
-
-        manifest, toy_label = embedded_default()
-        base = PipelineConfig(input=manifest, label=toy_label)
-    else:
-        base = PipelineConfig(input=merged["input"])
-    return pipeline_config_from_dict({k: v for k, v in merged.items() if k != "input"}, base)
-
-
-def flatten(obj, prefix: str = "") -> dict:
-    """Dataclass/dict -> flat {"a.b": value}, tuples joined by commas (MLflow param values)."""
-    d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
-    return out
-
-
-def params(config: PipelineConfig) -> dict:
-    """Every setting under the name it has in a config file and on the command line."""
-    flat = flatten(config)
-    return {k.removeprefix("label."): v for k, v in flat.items()}
+        _at_least(self, ("batch_size", "rows_per_file"), 1)
+        cls = method_config_class(self.method)
+        if self.method_config is None:
+            object.__setattr__(self, "method_config", cls())
+        elif not isinstance(self.method_config, cls):
+            raise TypeError(f"method {self.method!r} takes a {cls.__name__}, got {type(self.method_config).__name__}")
 
 
 # ------------------------------------------------------------------ training
-
-TRAIN_LOSSES = ("cgl", "ce")
 
 
 @dataclass(frozen=True)
@@ -160,7 +177,8 @@ class TrainConfig:
 
     `input` is the pseudo-label job's Parquet output; `val` a source with ground-truth
     masks (None with the toy world: a generated toy val split). `output` holds the Ray
-    Train run (checkpoints) and is where a re-run resumes.
+    Train run (checkpoints) and is where a re-run resumes. `cgl_threshold` is where
+    the pseudo-masks' confidence is thresholded (the masks themselves are full argmax).
     """
 
     input: str = "outputs/pseudolabels"
@@ -180,41 +198,301 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.loss not in TRAIN_LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose from {list(TRAIN_LOSSES)}")
+        _choice("loss", self.loss, LOSSES)
         if not 0.0 <= self.cgl_threshold <= 1.0:
             raise ValueError(f"cgl_threshold must lie in [0, 1], got {self.cgl_threshold}")
-        for name, low in (("epochs", 1), ("batch_size", 2), ("crop", 8), ("num_workers", 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        _at_least(self, ("epochs", "num_workers"), 1)
+        _at_least(self, ("batch_size",), 2)
+        _at_least(self, ("crop",), 8)
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
 
-def train_config_from_dict(d: dict, base: TrainConfig = TrainConfig()) -> TrainConfig:
-    """Overlay `d` (TrainConfig field names) on `base`; unknown keys are errors."""
-    _reject_unknown(d, _fields(TrainConfig))
-    return dataclasses.replace(base, **d)
+# ------------------------------------------------------------------ prediction
 
 
-def resolve_train_config(settings: dict, config_file: str | Path | None = None) -> TrainConfig:
+@dataclass(frozen=True)
+class PredictConfig:
+    """Every setting of a prediction run; field names are the flags of ``jobs/predict.py``.
+
+    `checkpoint` is a ``model.pt``, a checkpoint folder, or a training output folder
+    (then its best checkpoint by val mIoU). Flags that mean the same as the
+    labelling job's have its names.
+    """
+
+    checkpoint: str | None = None
+    input: str | None = None
+    output: str = "outputs/predictions"
+    png_dir: str | None = None
+    batch_size: int = 16
+    concurrency: tuple[int, int] = (1, 1)
+    num_gpus: float | None = None
+    num_cpus: float = 1.0
+    rows_per_file: int = 64
+    max_pixels: int = 50_000_000
+
+    def __post_init__(self):
+        if self.checkpoint is None or self.input is None:
+            raise ValueError("prediction needs --checkpoint (a model.pt, checkpoint folder or training output) "
+                             "and --input SOURCE")
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        lo, hi = self.concurrency
+        if not 1 <= lo <= hi:
+            raise ValueError(f"concurrency {lo},{hi} is not a range; give MIN,MAX with 1 <= MIN <= MAX")
+        _at_least(self, ("batch_size", "rows_per_file"), 1)
+
+
+# ------------------------------------------------------------------ methods
+
+
+def method_key(method: str) -> str:
+    """The section of a method's settings in files and params: ``clip-es`` -> ``clip_es``."""
+    return method.replace("-", "_")
+
+
+def method_config_class(method: str) -> type:
+    """The settings class of a registered CAM method; a miss lists the registered names.
+
+    Looks the method up in ``wsss_ray.cam.CAM_METHODS`` (imported on first use, so
+    importing this module stays light).
+    """
+    from wsss_ray.cam import CAM_METHODS
+
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(CAM_METHODS)}")
+    return CAM_METHODS[method].config_class
+
+
+def _method_sections() -> dict[str, str]:
+    from wsss_ray.cam import CAM_METHODS
+
+    return {method_key(m): m for m in CAM_METHODS}
+
+
+# ------------------------------------------------------------------ building from mappings
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _reject_unknown(d: Mapping, known, what: str) -> None:
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
+
+
+def build(cls: type, d: Mapping | None, base: Any = None, what: str | None = None) -> Any:
+    """Overlay the mapping `d` on `base` (default: ``cls()``), recursing into nested dataclasses.
+
+    Lists become tuples where the field is a tuple; unknown keys are errors naming `what`.
+    """
+    base = cls() if base is None else base
+    if d is None:
+        return base
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{what or cls.__name__} must be a mapping of settings, got {d!r}")
+    fields = _fields(cls)
+    _reject_unknown(d, fields, f"{what or cls.__name__} settings")
+    changes = {}
+    for key, value in d.items():
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current) and not isinstance(current, type):
+            value = build(type(current), value, current, f"{what}.{key}" if what else key)
+        elif isinstance(value, list) and "tuple" in str(fields[key].type):
+            value = tuple(value)
+        changes[key] = value
+    try:
+        return dataclasses.replace(base, **changes)
+    except TypeError as e:
+        raise ValueError(f"bad {what or cls.__name__} settings: {e}") from None
+
+
+def unflatten(d: Mapping[str, Any]) -> dict:
+    """``{"post.crf.iters": 5}`` -> ``{"post": {"crf": {"iters": 5}}}`` (nested keys pass through)."""
+    out: dict = {}
+    for key, value in d.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"setting {key!r} conflicts with {p!r} given as a value")
+        if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
+            node[leaf] = merge(node[leaf], value)
+        else:
+            node[leaf] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def merge(*layers: Mapping) -> dict:
+    """Deep-merge mappings of settings, later layers winning key by key."""
+    out: dict = {}
+    for layer in layers:
+        for key, value in unflatten(layer).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def parse_concurrency(value) -> tuple[int, int]:
+    """``4`` | ``"1,4"`` | ``[1, 4]`` -> (min, max) actors."""
+    parts = [value] if isinstance(value, int) else (str(value).split(",") if isinstance(value, str) else list(value))
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"concurrency {value!r} is not MIN[,MAX]; give e.g. 1,4") from None
+    if len(nums) not in (1, 2):
+        raise ValueError(f"concurrency {value!r} is not MIN[,MAX]; give e.g. 1,4")
+    return nums[0], nums[-1]
+
+
+JOB_KEYS = tuple(f for f in _fields(LabelJobConfig) if f not in ("post", "method_config"))
+LABEL_KEYS = ("method", "post")  # with the method sections: what a model's label_config.yaml may hold
+
+
+def label_job_config(d: Mapping) -> LabelJobConfig:
+    """A LabelJobConfig from one nested mapping (job keys, ``post``, method sections)."""
+    d = unflatten(d)
+    sections = _method_sections()
+    _reject_unknown(d, set(JOB_KEYS) | {"post"} | set(sections), "settings")
+    job = {k: d[k] for k in JOB_KEYS if k in d}
+    if "concurrency" in job:
+        job["concurrency"] = parse_concurrency(job["concurrency"])
+    method = job.get("method", LabelJobConfig.method)
+    method_config = None
+    for key, name in sections.items():
+        if key in d:  # every section given is checked, the selected method's is used
+            built = build(method_config_class(name), d[key], what=key)
+            method_config = built if name == method else method_config
+    try:
+        return LabelJobConfig(**job, post=build(PostConfig, d.get("post"), what="post"),
+                              method_config=method_config)
+    except TypeError as e:
+        raise ValueError(f"bad settings: {e}") from None
+
+
+def read_mapping(path: str | Path) -> dict:
+    """A YAML file of settings as a dict; anything but a mapping is an error naming the file."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of settings, e.g. 'post: {{bg_power: 1}}'")
+    return data
+
+
+def model_folder(model: str) -> Path | None:
+    """The local folder of a model spec (bundled ``toyclip`` or ``local-dir:PATH``), else None."""
+    if model == TOYCLIP:
+        return Path(str(resources.files("wsss_ray").joinpath("weights", TOYCLIP)))
+    if model.startswith(LOCAL_DIR):
+        return Path(model[len(LOCAL_DIR):])
+    return None
+
+
+def model_settings(model: str) -> dict:
+    """The label settings a model ships beside its weights (``label_config.yaml``), or {}.
+
+    They may set the method, its section and ``post``; nothing about the job's I/O.
+    """
+    folder = model_folder(model)
+    path = folder / MODEL_SETTINGS_FILE if folder else None
+    if path is None or not path.is_file():
+        return {}
+    d = unflatten(read_mapping(path))
+    _reject_unknown(d, set(LABEL_KEYS) | set(_method_sections()), f"settings in {path}")
+    return d
+
+
+def resolve_label_job(settings: Mapping, config_file: str | Path | None = None) -> LabelJobConfig:
+    """The run's settings: defaults < the model's label_config.yaml < `config_file` < `settings` (flags)."""
+    given = merge(read_mapping(config_file) if config_file else {}, settings)
+    model = given.get("model", LabelJobConfig.model)
+    return label_job_config(merge(model_settings(model), given))
+
+
+def resolve_predict(settings: Mapping, config_file: str | Path | None = None) -> PredictConfig:
     """The run's settings: defaults < `config_file` < `settings` (the flags given)."""
-    return train_config_from_dict({**(_read_mapping(config_file) if config_file else {}), **settings})
+    d = merge(read_mapping(config_file) if config_file else {}, settings)
+    _reject_unknown(d, _fields(PredictConfig), "prediction settings")
+    return PredictConfig(**d)
+
+
+def resolve_train(settings: Mapping, config_file: str | Path | None = None) -> TrainConfig:
+    """The run's settings: defaults < `config_file` < `settings` (the flags given)."""
+    return build(TrainConfig, merge(read_mapping(config_file) if config_file else {}, settings), what="training")
+
+
+# ------------------------------------------------------------------ to params and files
+
+
+def flatten(obj: Any, prefix: str = "") -> dict:
+    """Dataclass/dict -> flat ``{"a.b": value}``, tuples joined by commas (MLflow param values)."""
+    d = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else dict(obj)
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if dataclasses.is_dataclass(v) or isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+def settings_dict(config: LabelJobConfig, label_only: bool = False) -> dict:
+    """The nested mapping a ``--config`` file holds for `config` (the method's section by its key).
+
+    ``label_only`` keeps only what a model's label_config.yaml may hold (method, its section, post).
+    """
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return list(v) if isinstance(v, tuple) else v
+
+    out = {} if label_only else {k: plain(getattr(config, k)) for k in JOB_KEYS}
+    out.update(method=config.method, post=plain(config.post))
+    out[method_key(config.method)] = plain(config.method_config)
+    return out
+
+
+def params(config: LabelJobConfig) -> dict:
+    """Every setting under its dotted name (``clip_es.caa``, ``post.crf.iters``): MLflow params, sweep keys."""
+    return flatten(settings_dict(config))
+
+
+def label_keys(config: LabelJobConfig) -> tuple[list[str], list[str]]:
+    """(CAM-level, post-level) dotted names: changing only post-level ones leaves the CAMs unchanged."""
+    p = params(config)
+    cam_prefix = method_key(config.method) + "."
+    return ([k for k in p if k.startswith(cam_prefix)], [k for k in p if k.startswith("post.")])
+
+
+def write_settings(config: LabelJobConfig, path: str | Path, label_only: bool = False) -> Path:
+    """Write `config` as a YAML settings file (``--config`` input, or a model's label_config.yaml)."""
+    from wsss_ray.files import atomic_write
+
+    text = yaml.safe_dump(settings_dict(config, label_only), sort_keys=False)
+    atomic_write(str(path), text.encode())
+    return Path(path)
 
 
 # ------------------------------------------------------------------ command lines
 
 
-def parse_settings(parser, argv: list[str] | None, resolve: Callable[[dict, str | None], object]):
+def parse_settings(parser, argv: list[str] | None, resolve, tracked: bool = True):
     """Parse a job's flags (adding ``--config`` and ``--mlflow-uri``) into (settings, mlflow_uri).
 
     Every other flag defaults to None so that only the flags given override the
-    ``--config`` file; `resolve` turns them into the job's settings object.
+    ``--config`` file; flag destinations may be dotted names (``clip_es.caa``).
+    `resolve` turns them into the job's settings object; its errors exit like
+    argparse's own, with the one-sentence message.
     """
     parser.add_argument("--config", help="YAML of settings (flag names with underscores); flags given override it")
-    parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite store outputs/mlflow.db)")
+    if tracked:
+        parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite store outputs/mlflow.db)")
     a = vars(parser.parse_args(argv))
-    config_file, mlflow_uri = a.pop("config"), a.pop("mlflow_uri")
+    config_file, mlflow_uri = a.pop("config"), a.pop("mlflow_uri", None)
     try:
         return resolve({k: v for k, v in a.items() if v is not None}, config_file), mlflow_uri
     except (OSError, ValueError, TypeError) as e:

@@ -3,28 +3,16 @@
 Uses ``pydensecrf2``, the maintained fork of pydensecrf that builds on Python 3.11
 and numpy 2 (import name ``pydensecrf``). The unary is ``-log(p)`` of the given
 probabilities; a Gaussian kernel smooths and a bilateral kernel snaps labels to
-colour edges. Defaults were chosen on the real photographs in the sample set
-(see docs/RESULTS.md, ``benchmarks/crf_defaults.py``); the CLIP-ES reference uses
-deeplab-pytorch's (gauss 1/3, bilateral 67/3/4) on a colour-wrapped BGR image.
+colour edges. The kernel settings are :class:`wsss_ray.config.CrfConfig`, whose
+defaults are the CLIP-ES reference's (deeplab-pytorch's gauss 1/3, bilateral
+67/3/4); ``iters = 0`` returns the probabilities unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class CrfConfig:
-    """Dense-CRF kernel parameters (positions in pixels, colours in 0..255)."""
-
-    iters: int = 10
-    gauss_sxy: float = 1.0
-    gauss_compat: float = 1.0
-    bilateral_sxy: float = 20.0
-    bilateral_srgb: float = 10.0
-    bilateral_compat: float = 1.0
+from wsss_ray.config import CrfConfig
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfig()) -> np.ndarray:
@@ -33,12 +21,10 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfi
     Args:
         image: HxWx3 uint8 RGB.
         probs: CxHxW float probabilities (each pixel's C values sum to 1).
-        config: kernel parameters.
+        config: kernel parameters and iterations.
 
     Returns: CxHxW float32 marginals (each pixel sums to 1).
     """
-    import pydensecrf.densecrf as dcrf
-
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be HxWx3 uint8, got {image.dtype} {image.shape}")
     if probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
@@ -46,6 +32,10 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfi
     c, h, w = probs.shape
     if c < 2:
         return np.ones_like(probs, dtype=np.float32)
+    if config.iters == 0:
+        return probs.astype(np.float32)
+    import pydensecrf.densecrf as dcrf
+
     unary = -np.log(np.clip(probs, 1e-5, 1.0)).reshape(c, -1).astype(np.float32)
     d = dcrf.DenseCRF2D(w, h, c)
     d.setUnaryEnergy(np.ascontiguousarray(unary))

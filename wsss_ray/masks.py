@@ -96,18 +96,24 @@ def cams_to_probs(cams: np.ndarray, bg_power: float = 1.0, bg_threshold: float |
     return scores / scores.sum(0, keepdims=True)
 
 
-def probs_to_mask(probs: np.ndarray, class_ids: list[int], confidence_threshold: float | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def probs_to_mask(probs: np.ndarray, class_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(1+K)xHxW probabilities -> (mask, confidence), both uint8 HxW.
 
     Row k+1 of `probs` is the class with 0-based labelset index ``class_ids[k]``,
-    so mask values are ``class_ids[k] + 1`` (0 = background). Pixels whose
-    confidence (max probability) is below `confidence_threshold` become 255, as the
-    CLIP-ES pseudo-masks do for the CGL loss. Confidence is scaled to 0..255.
+    so mask values are ``class_ids[k] + 1`` (0 = background). The mask is the full
+    argmax; the confidence is the max probability scaled to 0..255. Thresholds on
+    the confidence are applied where it is used (:func:`ignore_below`, CGL training).
     """
     lut = np.array([0] + [c + 1 for c in class_ids], np.uint8)
-    mask = lut[probs.argmax(0)]
-    conf = probs.max(0)
-    if confidence_threshold is not None:
-        mask = np.where(conf < confidence_threshold, IGNORE_INDEX, mask).astype(np.uint8)
-    return mask, np.round(conf * 255).astype(np.uint8)
+    return lut[probs.argmax(0)], np.round(probs.max(0) * 255).astype(np.uint8)
+
+
+def ignore_below(mask: np.ndarray, confidence: np.ndarray, min_confidence: float) -> np.ndarray:
+    """The mask with ignore (255) where the uint8 confidence / 255 is below `min_confidence`.
+
+    The same rule as the confidence-guided loss, for consumers that want the
+    reliable pixels only (``export --min-confidence``).
+    """
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must lie in [0, 1], got {min_confidence}")
+    return np.where(confidence.astype(np.float32) / 255 < min_confidence, IGNORE_INDEX, mask).astype(np.uint8)

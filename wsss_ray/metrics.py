@@ -8,6 +8,7 @@ deeplab-pytorch evaluations do), not from a mean of per-image scores.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -35,6 +36,18 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.n
 def fill_ignored(pred: np.ndarray, value: int = 0) -> np.ndarray:
     """Replace ignore (255) in a prediction by `value` (background by default) for scoring."""
     return np.where(pred == IGNORE_INDEX, value, pred).astype(pred.dtype)
+
+
+def accumulate(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int) -> np.ndarray:
+    """The confusion matrix of a split: summed over (ground truth, prediction) mask pairs.
+
+    The one evaluation path of the project (labelling job, toy-world benchmarks,
+    training's val mIoU). Ignored (255) prediction pixels count as background.
+    """
+    hist = np.zeros((num_classes, num_classes), np.int64)
+    for truth, pred in pairs:
+        hist += confusion_matrix(truth, fill_ignored(pred), num_classes)
+    return hist
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image, ImageOps
 
+from wsss_ray.files import filesystem, read_bytes
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Official COCO category names -> the coco labelset's names (CLIP-ES uses VOC-style names).
 COCO_RENAMES = {"airplane": "aeroplane", "motorcycle": "motorbike", "couch": "sofa",
@@ -48,34 +50,6 @@ class Item:
 
 
 # ------------------------------------------------------------------ filesystem
-
-
-def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem of a local path or URI (s3://, gs://, ...) and the path within it."""
-    if "://" in path:
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), str(Path(path).absolute())
-
-
-def read_bytes(path: str) -> bytes:
-    """The bytes of a local path or URI."""
-    fs, p = filesystem(path)
-    with fs.open_input_file(p) as f:
-        return f.read()
-
-
-def local_file(path: str) -> str:
-    """A local path with the file's bytes: `path` itself when local, else a temporary copy.
-
-    For readers that take only local files (``torch.load``).
-    """
-    if "://" not in path:
-        return path
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp()) / posixpath.basename(path)
-    tmp.write_bytes(read_bytes(path))
-    return str(tmp)
 
 
 def _read_text(path: str) -> str:

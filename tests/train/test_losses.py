@@ -91,7 +91,7 @@ def test_make_loss():
     torch.testing.assert_close(make_loss("ce")(logits, mask, conf), ce_loss(logits, mask))
     torch.testing.assert_close(make_loss("cgl")(logits, mask, conf), cgl_loss(logits, mask, conf))
     torch.testing.assert_close(make_loss("cgl", 0.5)(logits, mask, conf), cgl_loss(logits, mask, conf, 0.5))
-    with pytest.raises(ValueError, match=r"unknown --loss 'x'; choose from \['ce', 'cgl'\]"):
+    with pytest.raises(ValueError, match=r"unknown --loss 'x'; choose from \['cgl', 'ce'\]"):
         make_loss("x")
     with pytest.raises(ValueError, match="cgl-threshold"):
         make_loss("cgl", 1.5)

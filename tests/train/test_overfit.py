@@ -4,7 +4,7 @@ import torch
 from wsss_ray.toyworld.world import render
 from wsss_ray.train.losses import cgl_loss
 from wsss_ray.train.model import build_model
-from wsss_ray.train.transforms import to_batch
+from batches import to_batch
 
 
 def test_tiny_model_overfits_four_toy_images_with_cgl():

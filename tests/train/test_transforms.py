@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from wsss_ray.train.transforms import IMAGE_PAD, IMAGENET_MEAN, IMAGENET_STD, augment, to_batch
+from batches import to_batch
+
+from wsss_ray.train.transforms import IMAGE_PAD, IMAGENET_MEAN, IMAGENET_STD, augment
 
 # label l <-> colour COLOURS[l] and confidence CONF[l], so alignment can be read back from any of the three
 COLOURS = np.array([[0, 0, 0], [250, 0, 0], [0, 250, 0], [0, 0, 250], [250, 250, 0]], np.uint8)

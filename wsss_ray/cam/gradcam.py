@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_ray.clip import block_attention, patch_size, pool_tokens, vit_tokens
-
-SCORES = ("softmax", "logit")
+from wsss_ray.config import SCORES
 
 
 def patch_aligned_size(height: int, width: int, patch: int, scale: float = 1.0) -> tuple[int, int]:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from wsss_ray.config import SYNONYM_FUSIONS
 from wsss_ray.labelset import Labelset
 
-SYNONYM_FUSIONS = ("concat", "mean", "name")
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
 
 from wsss_ray.clip import TOYCLIP_CONFIG, create_toyclip, save_local_dir, get_tokenizer
 from wsss_ray.toyworld.world import CLASSES, Sample, caption, split_samples
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
 
 @dataclass
 class TrainClipConfig:
@@ -49,8 +46,8 @@ class TrainClipConfig:
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 BxHxWx3 -> normalised float BxHxWx3 -> Bx3xHxW, CLIP's mean/std."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255).permute(0, 3, 1, 2)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
 
 

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from wsss_ray.config import LOSSES
 from wsss_ray.labelset import IGNORE_INDEX
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -53,9 +54,6 @@ def cgl_loss(logits: torch.Tensor, mask: torch.Tensor, confidence: torch.Tensor,
     return ce_loss(logits, target)
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {"ce": ce_loss, "cgl": cgl_loss}
-
-
 def _ce_ignoring_confidence(logits: torch.Tensor, mask: torch.Tensor,
                             confidence: torch.Tensor | None = None) -> torch.Tensor:
     return ce_loss(logits, mask)
@@ -64,7 +62,7 @@ def _ce_ignoring_confidence(logits: torch.Tensor, mask: torch.Tensor,
 def make_loss(name: str, cgl_threshold: float = 0.95) -> LossFn:
     """The `--loss` callable ``(logits, mask, confidence) -> scalar``; "ce" ignores confidence."""
     if name not in LOSSES:
-        raise ValueError(f"unknown --loss {name!r}; choose from {sorted(LOSSES)}")
+        raise ValueError(f"unknown --loss {name!r}; choose from {list(LOSSES)}")
     if name == "ce":
         return _ce_ignoring_confidence
     if not 0.0 <= cgl_threshold <= 1.0:

@@ -7,8 +7,8 @@ random unless `backbone_weights` names a local file.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +19,8 @@ from torchvision.models import segmentation as tvseg
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabV3
 from torchvision.ops.misc import Conv2dNormActivation
+
+from wsss_ray.files import atomic_write
 
 CHECKPOINT_FORMAT = "wsss-ray-segnet/1"
 
@@ -145,12 +147,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         json.dumps(meta)
     except TypeError as e:
         raise ValueError(f"checkpoint meta must be JSON-like: {e}") from None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"format": CHECKPOINT_FORMAT, "meta": meta, "state_dict": model.state_dict()}, tmp)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "meta": meta, "state_dict": model.state_dict()}, buf)
+    atomic_write(str(path), buf.getvalue())
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[SegNet, dict[str, Any]]:

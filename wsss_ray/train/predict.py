@@ -1,29 +1,35 @@
-"""Segment new images with a trained model on Ray Data, into the pipeline's Parquet schema.
+"""Segment new images with a trained model on Ray Data, into the labelling job's Parquet schema.
 
-    python -m wsss_ray.predict --model CHECKPOINT --input SOURCE --output DIR [--png-dir DIR]
+    python jobs/predict.py --checkpoint outputs/train --input SOURCE --output DIR [--png-dir DIR]
 
-The graph mirrors the labelling job: read -> decode (the pipeline's ``decode_stage``:
-bad images become error rows) -> segment (an actor pool that loads the checkpoint
-once per actor) -> Parquet with ``OUTPUT_SCHEMA`` through the pipeline's
-``AtomicParquetSink``. ``mask`` is the argmax over all classes, ``confidence`` the
-max softmax probability as an 8-bit PNG, ``method`` is ``segnet`` and ``model`` the
-checkpoint path. Re-running into the same output skips ids already written.
+The graph mirrors the labelling job with the pieces of ``wsss_ray.rows``: read ->
+decode (bad images become error rows) -> segment (an actor pool that loads the
+checkpoint once per actor) -> Parquet in ``OUTPUT_SCHEMA`` through the atomic
+sink. ``mask`` is the argmax over all classes, ``confidence`` the max softmax
+probability as an 8-bit PNG, ``method`` is ``segnet`` and ``model`` the checkpoint
+path. Re-running into the same output skips ids already written.
 """
 
 from __future__ import annotations
 
+import posixpath
+import sys
 import uuid
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
 import torch
 
+from wsss_ray.config import PredictConfig
+from wsss_ray.files import filesystem, local_file
 from wsss_ray.masks import overlay_grid
-from wsss_ray.config import PipelineConfig
-from wsss_ray.pipeline import decode_stage, items_dataset, output_table, png_rows, writable_batch, write_pending
-from wsss_ray.sources import load_image, local_file, read_source
+from wsss_ray.resources import fit_cpus, gpus_per_actor
+from wsss_ray.rows import decode_stage, items_dataset, output_table, png_rows, writable_batch, write_pending
+from wsss_ray.sources import load_image, read_source
 from wsss_ray.train.model import SegNet, load_checkpoint
+from wsss_ray.train.trainer import MODEL_FILE, best_checkpoint
 from wsss_ray.train.transforms import normalize
 
 METHOD = "segnet"
@@ -43,11 +49,33 @@ def prediction_grid(model: SegNet, images: list[str], device: str = "cpu") -> np
     return overlay_grid([(image, segment(model, image, device)[0]) for image in loaded])
 
 
+def resolve_checkpoint(spec: str) -> tuple[str, str]:
+    """(model file, why it was chosen) for a ``model.pt``, a checkpoint folder or a training output folder.
+
+    A training output folder gives its best kept checkpoint by val mIoU (the latest
+    one when training had no validation split).
+    """
+    fs, path = filesystem(spec)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.File:
+        return spec, "the file given"
+    if kind == pafs.FileType.Directory:
+        inside = posixpath.join(spec, MODEL_FILE)
+        if fs.get_file_info(posixpath.join(path, MODEL_FILE)).type == pafs.FileType.File:
+            return inside, "the checkpoint folder given"
+        model, metrics = best_checkpoint(spec)
+        miou = metrics.get("val_miou")
+        how = f"val mIoU {miou:.4f}" if miou is not None else "no validation: the latest"
+        return model, f"the best checkpoint of the training run in {spec} (epoch {metrics.get('epoch')}, {how})"
+    raise ValueError(f"checkpoint {spec} does not exist; pass a model.pt, a checkpoint folder, or the "
+                     f"--output folder of jobs/train.py")
+
+
 class SegmentStage:
     """Decoded images -> rows in OUTPUT_SCHEMA (actor: the checkpoint is loaded once)."""
 
-    def __init__(self, checkpoint: str, use_gpu: bool, run_id: str):
-        self.device = "cuda" if use_gpu else "cpu"
+    def __init__(self, checkpoint: str, num_gpus: float, run_id: str):
+        self.device = "cuda" if num_gpus else "cpu"
         self.model, self.meta = load_checkpoint(local_file(checkpoint), self.device)
         self.checkpoint, self.run_id = checkpoint, run_id
 
@@ -58,27 +86,32 @@ class SegmentStage:
                             method=METHOD, run_id=self.run_id)
 
 
-def run(model: str, input: str, output: str, png_dir: str | None = None, batch_size: int = 16,
-        use_gpu: bool = False, concurrency: int = 1, max_pixels: int = PipelineConfig.max_pixels,
-        rows_per_file: int = PipelineConfig.rows_per_file, progress_interval: float = 10.0) -> dict:
-    """Segment every item of `input` into Parquet under `output` (and palette PNGs under `png_dir`)."""
-    load_checkpoint(local_file(model))  # fail before any Ray work if the checkpoint is wrong
+def run(config: PredictConfig, progress_interval: float = 10.0) -> dict:
+    """Segment every item of ``config.input`` into Parquet under ``config.output`` (and PNGs under png_dir)."""
+    checkpoint, why = resolve_checkpoint(config.checkpoint)
+    print(f"[predict] checkpoint {checkpoint}: {why}", file=sys.stderr, flush=True)
+    load_checkpoint(local_file(checkpoint))  # fail before any Ray work if the checkpoint is wrong
     run_id = uuid.uuid4().hex
+    num_gpus = gpus_per_actor(config.num_gpus)
 
     def graph(rows: list[dict]) -> ray.data.Dataset:
-        ds = items_dataset(rows, rows_per_file)
-        ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": max_pixels}, batch_size=batch_size)
-        return ds.map_batches(SegmentStage, fn_constructor_kwargs={"checkpoint": model, "use_gpu": use_gpu,
+        actor_cpus, task_cpus = fit_cpus(config.concurrency[0], config.num_cpus, "predict")
+        ds = items_dataset(rows, config.rows_per_file)
+        ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
+                            batch_size=config.batch_size, num_cpus=task_cpus)
+        lo, hi = config.concurrency
+        return ds.map_batches(SegmentStage, fn_constructor_kwargs={"checkpoint": checkpoint, "num_gpus": num_gpus,
                                                                    "run_id": run_id},
-                              batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
-                              num_gpus=1 if use_gpu else None, batch_format="numpy")
+                              batch_size=config.batch_size, compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+                              num_gpus=num_gpus or None, num_cpus=actor_cpus, batch_format="numpy")
 
-    summary = write_pending(read_source(input), output, run_id, graph, progress_interval, tag="predict")
-    if png_dir:
+    summary = write_pending(read_source(config.input), config.output, run_id, graph, progress_interval, tag="predict")
+    summary["checkpoint"] = checkpoint
+    if config.png_dir:
         from wsss_ray.export import export_pngs
 
-        summary["png_dir"], summary["pngs"] = png_dir, export_pngs(output, png_dir)["written"]
+        summary["png_dir"], summary["pngs"] = config.png_dir, export_pngs(config.output, config.png_dir)["written"]
     return summary
 
 
-__all__ = ["SegmentStage", "prediction_grid", "run", "segment"]
+__all__ = ["SegmentStage", "prediction_grid", "resolve_checkpoint", "run", "segment"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,8 +34,10 @@ import torch.distributed as dist
 from wsss_ray.config import TrainConfig, flatten
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import decode_png
-from wsss_ray.metrics import confusion_matrix, scores
-from wsss_ray.sources import load_image, load_mask, local_file, read_source
+from wsss_ray.files import local_file
+from wsss_ray.metrics import accumulate, scores
+from wsss_ray.resources import fit_cpus
+from wsss_ray.sources import load_image, load_mask, read_source
 from wsss_ray.train.losses import make_loss
 from wsss_ray.train.model import build_model, load_checkpoint, save_checkpoint
 from wsss_ray.train.transforms import augment, normalize
@@ -134,12 +135,12 @@ def train_epoch(model, loader, opt, loss_fn, device) -> tuple[float, int, int]:
 def evaluate(model: torch.nn.Module, pairs: list[tuple[str, str]], num_classes: int, device) -> np.ndarray:
     """Confusion matrix of argmax predictions at full resolution over `pairs` (image, mask paths)."""
     model.eval()
-    hist = np.zeros((num_classes, num_classes), np.int64)
-    for image_path, mask_path in pairs:
+
+    def predicted(image_path: str) -> np.ndarray:
         x = normalize(torch.as_tensor(load_image(image_path)).permute(2, 0, 1)[None]).to(device)
-        pred = model(x).argmax(1)[0].cpu().numpy()
-        hist += confusion_matrix(load_mask(mask_path), pred, num_classes)
-    return hist
+        return model(x).argmax(1)[0].cpu().numpy()
+
+    return accumulate(((load_mask(m), predicted(i)) for i, m in pairs), num_classes)
 
 
 def train_loop_per_worker(cfg: dict) -> None:
@@ -206,31 +207,12 @@ def _storage(output: str) -> tuple[str, str]:
     return posixpath.dirname(output), posixpath.basename(output)
 
 
-def cpu_requests(config: TrainConfig) -> tuple[float, float]:
-    """(CPUs per train worker, CPUs per data task) that fit the cluster.
-
-    Ray Data's own tasks (listing and reading files) ask for 1 CPU each and Ray Train
-    hands Data only what the workers leave free, so on a cluster smaller than the
-    workers plus one CPU the workers share what is left after one CPU for Data.
-    A cluster with no CPUs yet is left to its autoscaler.
-    """
-    cpus = ray.cluster_resources().get("CPU", 0)
-    need = config.num_workers + 1
-    if 0 < cpus < need:
-        worker = max(cpus - 1, cpus / 2) / config.num_workers
-        task = min(1.0, cpus - worker * config.num_workers)
-        print(f"[train] {cpus:g} CPUs < {need} requested; workers get {worker:.2f} CPUs each, "
-              f"data tasks {task:.2f}", file=sys.stderr, flush=True)
-        return worker, task
-    return 1.0, 1.0
-
-
 def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: EpochHook | None = None
         ) -> ray.train.Result:
     """Build and fit the TorchTrainer, validating on `pairs` (:func:`val_pairs`); resumes from the
     latest checkpoint under ``config.output``."""
     num_classes = len(load_labelset(config.labelset)) + 1
-    worker_cpus, task_cpus = cpu_requests(config)
+    worker_cpus, task_cpus = fit_cpus(config.num_workers, 1.0, "train")
     storage_path, name = _storage(config.output)
     score = {"checkpoint_score_attribute": "val_miou", "checkpoint_score_order": "max"} if pairs else {}
     trainer = ray.train.torch.TorchTrainer(
@@ -289,14 +271,33 @@ def run(config: TrainConfig, epoch_hook: EpochHook | None = None,
     }
 
 
-def _latest(output: str) -> ray.train.Checkpoint | None:
-    """The latest checkpoint recorded in the run snapshot under `output` (None before the first)."""
+def _result(output: str) -> ray.train.Result | None:
+    """The run recorded under a training output folder (None before its first checkpoint)."""
     from ray.train.v2.api.result import Result
 
     try:
-        return Result.from_path(posixpath.join(*_storage(output))).checkpoint
+        return Result.from_path(posixpath.join(*_storage(output)))
     except Exception:  # noqa: BLE001 - no run there yet (or an unreadable one: training starts fresh)
         return None
+
+
+def _latest(output: str) -> ray.train.Checkpoint | None:
+    """The latest checkpoint recorded in the run snapshot under `output` (None before the first)."""
+    result = _result(output)
+    return result.checkpoint if result else None
+
+
+def best_checkpoint(output: str) -> tuple[str, dict]:
+    """(model file, its epoch metrics) of the best kept checkpoint of the training run in `output`.
+
+    Best is the highest val mIoU, or the latest checkpoint when the run had no validation.
+    """
+    result = _result(output)
+    if result is None or result.checkpoint is None:
+        raise ValueError(f"{output} holds no training run with checkpoints; pass a model.pt, a checkpoint "
+                         f"folder, or the --output folder of jobs/train.py")
+    ckpt, metrics = _best(result, _state(result.checkpoint)["history"])
+    return posixpath.join(ckpt.path, MODEL_FILE), metrics or {}
 
 
 def run_tracked(config: TrainConfig, mlflow_uri: str | None = None, epoch_hook: EpochHook | None = None) -> dict:
@@ -320,4 +321,4 @@ def run_tracked(config: TrainConfig, mlflow_uri: str | None = None, epoch_hook: 
     return summary
 
 
-__all__ = ["fit", "run", "run_tracked", "train_dataset", "train_loop_per_worker", "val_pairs"]
+__all__ = ["best_checkpoint", "fit", "run", "run_tracked", "train_dataset", "train_loop_per_worker", "val_pairs"]

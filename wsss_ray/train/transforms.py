@@ -25,7 +25,6 @@ SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
 IMAGE_PAD = tuple(round(m * 255) for m in IMAGENET_MEAN)  # normalises to ~0
 
 ArrayLike = np.ndarray | torch.Tensor
-Row = tuple[ArrayLike, ArrayLike, ArrayLike | None]
 
 
 def _as_tensors(image: ArrayLike, mask: ArrayLike, confidence: ArrayLike | None
@@ -77,29 +76,3 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
     """uint8 [N]x3xHxW -> float32, scaled to [0,1] then ImageNet mean/std normalised."""
     x = TF.to_dtype(image.as_subclass(torch.Tensor), torch.float32, scale=True)
     return TF.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD))
-
-
-def to_batch(rows: Sequence[Row], crop: int | None = None, train: bool = False,
-             rng: np.random.Generator | None = None, scales: Sequence[float] = SCALES
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(image, mask, confidence) uint8 numpy triples -> (images, masks, confidence) tensors.
-
-    Returns float32 Nx3xHxW normalised images, int64 NxHxW masks, float32 NxHxW
-    confidence in [0, 1]. `train`: each row goes through :func:`augment` to `crop`
-    (rng None = unseeded). Eval: no augmentation, rows must share one size (batch
-    same-size images or one at a time).
-    """
-    if not rows:
-        raise ValueError("to_batch needs at least one row")
-    if train:
-        if crop is None:
-            raise ValueError("to_batch(train=True) needs a crop size")
-        rng = rng if rng is not None else np.random.default_rng()
-        triples = [augment(*row, crop=crop, rng=rng, scales=scales) for row in rows]
-    else:
-        triples = [tuple(t.as_subclass(torch.Tensor) for t in _as_tensors(*row)) for row in rows]
-        sizes = sorted({tuple(m.shape) for _, m, _ in triples})
-        if len(sizes) > 1:
-            raise ValueError(f"eval rows differ in size {sizes}; batch same-size images or one at a time")
-    images, masks, conf = (torch.stack(ts) for ts in zip(*triples))
-    return normalize(images), masks.long(), conf.float() / 255
