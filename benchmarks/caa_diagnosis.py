@@ -12,16 +12,19 @@ and without CAA.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsss_ray.cam import ClipES
 from wsss_ray.cam.caa import affinity
 from wsss_ray.cam.gradcam import encode, to_model_input
 from wsss_ray.clip import load_clip
-from wsss_ray.labeler import LabelConfig, Labeler
+from wsss_ray.config import ClipESConfig, CrfConfig, PostConfig
+from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.toyworld.evaluate import evaluate, split_samples
 
@@ -55,10 +58,13 @@ def main() -> None:
     aff = [ratio(affinity([a[i] for a in enc.attention[-last:]]), objs[i]) for i in keep]
     print(f"CLIP-ES affinity (last {last} blocks, Sinkhorn x3, symmetrised, squared) / chance = {np.mean(aff):.2f}")
     labelset, val = load_labelset("toyworld"), split_samples("val", 150)
-    base = LabelConfig(crf=False, confidence_threshold=None)
-    for name, cfg in (("no CAA", base.with_(caa=False)), ("CAA, power 1", base.with_(affinity_power=1)),
+    post = PostConfig(crf=CrfConfig(iters=0))  # CAMs only: no CRF (masks are the full argmax)
+    base = ClipESConfig()
+    for name, cfg in (("no CAA", dataclasses.replace(base, caa=False)),
+                      ("CAA, power 1", dataclasses.replace(base, affinity_power=1)),
                       ("CAA, power 2 (CLIP-ES)", base)):
-        print(f"val mIoU (150 images, one scale, no CRF), {name}: {evaluate(Labeler(clip, labelset, cfg), val).miou:.3f}")
+        labeler = Labeler(ClipES(cfg, clip, labelset), post)
+        print(f"val mIoU (150 images, one scale, no CRF), {name}: {evaluate(labeler, val).miou:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/cam_grid.py [--out docs/images/toyworld_grid.png] [--n 12]
 
-Rows, top to bottom: the image; the exact mask; the CAM of the image's first label
-(with the --config settings); the pseudo-mask of the full pipeline (white = ignored,
-confidence below the threshold).
+Rows, top to bottom: the image; the exact mask; the CAM of the image's first label;
+the pseudo-mask of the full pipeline (white = ignored: confidence below
+--min-confidence, as CGL training and ``export --min-confidence`` apply it; 0 shows
+the full argmax). Settings: the model's own label settings (toyclip's bundled
+label_config.yaml), overridden by --config (a settings YAML: ``clip_es: {...}``,
+``post: {...}``).
 """
 
 from __future__ import annotations
@@ -14,11 +17,9 @@ import argparse
 import numpy as np
 from PIL import Image
 
-from wsss_ray.clip import load_clip
-from wsss_ray.config import load_label_config
-from wsss_ray.labeler import LabelConfig, Labeler
-from wsss_ray.labelset import load_labelset
-from wsss_ray.masks import colorize
+from wsss_ray.config import resolve_label_job
+from wsss_ray.labeler import Labeler
+from wsss_ray.masks import colorize, ignore_below
 from wsss_ray.toyworld.evaluate import split_samples
 
 
@@ -28,16 +29,20 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=12)
     parser.add_argument("--model", default="toyclip")
     parser.add_argument("--zoom", type=int, default=3)
-    parser.add_argument("--config", default="wsss_ray/configs/toyworld.yaml", help="label settings (YAML)")
+    parser.add_argument("--config", default=None,
+                        help="settings YAML over the model's own label settings (default: none)")
+    parser.add_argument("--min-confidence", type=float, default=0.95,
+                        help="pixels below this confidence are drawn as ignored (white); 0: full argmax")
     args = parser.parse_args()
     samples = split_samples("test", args.n)
-    config = load_label_config(args.config) if args.config else LabelConfig()
-    labeler = Labeler(load_clip(args.model), load_labelset("toyworld"), config)
+    config = resolve_label_job({"model": args.model, "labelset": "toyworld"}, args.config)
+    labeler = Labeler.from_config(config)
     results = labeler.label([s.image for s in samples], [list(s.labels) for s in samples])
     columns = []
     for s, r in zip(samples, results):
         cam = (np.repeat(r.cams[0][..., None], 3, -1) * 255).astype(np.uint8)
-        columns.append(np.concatenate([s.image, colorize(s.mask), cam, colorize(r.mask)], axis=0))
+        mask = ignore_below(r.mask, r.confidence, args.min_confidence)
+        columns.append(np.concatenate([s.image, colorize(s.mask), cam, colorize(mask)], axis=0))
     grid = np.concatenate(columns, axis=1).repeat(args.zoom, 0).repeat(args.zoom, 1)
     Image.fromarray(grid).save(args.out)
     print(f"wrote {args.out}: {args.n} test images; labels: {[list(s.labels) for s in samples]}")

@@ -5,7 +5,8 @@ a time, decode -> CAM -> CRF -> PNG, with the same model and settings. It runs o
 with one torch thread and once with torch's default (all cores). The job runs on a
 fresh local Ray instance limited to N CPUs, each measurement in its own process so
 Ray starts clean, and its time includes Ray's start-up. Every figure is measured in
-this run.
+this run. Settings: toyclip's own (its bundled label_config.yaml: 4 scales, CRF);
+masks are the full argmax.
 
     .venv/bin/python benchmarks/pipeline_throughput.py [--n 1000]
 """
@@ -36,13 +37,11 @@ def serial(manifest: str, n: int, threads: int) -> float:
     from wsss_ray.labeler import Labeler
     from wsss_ray.masks import encode_png
     from wsss_ray.sources import load_image, read_source
-    from wsss_ray.toyworld import embedded_default
 
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    _, config = embedded_default(Path(manifest).parent, n)
-    labeler = Labeler.from_spec("toyclip", "toyworld", config)
+    labeler = Labeler.from_spec("toyclip", "toyworld")  # toyclip's bundled label settings
     for it in read_source(manifest)[:n]:
         r = labeler.label([load_image(it.image)], [list(it.labels)])[0]
         encode_png(r.mask), encode_png(r.confidence, palette=False)
@@ -50,18 +49,17 @@ def serial(manifest: str, n: int, threads: int) -> float:
 
 
 def job(manifest: str, n: int, cpus: int, concurrency: int, num_cpus: float, out: str) -> float:
-    from wsss_ray.config import PipelineConfig
-    from wsss_ray.toyworld import embedded_default
+    from wsss_ray.config import resolve_label_job
 
     start = time.perf_counter()
     import ray
 
     from wsss_ray.pipeline import run
 
-    _, config = embedded_default(Path(manifest).parent, n)
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    cfg = PipelineConfig(input=manifest, output=out, limit=n, label=config,
-                         concurrency=(concurrency, concurrency), num_cpus=num_cpus)
+    # The job's own resolution: defaults < toyclip's bundled label_config.yaml < these settings.
+    cfg = resolve_label_job({"model": "toyclip", "input": manifest, "output": out, "limit": n,
+                             "concurrency": (concurrency, concurrency), "num_cpus": num_cpus})
     summary = run(cfg, progress_interval=3600)
     assert summary["rows"] == n, summary
     return n / (time.perf_counter() - start)
@@ -81,9 +79,9 @@ def main() -> None:
         print(json.dumps({"images_per_s": rate}))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        from wsss_ray.toyworld import embedded_default
+        from wsss_ray.toyworld import SPLIT_SEEDS, generate
 
-        manifest, _ = embedded_default(Path(tmp) / "toy", args.n)
+        manifest = str(generate(Path(tmp) / "toy", args.n, seed=SPLIT_SEEDS["test"]))
         rates = {}
         for i, (name, how) in enumerate(RUNS):
             cmd = [sys.executable, __file__, "--measure", how, "--n", str(args.n), "--manifest", manifest,

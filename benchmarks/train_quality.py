@@ -2,9 +2,10 @@
 
 On a fresh local Ray instance (2 CPUs by default):
 1. generate the toy train (seeds 0..) and val (seeds 1_000_000..) splits;
-2. pseudo-label both with the toy config (wsss_ray/configs/toyworld.yaml) and
-   ``confidence_threshold: null`` (mask = full argmax, confidence column intact, so
-   CGL and CE differ); report the val pseudo-masks' own mIoU;
+2. pseudo-label both with the toy config (toyclip's bundled label settings,
+   wsss_ray/weights/toyclip/label_config.yaml; the mask is the full argmax and the
+   confidence column is intact, so CGL and CE differ); report the val pseudo-masks'
+   own mIoU;
 3. write the train split's exact masks in the same schema (the upper bound);
 4. train ``--arch tiny`` with 2 workers for --epochs on each: CGL (0.95), CE, exact;
    report val mIoU (best epoch and last epoch);
@@ -20,17 +21,47 @@ import argparse
 import dataclasses
 import shutil
 import time
-from importlib import resources
 from pathlib import Path
 
 
 def pseudo_label(manifest: str, output: str) -> dict:
-    from wsss_ray.config import resolve_pipeline_config
+    from wsss_ray.config import resolve_label_job
     from wsss_ray.pipeline import run
 
-    toy = str(resources.files("wsss_ray").joinpath("configs", "toyworld.yaml"))
-    config = resolve_pipeline_config({"input": manifest, "output": output, "confidence_threshold": None}, toy)
+    # defaults < toyclip's bundled label_config.yaml (the toy config) < these settings
+    config = resolve_label_job({"model": "toyclip", "input": manifest, "output": output})
     return run(config, progress_interval=60)
+
+
+def write_ground_truth(source: str, output: str, method: str = "ground-truth") -> int:
+    """Write the source's ground-truth masks (confidence 255 everywhere) as an output in OUTPUT_SCHEMA.
+
+    The upper bound for training on pseudo-masks; items without a mask are skipped.
+    Returns the number of rows written.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from wsss_ray.files import atomic_write
+    from wsss_ray.masks import encode_png
+    from wsss_ray.rows import objects, output_table
+    from wsss_ray.sources import load_mask, read_source
+
+    items = [it for it in read_source(source) if it.mask]
+    masks = [load_mask(it.mask) for it in items]
+    n = len(items)
+    batch = {
+        "id": [it.id for it in items], "image": [it.image for it in items],
+        "labels": objects([list(it.labels) for it in items]),
+        "width": np.array([m.shape[1] for m in masks], np.int32),
+        "height": np.array([m.shape[0] for m in masks], np.int32),
+        "status": ["ok"] * n, "error": [None] * n,
+    }
+    pngs = [(encode_png(m), encode_png(np.full(m.shape, 255, np.uint8), palette=False)) for m in masks]
+    table = output_table(batch, pngs, labelset=None, model=None, method=method, run_id=None)
+    atomic_write(f"{output.rstrip('/')}/part-ground-truth.parquet",
+                 lambda fs, tmp: pq.write_table(table, tmp, filesystem=fs))
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from wsss_ray.config import TrainConfig
-    from wsss_ray.pipeline import evaluate_output, write_ground_truth
+    from wsss_ray.labelset import load_labelset
+    from wsss_ray.rows import evaluate_output
     from wsss_ray.sources import read_source
     from wsss_ray.toyworld import SPLIT_SEEDS, generate
     from wsss_ray.train.trainer import run as train
@@ -63,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     pseudo_label(train_manifest, str(work / "pl-train"))
     rows.append(("pseudo-labelling the train split (s)", f"{time.time() - t:.1f}"))
     pseudo_label(val_manifest, str(work / "pl-val"))
-    val_pl = evaluate_output(str(work / "pl-val"), read_source(val_manifest), "toyworld")
+    val_pl = evaluate_output(str(work / "pl-val"), read_source(val_manifest), len(load_labelset("toyworld")) + 1)
     rows.append(("val mIoU of the pseudo-masks themselves (toy config, no confidence threshold)", f"{val_pl:.4f}"))
     write_ground_truth(train_manifest, str(work / "gt-train"))
 

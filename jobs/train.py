@@ -37,6 +37,8 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--batch-size", type=int, help="images per worker per step (16)")
     p.add_argument("--lr", type=float, help="Adam learning rate, poly-decayed over the epochs (0.003)")
     p.add_argument("--crop", type=int, help="random crop size in pixels (64)")
+    p.add_argument("--aug-scales", type=float, nargs="+", metavar="S",
+                   help="random rescale factors applied before the crop (0.5 0.75 1.0 1.25 1.5)")
     p.add_argument("--num-workers", type=int, help="Ray Train workers (DDP ranks) (2)")
     p.add_argument("--use-gpu", action="store_const", const=True, help="one GPU per worker")
     p.add_argument("--seed", type=int, help="initial weights and shuffle order (0)")

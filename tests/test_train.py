@@ -51,7 +51,7 @@ def test_train_job_flags_map_to_config_and_params(tmp_path):
 
     assert set(flatten(config)) == {f.replace("-", "_") for f in [
         "input", "val", "output", "labelset", "loss", "cgl-threshold", "arch", "backbone-weights", "epochs",
-        "batch-size", "lr", "crop", "num-workers", "use-gpu", "seed"]}
+        "batch-size", "lr", "crop", "aug-scales", "num-workers", "use-gpu", "seed"]}
 
 
 # ------------------------------------------------------------------ end to end on local Ray

@@ -39,6 +39,8 @@ SOFTMAX_OVER = ("present", "all")
 SCORES = ("softmax", "logit")
 CAA_SOURCES = ("attention", "keys")
 LOSSES = ("cgl", "ce")
+SWEEP_KINDS = ("labels", "train")
+SEARCHERS = ("optuna", "random")
 
 TOYCLIP = "toyclip"
 LOCAL_DIR = "local-dir:"
@@ -193,6 +195,7 @@ class TrainConfig:
     batch_size: int = 16                    # per worker
     lr: float = 0.003                       # Adam, poly decay over the epochs
     crop: int = 64
+    aug_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)   # random rescale factors before the crop
     num_workers: int = 2
     use_gpu: bool = False
     seed: int = 0
@@ -206,6 +209,8 @@ class TrainConfig:
         _at_least(self, ("crop",), 8)
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.aug_scales or min(self.aug_scales) <= 0:
+            raise ValueError(f"aug_scales must be positive numbers, got {self.aug_scales}")
 
 
 # ------------------------------------------------------------------ prediction
@@ -240,6 +245,50 @@ class PredictConfig:
         if not 1 <= lo <= hi:
             raise ValueError(f"concurrency {lo},{hi} is not a range; give MIN,MAX with 1 <= MIN <= MAX")
         _at_least(self, ("batch_size", "rows_per_file"), 1)
+
+
+# ------------------------------------------------------------------ sweeps
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Every setting of a Ray Tune sweep; field names are the flags of ``jobs/tune.py``.
+
+    ``kind: labels`` searches the labelling settings on `input`, a dev source with
+    masks (default: 200 generated toy val images); ``kind: train`` searches training
+    settings, `input` being the labelling job's Parquet output and `val` the
+    validation source, as for ``jobs/train.py``. `space` is a YAML search space
+    (default: the one shipped for the kind). `config` is a settings file the trials
+    start from: a labelling ``--config`` (labels) or a training one (train).
+    """
+
+    kind: str = "labels"
+    input: str | None = None
+    val: str | None = None
+    output: str = "outputs/sweep"
+    space: str | None = None
+    config: str | None = None
+    model: str = TOYCLIP
+    pretrained: str | None = None
+    labelset: str = "toyworld"
+    method: str = "clip-es"
+    limit: int = 200                        # dev images (labels)
+    searcher: str = "optuna"
+    num_samples: int = 32
+    max_concurrent: int = 2
+    time_budget_s: float | None = None
+    seed: int = 0
+    cam_cache: bool = True                  # labels: reuse CAMs across trials that share CAM-level settings
+    save_to_model: bool = False             # labels: also write the best settings as the model's label_config.yaml
+    num_workers: int = 1                    # train: Ray Train workers per trial
+
+    def __post_init__(self):
+        _choice("kind", self.kind, SWEEP_KINDS)
+        _choice("searcher", self.searcher, SEARCHERS)
+        _at_least(self, ("limit", "num_samples", "max_concurrent", "num_workers"), 1)
+        if self.save_to_model and not self.model.startswith(LOCAL_DIR):
+            raise ValueError(f"save_to_model writes label_config.yaml beside a local-dir: model's weights; "
+                             f"{self.model!r} is not one")
 
 
 # ------------------------------------------------------------------ methods
@@ -299,8 +348,8 @@ def build(cls: type, d: Mapping | None, base: Any = None, what: str | None = Non
         current = getattr(base, key)
         if dataclasses.is_dataclass(current) and not isinstance(current, type):
             value = build(type(current), value, current, f"{what}.{key}" if what else key)
-        elif isinstance(value, list) and "tuple" in str(fields[key].type):
-            value = tuple(value)
+        elif "tuple" in str(fields[key].type) and isinstance(value, (list, str)):
+            value = (value,) if isinstance(value, str) else tuple(value)  # a lone string is a 1-tuple
         changes[key] = value
     try:
         return dataclasses.replace(base, **changes)
@@ -417,6 +466,11 @@ def resolve_predict(settings: Mapping, config_file: str | Path | None = None) ->
     d = merge(read_mapping(config_file) if config_file else {}, settings)
     _reject_unknown(d, _fields(PredictConfig), "prediction settings")
     return PredictConfig(**d)
+
+
+def resolve_sweep(settings: Mapping, config_file: str | Path | None = None) -> SweepConfig:
+    """The sweep's settings: defaults < `config_file` < `settings` (the flags given)."""
+    return build(SweepConfig, merge(read_mapping(config_file) if config_file else {}, settings), what="sweep")
 
 
 def resolve_train(settings: Mapping, config_file: str | Path | None = None) -> TrainConfig:

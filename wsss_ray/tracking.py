@@ -14,6 +14,7 @@ working directory.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import mlflow
@@ -21,7 +22,8 @@ import numpy as np
 
 from wsss_ray.config import flatten
 
-__all__ = ["flatten", "log_epochs", "log_image", "log_segmentation_model", "log_summary", "log_text", "start_run"]
+__all__ = ["flatten", "log_child_run", "log_epochs", "log_image", "log_segmentation_model", "log_summary", "log_text",
+           "start_run"]
 
 DEFAULT_STORE = "outputs/mlflow.db"
 
@@ -39,17 +41,41 @@ def _artifact_root(uri: str) -> str | None:
     return None  # a tracking server decides
 
 
+def _param_values(params: dict) -> dict:
+    return {k: ("" if v is None else v) for k, v in params.items()}
+
+
 @contextlib.contextmanager
-def start_run(experiment: str, params: dict, uri: str | None = None, run_name: str | None = None):
-    """Open an MLflow run in `experiment` (created if missing) with `params` logged; yields the run."""
+def start_run(experiment: str, params: dict, uri: str | None = None, run_name: str | None = None,
+              run_id: str | None = None):
+    """Open an MLflow run in `experiment` (created if missing) with `params` logged; yields the run.
+
+    With `run_id`, reopen that run (a resumed sweep) instead of starting a new one.
+    """
     uri = uri or default_uri()
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=_artifact_root(uri))
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+    with mlflow.start_run(run_name=run_name, run_id=run_id) as run:
+        if run_id is None:
+            mlflow.log_params(_param_values(params))
         yield run
+
+
+def log_child_run(parent_run_id: str, name: str, params: dict, metrics: dict, failed: bool = False) -> str:
+    """A finished run nested under `parent_run_id` (one per sweep trial): params, metrics; returns its id."""
+    from mlflow.entities import Metric, Param
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(parent.info.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id})
+    now = int(time.time() * 1000)
+    client.log_batch(run.info.run_id,
+                     params=[Param(k, str(v)) for k, v in _param_values(params).items()],
+                     metrics=[Metric(k, v, now, 0) for k, v in _numbers(metrics).items()])
+    client.set_terminated(run.info.run_id, "FAILED" if failed else "FINISHED")
+    return run.info.run_id
 
 
 def _numbers(d: dict, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, float]:

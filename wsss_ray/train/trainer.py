@@ -53,14 +53,14 @@ EpochHook = Callable[[int, int], None]  # (epoch about to start, world rank)
 # ------------------------------------------------------------------ data
 
 
-def augment_stage(batch: dict, crop: int) -> dict:
+def augment_stage(batch: dict, crop: int, scales: tuple[float, ...]) -> dict:
     """Decode (image from its path, mask and confidence PNGs) and jointly augment to `crop` (CPU task).
 
     Returns uint8 arrays image Nx3xcropxcrop, mask and confidence Nxcropxcrop.
     Randomness is fresh per execution, so every epoch sees new crops.
     """
     rng = np.random.default_rng()
-    out = [augment(load_image(str(path)), decode_png(m), decode_png(c) if c is not None else None, crop, rng)
+    out = [augment(load_image(str(path)), decode_png(m), decode_png(c) if c is not None else None, crop, rng, scales)
            for path, m, c in zip(batch["image"], batch["mask"], batch["confidence"])]
     return {k: np.stack([o[i].numpy() for o in out]) for i, k in enumerate(("image", "mask", "confidence"))}
 
@@ -71,7 +71,7 @@ def train_dataset(config: TrainConfig, task_cpus: float = 1.0) -> ray.data.Datas
 
     ds = ray.data.read_parquet(config.input, num_cpus=task_cpus)
     ds = ds.select_columns(["image", "mask", "confidence", "status"]).filter(expr=col("status") == "ok")
-    return ds.map_batches(augment_stage, fn_kwargs={"crop": config.crop}, batch_size=config.batch_size,
+    return ds.map_batches(augment_stage, fn_kwargs={"crop": config.crop, "scales": config.aug_scales}, batch_size=config.batch_size,
                           batch_format="numpy", num_cpus=task_cpus)
 
 
@@ -207,10 +207,11 @@ def _storage(output: str) -> tuple[str, str]:
     return posixpath.dirname(output), posixpath.basename(output)
 
 
-def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: EpochHook | None = None
-        ) -> ray.train.Result:
+def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: EpochHook | None = None,
+        callbacks: list | None = None) -> ray.train.Result:
     """Build and fit the TorchTrainer, validating on `pairs` (:func:`val_pairs`); resumes from the
-    latest checkpoint under ``config.output``."""
+    latest checkpoint under ``config.output``. `callbacks` go to the RunConfig (a Tune sweep
+    passes ``TuneReportCallback`` so each epoch's metrics reach its trial)."""
     num_classes = len(load_labelset(config.labelset)) + 1
     worker_cpus, task_cpus = fit_cpus(config.num_workers, 1.0, "train")
     storage_path, name = _storage(config.output)
@@ -223,7 +224,7 @@ def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: Epoch
                                                resources_per_worker={"CPU": worker_cpus}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
+            failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES), callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, **score)),
         datasets={"train": train_dataset(config, task_cpus)},
     )

@@ -1,0 +1,169 @@
+"""Ray Tune sweeps: search-space checks, the CAM cache, the best config's round trip, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from wsss_ray.cam import ClipES
+from wsss_ray.config import LabelJobConfig, SweepConfig, TrainConfig, resolve_label_job
+from wsss_ray.sources import load_image, read_source
+from wsss_ray.toyworld import SPLIT_SEEDS, generate
+from wsss_ray.tune import (CamCache, apply_labels, apply_train, default_space, domains, evaluate_labels,
+                           label_space_keys, load_space)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    manifest = generate(tmp_path_factory.mktemp("dev"), 6, seed=SPLIT_SEEDS["val"])
+    items = read_source(str(manifest))
+    return str(manifest), items, [load_image(it.image) for it in items]
+
+
+def _space(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_shipped_spaces_are_valid_settings():
+    base = LabelJobConfig(input="dev")
+    labels = load_space(default_space("labels"), lambda t: apply_labels(base, t), label_space_keys(base))
+    assert {"clip_es.caa", "clip_es.templates", "post.bg_power", "post.crf.iters"} <= set(labels)
+    train = load_space(default_space("train"), lambda t: apply_train(TrainConfig(), t),
+                       ["loss", "cgl_threshold", "lr", "epochs", "aug_scales"])
+    assert set(train) == {"loss", "cgl_threshold", "lr", "epochs", "aug_scales"}
+    assert set(domains(labels)) == set(labels)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("post.bg_pow: {uniform: [0.5, 2]}\n", "'post.bg_pow' is not a setting"),
+    ("input: {choice: [a, b]}\n", "'input' is not a setting"),
+    ("clip_es.score: {choice: [softmax, logits]}\n", "'clip_es.score' = 'logits' is not a valid setting"),
+    ("post.bg_power: {normal: [0, 1]}\n", "needs one distribution, one of \\['choice', 'uniform'"),
+    ("post.bg_power: {uniform: [1]}\n", "uniform takes \\[low, high\\]"),
+    ("post.crf.iters: {choice: [-1, 5]}\n", "iters must be at least 0"),
+])
+def test_a_bad_search_space_is_a_clear_error_before_anything_starts(tmp_path, text, message):
+    base = LabelJobConfig(input="dev")
+    with pytest.raises(ValueError, match=message):
+        load_space(_space(tmp_path, text), lambda t: apply_labels(base, t), label_space_keys(base))
+
+
+def test_trial_values_apply_under_their_dotted_names():
+    base = LabelJobConfig(input="dev")
+    config = apply_labels(base, {"clip_es.templates": "a photo of a {}.", "clip_es.scales": "json:[1.0, 0.5]",
+                                 "post.crf.iters": 5, "post.bg_power": 0.5})
+    assert config.method_config.templates == ("a photo of a {}.",) and config.method_config.scales == (1.0, 0.5)
+    assert (config.post.crf.iters, config.post.bg_power) == (5, 0.5)
+    assert config.method_config.caa == base.method_config.caa  # not in the trial: the base's
+
+
+def test_post_processing_trials_reuse_the_cams_and_cam_level_ones_compute(dev, tmp_path, monkeypatch):
+    _, items, images = dev
+    calls = []
+    original = ClipES.cams
+
+    def counted(self, imgs, class_ids):
+        calls.append(len(imgs))
+        return original(self, imgs, class_ids)
+
+    monkeypatch.setattr(ClipES, "cams", counted)
+    cache = CamCache(str(tmp_path / "cache"))
+    base = LabelJobConfig(input="dev")
+    first = evaluate_labels(apply_labels(base, {"post.bg_power": 1.0}), items, images, cache)
+    assert first["cam_cache_hit"] == 0 and len(calls) == 1
+    post_only = apply_labels(base, {"post.bg_power": 3.0, "post.crf.iters": 0})
+    second = evaluate_labels(post_only, items, images, cache)
+    assert second["cam_cache_hit"] == 1 and len(calls) == 1  # the CAM method was not called
+    assert second["miou"] == evaluate_labels(post_only, items, images, cache=None)["miou"]  # same answer without
+    assert len(calls) == 2
+    cam_level = apply_labels(base, {"clip_es.caa": False, "post.bg_power": 3.0})
+    third = evaluate_labels(cam_level, items, images, cache)
+    assert third["cam_cache_hit"] == 0 and len(calls) == 3
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    assert CamCache.key(cam_level) != CamCache.key(post_only) == CamCache.key(apply_labels(base, {}))
+
+
+def _sweep_job(args, env=None, **kw):
+    return subprocess.run([sys.executable, str(ROOT / "jobs" / "tune.py"), *args], capture_output=True, text=True,
+                          env={**os.environ, "RAY_ADDRESS": "local", **(env or {})}, timeout=600, **kw)
+
+
+@pytest.mark.slow
+def test_a_sweep_logs_every_trial_and_its_best_config_runs_the_labelling_job(dev, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    manifest, _, _ = dev
+    space = _space(tmp_path, "clip_es.caa: {choice: [true, false]}\npost.bg_power: {choice: [0.5, 1.0, 2.0]}\n"
+                             "post.crf.iters: {choice: [0, 3]}\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = _sweep_job(["--input", manifest, "--space", space, "--num-samples", "5", "--max-concurrent", "1",
+                         "--output", str(tmp_path / "sweep"), "--mlflow-uri", uri, "--seed", "1"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["trials"] == 5 and 0 < summary["best_miou"] <= 1
+    assert summary["cam_cache_hits"] >= 3  # two CAM-level values among five trials: at most two compute CAMs
+
+    best_file = tmp_path / "sweep" / "best_config.yaml"
+    best = resolve_label_job({"input": manifest}, best_file)
+    assert best.model == "toyclip" and best.post.bg_power in (0.5, 1.0, 2.0)
+    assert set(yaml.safe_load(best_file.read_text())) == {"model", "pretrained", "labelset", "method", "clip_es", "post"}
+    client = MlflowClient(uri)
+    parent = client.get_run(summary["mlflow_run_id"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 5 and all("miou" in c.data.metrics and "post.bg_power" in c.data.params for c in children)
+    assert max(c.data.metrics["miou"] for c in children) == pytest.approx(summary["best_miou"], abs=1e-4)
+    assert "best_config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+    job = subprocess.run([sys.executable, str(ROOT / "jobs" / "pseudolabel.py"), "--input", manifest,
+                          "--config", str(best_file), "--output", str(tmp_path / "labelled"), "--mlflow-uri", uri],
+                         capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": "local"}, timeout=600)
+    assert job.returncode == 0, job.stderr[-3000:]
+    labelled = json.loads(job.stdout.strip().splitlines()[-1])
+    assert labelled["ok"] == 6
+    child_of_best = max(children, key=lambda c: c.data.metrics["miou"])
+    assert labelled["miou"] == pytest.approx(child_of_best.data.metrics["miou"], abs=0.02)  # float16 CAM cache
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    manifest = str(generate(tmp_path / "dev", 40, seed=SPLIT_SEEDS["val"]))
+    space = _space(tmp_path, "post.bg_power: {uniform: [0.25, 4.0]}\npost.crf.iters: {choice: [0, 2]}\n"
+                             "clip_es.scales: {choice: [[1.0, 2.0, 3.0]]}\n")
+    out = tmp_path / "sweep"
+    args = ["--input", manifest, "--space", space, "--num-samples", "16", "--max-concurrent", "1", "--output",
+            str(out), "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--searcher", "random",
+            "--no-cam-cache"]  # every trial computes its CAMs (40 images, 3 scales): slow enough to kill part-way
+    proc = subprocess.Popen([sys.executable, str(ROOT / "jobs" / "tune.py"), *args], start_new_session=True,
+                            env={**os.environ, "RAY_ADDRESS": "local"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def finished() -> list[Path]:
+        return [p for p in out.glob("trial_*/result.json") if p.read_text().strip()]
+
+    try:
+        deadline = time.time() + 300
+        while len(finished()) < 3 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {p.parent.name: p.read_text() for p in finished()}
+    assert 3 <= len(before) < 16, "the sweep must be killed part-way for this test to mean anything"
+    result = _sweep_job(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["trials"] == 16
+    after = {p.parent.name: p.read_text() for p in finished()}
+    assert len(after) == 16
+    assert all(after[name] == text for name, text in before.items())  # finished trials were not run again
