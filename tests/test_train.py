@@ -231,3 +231,20 @@ def test_predict_takes_a_file_a_checkpoint_folder_or_the_training_output(trained
         resolve_checkpoint(str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="no training run"):
         resolve_checkpoint(str(tmp_path))
+
+
+def test_predict_flags_share_the_labelling_jobs_names(tmp_path, capsys):
+    from wsss_ray.config import PredictConfig
+
+    sys.path.insert(0, str(ROOT / "jobs"))
+    try:
+        import predict as job
+    finally:
+        sys.path.pop(0)
+    config, _ = job.parse(["--checkpoint", "outputs/train", "--input", "in.jsonl", "--concurrency", "1,3",
+                           "--num-gpus", "0", "--batch-size", "4"])
+    assert config == PredictConfig(checkpoint="outputs/train", input="in.jsonl", concurrency=(1, 3), num_gpus=0.0,
+                                   batch_size=4)
+    with pytest.raises(SystemExit):
+        job.parse(["--input", "in.jsonl"])
+    assert "prediction needs --checkpoint" in capsys.readouterr().err

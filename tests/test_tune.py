@@ -167,3 +167,14 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     after = {p.parent.name: p.read_text() for p in finished()}
     assert len(after) == 16
     assert all(after[name] == text for name, text in before.items())  # finished trials were not run again
+
+
+def test_sweep_settings_are_checked(tmp_path):
+    from wsss_ray.config import resolve_sweep
+
+    assert resolve_sweep({"num_samples": 4, "searcher": "random"}) == SweepConfig(num_samples=4, searcher="random")
+    with pytest.raises(ValueError, match="kind must be one of \\['labels', 'train'\\]"):
+        resolve_sweep({"kind": "prompts"})
+    with pytest.raises(ValueError, match="save_to_model writes label_config.yaml beside a local-dir: model"):
+        resolve_sweep({"save_to_model": True})  # toyclip lives inside the package
+    assert resolve_sweep({"save_to_model": True, "model": f"local-dir:{tmp_path}"}).save_to_model

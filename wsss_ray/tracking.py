@@ -1,8 +1,8 @@
 """MLflow conventions: the only module that imports mlflow.
 
-One run per job, in the experiment named after the job (``pseudolabel``). Every
-setting is a param, under the same name as its flag (nested label settings
-flattened as ``label.crf_config.bilateral_sxy``). Throughput, counts and mIoU are
+One run per job, in the experiment named after the job (``pseudolabel``, ``train``,
+``tune``; a sweep's trials are child runs of its run). Every setting is a param,
+under its dotted name (``clip_es.caa``, ``post.crf.bilateral_sxy``). Throughput, counts and mIoU are
 metrics. The resolved labelset, prompts, summary and an overlay grid are artifacts.
 
 The tracking URI is always explicit. The default is a sqlite store under
