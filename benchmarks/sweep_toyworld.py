@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                "replay_trials_per_hour_cached": round(3600 / cached, 1),
                "replay_trials_per_hour_uncached": round(3600 / uncached, 1),
                "cache_speedup": round(uncached / cached, 2)}
-    print(f"| what | value |\n|---|---|")
+    print("| what | value |\n|---|---|")
     for k, v in figures.items():
         print(f"| {k} | {v} |")
     print(json.dumps(figures))

@@ -45,8 +45,8 @@ def parse(argv: list[str] | None = None) -> tuple[SweepConfig, str | None]:
     p.add_argument("--save-to-model", action="store_const", const=True,
                    help="labels: also write the best settings as the local-dir: model's label_config.yaml")
     p.add_argument("--num-workers", type=int, help="train: Ray Train workers per trial (default: 1)")
-    config, mlflow_uri = parse_settings(p, argv, _resolve)
-    return config, mlflow_uri
+    return parse_settings(p, argv, _resolve, config_help="settings the trials start from: a jobs/pseudolabel.py "
+                                                         "--config (labels) or jobs/train.py --config (train)")
 
 
 def _resolve(settings: dict, config_file: str | None) -> SweepConfig:

@@ -5,7 +5,6 @@ import pytest
 
 from wsss_ray.clip import load_clip
 from wsss_ray.labeler import Labeler
-from wsss_ray.labelset import load_labelset
 from wsss_ray.metrics import confusion_matrix, scores
 from wsss_ray.toyworld import SPLIT_SEEDS, render
 from wsss_ray.toyworld.evaluate import evaluate

@@ -536,7 +536,8 @@ def write_settings(config: LabelJobConfig, path: str | Path, label_only: bool = 
 # ------------------------------------------------------------------ command lines
 
 
-def parse_settings(parser, argv: list[str] | None, resolve, tracked: bool = True):
+def parse_settings(parser, argv: list[str] | None, resolve, tracked: bool = True,
+                   config_help: str = "YAML of settings (flag names with underscores); flags given override it"):
     """Parse a job's flags (adding ``--config`` and ``--mlflow-uri``) into (settings, mlflow_uri).
 
     Every other flag defaults to None so that only the flags given override the
@@ -544,7 +545,7 @@ def parse_settings(parser, argv: list[str] | None, resolve, tracked: bool = True
     `resolve` turns them into the job's settings object; its errors exit like
     argparse's own, with the one-sentence message.
     """
-    parser.add_argument("--config", help="YAML of settings (flag names with underscores); flags given override it")
+    parser.add_argument("--config", help=config_help)
     if tracked:
         parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default: sqlite store outputs/mlflow.db)")
     a = vars(parser.parse_args(argv))

@@ -14,18 +14,20 @@ import sys
 import ray
 
 
-def fit_cpus(holders: int, per_holder: float, tag: str) -> tuple[float, float]:
-    """(CPUs per holder, CPUs per task) that fit the cluster, with a note when shrunk.
+def fit_cpus(holders: int, per_holder: float, tag: str, budget: float | None = None) -> tuple[float, float]:
+    """(CPUs per holder, CPUs per task) that fit the cluster (or a `budget` of CPUs), with a note when shrunk.
 
     Holders get what they ask for when the cluster has that plus one CPU for tasks.
-    Otherwise they share what is left after one CPU for tasks (at least half the
-    cluster), and tasks get the rest (at most one CPU each).
+    Otherwise they share what is left after one whole CPU for tasks (Ray Data's file
+    listing asks for a whole CPU), or half the cluster when it has too few for that,
+    and tasks get the rest (at most one CPU each).
     """
-    cpus = ray.cluster_resources().get("CPU", 0)
+    cpus = budget if budget is not None else ray.cluster_resources().get("CPU", 0)
     need = holders * per_holder + 1
     if not 0 < cpus < need:
         return per_holder, 1.0
-    holder = min(per_holder, max(cpus - 1, cpus / 2) / holders)
+    spare = 1.0 if cpus > 1.25 else cpus / 2
+    holder = min(per_holder, (cpus - spare) / holders)
     task = min(1.0, cpus - holder * holders)
     print(f"[{tag}] {cpus:g} CPUs < {need:g} requested; each of {holders} actors/workers gets {holder:.2f} CPUs "
           f"and each task {task:.2f}", file=sys.stderr, flush=True)

@@ -37,9 +37,9 @@ import ray
 import yaml
 from ray import tune
 
-from wsss_ray.config import (SweepConfig, TrainConfig, build, label_job_config, label_keys, merge, method_key,
-                             params, read_mapping, resolve_label_job, resolve_train, settings_dict,
-                             LabelJobConfig, MODEL_SETTINGS_FILE, model_folder)
+from wsss_ray.config import (MODEL_SETTINGS_FILE, LabelJobConfig, SweepConfig, TrainConfig, build, label_job_config,
+                             label_keys, merge, method_key, model_folder, params, read_mapping, resolve_train,
+                             settings_dict)
 from wsss_ray.files import atomic_write, filesystem, read_bytes
 from wsss_ray.sources import Item, load_image, load_mask, read_source
 
@@ -242,15 +242,19 @@ def apply_train(base: TrainConfig, trial: dict) -> TrainConfig:
     return build(TrainConfig, decode(trial), base, what="training")
 
 
-def train_trial(trial: dict, base: TrainConfig, pairs: list[tuple[str, str]], root: str) -> None:
-    """One train trial (Tune function): fit a TorchTrainer whose epochs report to this trial."""
+def train_trial(trial: dict, base: TrainConfig, pairs: list[tuple[str, str]], root: str,
+                cpu_budget: float | None = None) -> None:
+    """One train trial (Tune function): fit a TorchTrainer whose epochs report to this trial.
+
+    `cpu_budget` is this trial's share of the cluster for its workers and data tasks.
+    """
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from wsss_ray.train.trainer import fit
 
     config = dataclasses.replace(apply_train(base, trial),
                                  output=f"{root}/trials/{tune.get_context().get_trial_id()}")
-    fit(config, pairs, callbacks=[TuneReportCallback()])
+    fit(config, pairs, callbacks=[TuneReportCallback()], cpu_budget=cpu_budget)
 
 
 # ------------------------------------------------------------------ driver
@@ -312,6 +316,10 @@ def _start_point(space: dict[str, dict], current: dict) -> dict | None:
     return point
 
 
+def _absolute(path: str | None) -> str | None:
+    return path if path is None or "://" in path else str(Path(path).absolute())
+
+
 def _storage(output: str) -> tuple[str, str]:
     if "://" not in output:
         output = str(Path(output).absolute())
@@ -326,16 +334,22 @@ def _read_state(output: str) -> dict:
     return json.loads(read_bytes(f"{output.rstrip('/')}/{STATE_FILE}"))
 
 
-def _trial_resources(sweep: SweepConfig) -> tuple[dict, int]:
-    """(resources per trial, max concurrent trials): a train trial's workers and data tasks take their own CPUs."""
+TRIAL_CPU = 0.01  # what a train trial itself holds: its TorchTrainer controller; the workers ask for their own
+
+
+def _trial_resources(sweep: SweepConfig) -> tuple[dict, int, float | None]:
+    """(resources per trial, max concurrent trials, CPUs each train trial's workers and tasks may use)."""
     if sweep.kind == "labels":
-        return {"cpu": 1}, sweep.max_concurrent
-    cpus = int(ray.cluster_resources().get("CPU", 0)) or sweep.max_concurrent * (sweep.num_workers + 1)
-    fits = max(1, cpus // (sweep.num_workers + 1))
+        return {"cpu": 1}, sweep.max_concurrent, None
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if not cpus:  # an autoscaling cluster from zero: let it grow to the trials' demand
+        return {"cpu": TRIAL_CPU}, sweep.max_concurrent, None
+    fits = max(1, int(cpus // (sweep.num_workers + 1)))
     if fits < sweep.max_concurrent:
-        print(f"[tune] {cpus} CPUs run {fits} training trial(s) at a time ({sweep.num_workers} worker(s) + data "
+        print(f"[tune] {cpus:g} CPUs run {fits} training trial(s) at a time ({sweep.num_workers} worker(s) + data "
               f"tasks each), not {sweep.max_concurrent}", file=sys.stderr, flush=True)
-    return {"cpu": 0}, min(fits, sweep.max_concurrent)
+    concurrent = min(fits, sweep.max_concurrent)
+    return {"cpu": TRIAL_CPU}, concurrent, cpus / concurrent - TRIAL_CPU
 
 
 def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
@@ -360,17 +374,18 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
 
         from wsss_ray.train.trainer import val_pairs
 
-        base = resolve_train({k: v for k, v in {"input": sweep.input, "val": sweep.val, "labelset": sweep.labelset,
-                                                "num_workers": sweep.num_workers}.items() if v is not None},
-                             sweep.config)
+        given = {"input": _absolute(sweep.input), "val": _absolute(sweep.val), "labelset": sweep.labelset,
+                 "num_workers": sweep.num_workers}  # trials run in other working directories
+        base = resolve_train({k: v for k, v in given.items() if v is not None}, sweep.config)
         space = load_space(sweep.space or default_space("train"), lambda t: apply_train(base, t), list(TRAIN_KEYS))
-        trainable = tune.with_parameters(train_trial, base=base, pairs=val_pairs(base), root=out)
+        budget = _trial_resources(sweep)[2]
+        trainable = tune.with_parameters(train_trial, base=base, pairs=val_pairs(base), root=out, cpu_budget=budget)
         to_params = lambda t: tracking.flatten(apply_train(base, t))  # noqa: E731
         current = tracking.flatten(base)
         max_epochs = max([base.epochs] + [e for e in space.get("epochs", {}).get("choice", [])])
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=1,
                                   reduction_factor=2)
-    resources_per_trial, concurrent = _trial_resources(sweep)
+    resources_per_trial, concurrent, _ = _trial_resources(sweep)
     sweep = dataclasses.replace(sweep, max_concurrent=concurrent)
     trainable = tune.with_resources(trainable, resources_per_trial)
     state = _read_state(out)

@@ -208,12 +208,13 @@ def _storage(output: str) -> tuple[str, str]:
 
 
 def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: EpochHook | None = None,
-        callbacks: list | None = None) -> ray.train.Result:
+        callbacks: list | None = None, cpu_budget: float | None = None) -> ray.train.Result:
     """Build and fit the TorchTrainer, validating on `pairs` (:func:`val_pairs`); resumes from the
     latest checkpoint under ``config.output``. `callbacks` go to the RunConfig (a Tune sweep
-    passes ``TuneReportCallback`` so each epoch's metrics reach its trial)."""
+    passes ``TuneReportCallback`` so each epoch's metrics reach its trial, and the CPUs
+    its trial may use as `cpu_budget`)."""
     num_classes = len(load_labelset(config.labelset)) + 1
-    worker_cpus, task_cpus = fit_cpus(config.num_workers, 1.0, "train")
+    worker_cpus, task_cpus = fit_cpus(config.num_workers, 1.0, "train", cpu_budget)
     storage_path, name = _storage(config.output)
     score = {"checkpoint_score_attribute": "val_miou", "checkpoint_score_order": "max"} if pairs else {}
     trainer = ray.train.torch.TorchTrainer(
