@@ -70,13 +70,9 @@ def forget_cluster(port: int) -> None:
         note.unlink()
 
 
-def test_ray_job_submit_runs_the_pseudolabel_job(ray_head, tmp_path):
-    address, env = ray_head
-    manifest = generate(tmp_path / "toy", 6, seed=2_000_500)
-    out = tmp_path / "out"
+def _submit(address: str, env: dict, job: list[str]) -> subprocess.CompletedProcess:
     cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,
-           "--working-dir", str(REPO), "--", "python", "jobs/pseudolabel.py", "--input", str(manifest),
-           "--output", str(out), "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db", "--batch-size", "3"]
+           "--working-dir", str(REPO), "--", "python", *job]
     for _ in range(30):  # a fresh head's job agent may not be up yet ("please try again later")
         submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if "try again later" not in submit.stderr:
@@ -84,7 +80,23 @@ def test_ray_job_submit_runs_the_pseudolabel_job(ray_head, tmp_path):
         time.sleep(2)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     assert "succeeded" in submit.stdout
+    return submit
+
+
+def test_ray_job_submit_runs_the_labelling_job_and_a_sweep(ray_head, tmp_path):
+    address, env = ray_head
+    manifest = generate(tmp_path / "toy", 6, seed=2_000_500)
+    out = tmp_path / "out"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    submit = _submit(address, env, ["jobs/pseudolabel.py", "--input", str(manifest), "--output", str(out),
+                                    "--mlflow-uri", uri, "--batch-size", "3"])
     summary = json.loads(next(line for line in submit.stdout.splitlines() if line.startswith('{"rows"')))
     assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 6, 0)
     assert summary["miou"] is not None and summary["mlflow_run_id"]
     assert pads.dataset(str(out), format="parquet").to_table().num_rows == 6
+
+    (tmp_path / "space.yaml").write_text("post.bg_power: {choice: [0.5, 1.0]}\n")
+    sweep = _submit(address, env, ["jobs/tune.py", "--input", str(manifest), "--space", str(tmp_path / "space.yaml"),
+                                   "--num-samples", "2", "--output", str(tmp_path / "sweep"), "--mlflow-uri", uri])
+    result = json.loads(next(line for line in sweep.stdout.splitlines() if line.startswith('{"kind"')))
+    assert result["trials"] == 2 and (tmp_path / "sweep" / "best_config.yaml").is_file()

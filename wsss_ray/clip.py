@@ -298,6 +298,53 @@ def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool
     return w.mean(1) if average_heads else w
 
 
+def value_attention(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A block's attention branch with value-value similarity (CLIP Surgery), for tokens `x` (BxLxD).
+
+    softmax(v vᵀ/√d) v per head, then the block's output projection and layer scale:
+    what the block would add to its residual stream if its attention compared values
+    instead of queries with keys. Query-key attention of CLIP's last blocks attends to
+    semantically opposite regions; value-value attention keeps each patch on its own.
+    """
+    attn = block.attn
+    if not isinstance(attn, torch.nn.MultiheadAttention):
+        raise ClipLoadError(f"value attention supports open_clip's nn.MultiheadAttention blocks, "
+                            f"not {type(attn).__name__}")
+    h = block.ln_1(x)
+    b, n, d = h.shape
+    heads = attn.num_heads
+    v = F.linear(h, attn.in_proj_weight[2 * d:], attn.in_proj_bias[2 * d:]).view(b, n, heads, d // heads)
+    v = v.transpose(1, 2)
+    w = torch.softmax(v @ v.transpose(-2, -1) * (d // heads) ** -0.5, dim=-1)
+    out = (w @ v).transpose(1, 2).reshape(b, n, d)
+    return block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias))
+
+
+def surgery_tokens(model: open_clip.CLIP, images: torch.Tensor, layers: int) -> torch.Tensor:
+    """Final tokens Bx(1+N)xD of CLIP Surgery's value-value path through the last `layers` blocks.
+
+    The path starts from the input of the first of those blocks and adds each block's
+    :func:`value_attention` of the original path's tokens (no MLP); the original path
+    runs on unchanged. ``layers=0`` gives the ordinary final tokens.
+    """
+    blocks = model.visual.transformer.resblocks
+    if not 0 <= layers <= len(blocks):
+        raise ValueError(f"surgery_layers must lie in [0, {len(blocks)}] for this model, got {layers}")
+    x, _ = vit_tokens(model, images, stop_at=len(blocks) - layers)
+    path = x
+    for blk in blocks[len(blocks) - layers:]:
+        path = path + value_attention(blk, x)
+        x = blk(x)
+    return path if layers else x
+
+
+def patch_embeddings(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """Projected patch embeddings BxNxE (class token dropped, not normalised): ln_post, then proj."""
+    v = model.visual
+    x = v.ln_post(tokens)[:, 1:]
+    return x @ v.proj if v.proj is not None else x
+
+
 def pool_tokens(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
     """Image embedding from final-block tokens as CLIP-ES computes it: ln_post, mean of patch
     tokens (class token dropped), projection. Not L2-normalised. BxD_embed."""

@@ -37,6 +37,7 @@ import yaml
 SYNONYM_FUSIONS = ("concat", "mean", "name")
 SOFTMAX_OVER = ("present", "all")
 SCORES = ("softmax", "logit")
+FREESEG_SCORES = ("softmax", "surgery")
 CAA_SOURCES = ("attention", "keys")
 LOSSES = ("cgl", "ce")
 SWEEP_KINDS = ("labels", "train")
@@ -132,6 +133,43 @@ class ClipESConfig:
         if self.templates is not None and not all("{}" in t for t in self.templates):
             raise ValueError(f"each of clip_es.templates needs a {{}} for the class text, got {self.templates}")
         _at_least(self, ("max_pairs", "affinity_power"), 1)
+
+
+@dataclass(frozen=True)
+class FreeSegConfig:
+    """FreeSeg on CLIP: dense image-text similarity (ITSM), no gradients, no training.
+
+    Patch features come through CLIP Surgery's value-value attention path in the last
+    `surgery_layers` blocks (0: the raw ITSM, which lights up the background). A
+    class's map is its similarity against the image's own classes only (the
+    partial-label strategy): a softmax over them plus the background words, or the
+    similarity minus its mean over them (CLIP Surgery's feature surgery). Smoothed min
+    pooling (a soft minimum over `window` x `window` patches at `temperature`) then
+    suppresses isolated responses; the shared post-processing takes the per-pixel
+    argmax with its confidence (the pixel strategy).
+    """
+
+    templates: tuple[str, ...] | None = None    # None: the labelset's
+    synonym_fusion: str = "concat"
+    background_words: bool = True
+    score: str = "softmax"                      # softmax | surgery
+    surgery_layers: int = 1
+    window: int = 3                             # patches; odd; 1 turns the pooling off
+    temperature: float = 0.1
+    scales: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self):
+        _choice("freeseg.synonym_fusion", self.synonym_fusion, SYNONYM_FUSIONS)
+        _choice("freeseg.score", self.score, FREESEG_SCORES)
+        if self.window < 1 or self.window % 2 == 0:
+            raise ValueError(f"freeseg.window must be an odd number of patches, got {self.window}")
+        if self.temperature <= 0:
+            raise ValueError(f"freeseg.temperature must be positive, got {self.temperature}")
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"freeseg.scales must be positive numbers, got {self.scales}")
+        if self.templates is not None and not all("{}" in t for t in self.templates):
+            raise ValueError(f"each of freeseg.templates needs a {{}} for the class text, got {self.templates}")
+        _at_least(self, ("surgery_layers",), 0)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ subclass, see ``base.py``) plus one line here.
 
 from wsss_ray.cam.base import CamMethod
 from wsss_ray.cam.clip_es import ClipES
+from wsss_ray.cam.freeseg import FreeSeg
 
 CAM_METHODS: dict[str, type[CamMethod]] = {
     "clip-es": ClipES,
+    "freeseg": FreeSeg,
 }
 
-__all__ = ["CAM_METHODS", "CamMethod", "ClipES"]
+__all__ = ["CAM_METHODS", "CamMethod", "ClipES", "FreeSeg"]

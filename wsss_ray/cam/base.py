@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from wsss_ray.clip import LoadedClip
 from wsss_ray.labelset import Labelset
@@ -47,3 +49,34 @@ class CamMethod:
     def prompts(cls, config, labelset: Labelset) -> list[str]:
         """The text prompts the method will encode for `labelset` (logged beside each run)."""
         return []
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.clip.model.parameters()).device
+
+    def multiscale(self, images: list[np.ndarray], class_ids: list[list[int]], scales: tuple[float, ...],
+                   grid_cams) -> list[np.ndarray]:
+        """Per image, KxHxW CAMs in [0, 1]: the sum over `scales` of upsampled grid CAMs, min-max normalised.
+
+        ``grid_cams(x, ids)`` maps a batch of same-size model inputs (Bx3xH'xW') and their
+        class ids to per-image Kxghxgw maps in [0, 1]. Images are grouped by their
+        patch-aligned size at each scale, so a batch may mix sizes.
+        """
+        from wsss_ray.cam.gradcam import minmax, patch_aligned_size, to_model_input
+
+        acc = [np.zeros((len(i), *img.shape[:2]), np.float32) for img, i in zip(images, class_ids)]
+        p = self.clip.patch_size
+        for scale in scales:
+            groups: dict[tuple[int, int], list[int]] = {}
+            for b, img in enumerate(images):
+                groups.setdefault(patch_aligned_size(*img.shape[:2], p, scale), []).append(b)
+            for size, group in groups.items():
+                x = torch.stack([to_model_input(images[b], size, self.clip.mean, self.clip.std) for b in group])
+                maps = grid_cams(x.to(self.device), [class_ids[b] for b in group])
+                for b, m in zip(group, maps):
+                    if not len(m):  # an image without labels: nothing to upsample
+                        continue
+                    up = F.interpolate(m[None].float(), size=images[b].shape[:2], mode="bilinear",
+                                       align_corners=False)[0]
+                    acc[b] += up.clamp_(0, 1).cpu().numpy()
+        return [minmax(torch.from_numpy(a)).numpy() if len(a) else a for a in acc]
