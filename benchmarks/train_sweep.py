@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         label(resolve_label_job({"input": train, "output": str(work / "pl")}))
     finally:
         ray.shutdown()  # a fresh cluster for the sweep: nothing of the labelling run holds CPUs
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # With the dashboard: Ray Train V2 removes a finished trial's placement group only after it
+    # has read the controller's state through the state API; without it the next trial waits forever.
+    ray.init(num_cpus=2, log_to_driver=False)
     try:
         summary = sweep_run(SweepConfig(kind="train", input=str(work / "pl"), val=val, output=args.out,
                                         space=str(work / "space.yaml"), config=str(work / "base.yaml"),

@@ -248,3 +248,29 @@ def test_predict_flags_share_the_labelling_jobs_names(tmp_path, capsys):
     with pytest.raises(SystemExit):
         job.parse(["--input", "in.jsonl"])
     assert "prediction needs --checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_training_sweep_reports_epochs_and_writes_a_train_config(data, tmp_path):
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "space.yaml").write_text("loss: {choice: [cgl, ce]}\n")
+    (tmp_path / "base.yaml").write_text("epochs: 2\nbatch_size: 4\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "tune.py"), "--kind", "train", "--input", data["parquet"], "--val",
+         data["val"], "--space", str(tmp_path / "space.yaml"), "--config", str(tmp_path / "base.yaml"),
+         "--num-samples", "2", "--searcher", "random", "--output", str(tmp_path / "sweep"), "--mlflow-uri", uri],
+        capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": "local"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["trials"] == 2 and 0 <= summary["best_val_miou"] <= 1
+    best = resolve_train({"input": data["parquet"]}, tmp_path / "sweep" / "best_config.yaml")
+    assert best.loss in ("cgl", "ce") and best.epochs == 2 and best.batch_size == 4
+    client = MlflowClient(uri)
+    children = client.search_runs([client.get_run(summary["mlflow_run_id"]).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
+    assert len(children) == 2 and all(c.data.params["loss"] in ("cgl", "ce") for c in children)
+    assert all("val_miou" in c.data.metrics and c.data.params["epochs"] == "2" for c in children)

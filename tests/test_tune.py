@@ -38,6 +38,10 @@ def test_shipped_spaces_are_valid_settings():
     base = LabelJobConfig(input="dev")
     labels = load_space(default_space("labels"), lambda t: apply_labels(base, t), label_space_keys(base))
     assert {"clip_es.caa", "clip_es.templates", "post.bg_power", "post.crf.iters"} <= set(labels)
+    freeseg = LabelJobConfig(input="dev", method="freeseg")
+    spaces = default_space("labels", "freeseg")
+    assert {"freeseg.window", "post.bg_power"} <= set(load_space(spaces, lambda t: apply_labels(freeseg, t),
+                                                                  label_space_keys(freeseg)))
     train = load_space(default_space("train"), lambda t: apply_train(TrainConfig(), t),
                        ["loss", "cgl_threshold", "lr", "epochs", "aug_scales"])
     assert set(train) == {"loss", "cgl_threshold", "lr", "epochs", "aug_scales"}

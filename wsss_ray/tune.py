@@ -54,8 +54,13 @@ STATE_FILE = "sweep.json"
 # ------------------------------------------------------------------ search spaces
 
 
-def default_space(kind: str) -> str:
-    return str(resources.files("wsss_ray").joinpath("spaces", f"{kind}.yaml"))
+def default_space(kind: str, method: str | None = None) -> list[str]:
+    """The shipped space files of a sweep kind: for labels, the shared post.yaml plus the method's own."""
+    folder = resources.files("wsss_ray").joinpath("spaces")
+    if kind == "train":
+        return [str(folder.joinpath("train.yaml"))]
+    own = folder.joinpath(f"{method_key(method or 'clip-es')}.yaml")
+    return [str(own)] * own.is_file() + [str(folder.joinpath("post.yaml"))]
 
 
 def _encode(value: Any) -> Any:
@@ -68,15 +73,16 @@ def decode(trial: dict) -> dict:
             for k, v in trial.items()}
 
 
-def load_space(path: str, apply: Callable[[dict], Any], known: list[str]) -> dict[str, dict]:
-    """The search space in `path`, checked before anything starts.
+def load_space(paths: str | list[str], apply: Callable[[dict], Any], known: list[str]) -> dict[str, dict]:
+    """The search space in `paths` (one YAML file, or several merged), checked before anything starts.
 
     Every key must be one of `known` (dotted setting names) and every value one
     distribution; each choice (and each range's ends) must make valid settings when
     applied with `apply`. Errors name the key and say what to do.
     """
-    space = read_mapping(path)
-    for key, spec in space.items():
+    paths = [paths] if isinstance(paths, str) else paths
+    space = {key: (path, spec) for path in paths for key, spec in read_mapping(path).items()}
+    for key, (path, spec) in space.items():
         if key not in known:
             raise ValueError(f"search space {path}: {key!r} is not a setting; choose from {sorted(known)}")
         if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS):
@@ -91,7 +97,7 @@ def load_space(path: str, apply: Callable[[dict], Any], known: list[str]) -> dic
                 apply({key: value})
             except (ValueError, TypeError) as e:
                 raise ValueError(f"search space {path}: {key!r} = {value!r} is not a valid setting: {e}") from None
-    return space
+    return {key: spec for key, (_, spec) in space.items()}
 
 
 def domains(space: dict[str, dict]) -> dict[str, Any]:
@@ -334,7 +340,10 @@ def _read_state(output: str) -> dict:
     return json.loads(read_bytes(f"{output.rstrip('/')}/{STATE_FILE}"))
 
 
-TRIAL_CPU = 0.01  # what a train trial itself holds: its TorchTrainer controller; the workers ask for their own
+# What a train trial itself holds: its TorchTrainer controller, no CPU (a trial that held some would
+# keep Ray Data's file listing, which asks for one whole CPU, from the next trial's CPUs while it
+# shuts down). Tune wants a non-empty request, hence the nominal memory.
+TRAIN_TRIAL_RESOURCES = {"cpu": 0, "memory": 2**26}
 
 
 def _trial_resources(sweep: SweepConfig) -> tuple[dict, int, float | None]:
@@ -343,13 +352,13 @@ def _trial_resources(sweep: SweepConfig) -> tuple[dict, int, float | None]:
         return {"cpu": 1}, sweep.max_concurrent, None
     cpus = ray.cluster_resources().get("CPU", 0)
     if not cpus:  # an autoscaling cluster from zero: let it grow to the trials' demand
-        return {"cpu": TRIAL_CPU}, sweep.max_concurrent, None
+        return TRAIN_TRIAL_RESOURCES, sweep.max_concurrent, None
     fits = max(1, int(cpus // (sweep.num_workers + 1)))
     if fits < sweep.max_concurrent:
         print(f"[tune] {cpus:g} CPUs run {fits} training trial(s) at a time ({sweep.num_workers} worker(s) + data "
               f"tasks each), not {sweep.max_concurrent}", file=sys.stderr, flush=True)
     concurrent = min(fits, sweep.max_concurrent)
-    return {"cpu": TRIAL_CPU}, concurrent, cpus / concurrent - TRIAL_CPU
+    return TRAIN_TRIAL_RESOURCES, concurrent, cpus / concurrent
 
 
 def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
@@ -362,7 +371,8 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
     if sweep.kind == "labels":
         base = label_base(sweep)
         known = label_space_keys(base)
-        space = load_space(sweep.space or default_space("labels"), lambda t: apply_labels(base, t), known)
+        space = load_space(sweep.space or default_space("labels", sweep.method), lambda t: apply_labels(base, t),
+                           known)
         items = dev_items(sweep, out)
         trainable = tune.with_parameters(label_trial, base=base, items=items,
                                          cache_root=f"{out}/cam-cache" if sweep.cam_cache else None)
