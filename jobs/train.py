@@ -48,10 +48,12 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     config, mlflow_uri = parse(argv)
+    from wsss_ray.ray_compat import quiet_known_ray_errors
     from wsss_ray.train.trainer import run_tracked
 
-    ray.init(ignore_reinit_error=True)
-    print(json.dumps(run_tracked(config, mlflow_uri)), flush=True)
+    with quiet_known_ray_errors():
+        ray.init(ignore_reinit_error=True)
+        print(json.dumps(run_tracked(config, mlflow_uri)), flush=True)
     return 0
 
 

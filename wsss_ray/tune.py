@@ -393,8 +393,9 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
         to_params = lambda t: tracking.flatten(apply_train(base, t))  # noqa: E731
         current = tracking.flatten(base)
         max_epochs = max([base.epochs] + [e for e in space.get("epochs", {}).get("choice", [])])
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=1,
-                                  reduction_factor=2)
+        # A trial is first judged after a third of the longest run: the first epochs' val mIoU is noise.
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
+                                  grace_period=max(1, max_epochs // 3), reduction_factor=2)
     resources_per_trial, concurrent, _ = _trial_resources(sweep)
     sweep = dataclasses.replace(sweep, max_concurrent=concurrent)
     trainable = tune.with_resources(trainable, resources_per_trial)
