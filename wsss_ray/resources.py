@@ -26,7 +26,7 @@ def fit_cpus(holders: int, per_holder: float, tag: str, budget: float | None = N
     need = holders * per_holder + 1
     if not 0 < cpus < need:
         return per_holder, 1.0
-    spare = 1.0 if cpus > 1.25 else cpus / 2
+    spare = 1.0 if cpus - 1.0 >= 0.01 * holders else cpus / 2
     holder = min(per_holder, (cpus - spare) / holders)
     task = min(1.0, cpus - holder * holders)
     print(f"[{tag}] {cpus:g} CPUs < {need:g} requested; each of {holders} actors/workers gets {holder:.2f} CPUs "

@@ -344,6 +344,7 @@ def _read_state(output: str) -> dict:
 # share the rest of its CPU budget (see _trial_resources); measured: with no CPU at all here, a
 # sweep's second trial never got its data tasks scheduled.
 TRIAL_CPU = 0.01
+WORKER_CPU = 0.05
 
 
 def _trial_resources(sweep: SweepConfig) -> tuple[dict, int, float | None]:
@@ -359,10 +360,11 @@ def _trial_resources(sweep: SweepConfig) -> tuple[dict, int, float | None]:
               f"tasks each), not {sweep.max_concurrent}", file=sys.stderr, flush=True)
     concurrent = min(fits, sweep.max_concurrent)
     # Each trial's data tasks get one whole CPU (Ray Data's file listing asks for one) and its workers
-    # half of the rest: a finished trial's worker group can outlive it for a while (Ray Train removes
-    # its placement group asynchronously; measured: the next trial's data tasks then waited forever).
-    share = cpus / concurrent - TRIAL_CPU
-    return {"cpu": TRIAL_CPU}, concurrent, 1.0 + (share - 1.0 - TRIAL_CPU) / 2 if share > 2 * TRIAL_CPU + 1 else share
+    # a nominal WORKER_CPU each. A trial that ASHA stops is killed inside TorchTrainer.fit(), and its
+    # worker group's placement group outlives it until Ray Train's cleaner removes it (measured: with
+    # whole-CPU workers the next trial's data tasks then waited forever). Logical CPUs do not limit
+    # what a worker computes; `fits` above already caps the trials to the real CPUs.
+    return {"cpu": TRIAL_CPU}, concurrent, 1.0 + WORKER_CPU * sweep.num_workers
 
 
 def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
