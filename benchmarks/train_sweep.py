@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for _, r in frame.iterrows():
         rows.append((r["config/loss"], r["config/cgl_threshold"], r["val_miou"], int(r["training_iteration"])))
-    print("| trial | loss | cgl_threshold | best val mIoU | epochs run |\n|---|---|---|---|---|")
+    print("| trial | loss | cgl_threshold | best val mIoU | at epoch |\n|---|---|---|---|---|")
     for i, (loss, thr, miou, epochs) in enumerate(rows, 1):
         print(f"| {i} | {loss} | {thr if loss == 'cgl' else '(unused)'} | {miou:.4f} | {epochs} |")
     defaults = [m for loss, thr, m, _ in rows if loss == "cgl" and thr == 0.95]

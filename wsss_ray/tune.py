@@ -430,6 +430,12 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
     return summary
 
 
+def _best_value(result, metric: str) -> float:
+    """A trial's best reported value of `metric` (a training trial reports once per epoch)."""
+    history = result.metrics_dataframe
+    return history[metric].max() if history is not None and metric in history else result.metrics[metric]
+
+
 def _summarise(results, metric: str, sweep: SweepConfig, base, out: str, seconds: float) -> dict:
     """Best trial -> best_config.yaml (and the model's label_config.yaml when asked); the sweep's figures."""
     frame = results.get_dataframe()
@@ -454,7 +460,7 @@ def _summarise(results, metric: str, sweep: SweepConfig, base, out: str, seconds
     hits = int(done["cam_cache_hit"].sum()) if "cam_cache_hit" in done else None
     trials = len(done)
     return {"kind": sweep.kind, "trials": trials, "best_trial": posixpath.basename(best.path.rstrip("/")),
-            f"best_{metric}": round(float(best.metrics[metric]), 4), "seconds": round(seconds, 1),
+            f"best_{metric}": round(float(_best_value(best, metric)), 4), "seconds": round(seconds, 1),
             "trials_per_hour": round(3600 * trials / seconds, 1) if seconds else None,
             "cam_cache_hits": hits, "best_config_file": f"{out}/best_config.yaml", "best_config": best_dict}
 
