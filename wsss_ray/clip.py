@@ -273,6 +273,18 @@ def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None 
 ATTENTION_SOURCES = CAA_SOURCES
 
 
+def _heads(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v of an open_clip ResidualAttentionBlock for tokens `x` (BxLxD), each BxHxLx(D/H)."""
+    attn = block.attn
+    if not isinstance(attn, torch.nn.MultiheadAttention):
+        raise ClipLoadError(f"attention capture supports open_clip's nn.MultiheadAttention blocks, "
+                            f"not {type(attn).__name__}")
+    h = block.ln_1(x)
+    b, n, d = h.shape
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, attn.num_heads, d // attn.num_heads)
+    return tuple(t.transpose(1, 2) for t in qkv.unbind(2))
+
+
 def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool = True,
                     source: str = "attention") -> torch.Tensor:
     """Self-attention weights of an open_clip ResidualAttentionBlock for input tokens `x` (BxLxD).
@@ -284,17 +296,9 @@ def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool
     """
     if source not in ATTENTION_SOURCES:
         raise ValueError(f"attention source must be one of {ATTENTION_SOURCES}, got {source!r}")
-    attn = block.attn
-    if not isinstance(attn, torch.nn.MultiheadAttention):
-        raise ClipLoadError(f"attention capture supports open_clip's nn.MultiheadAttention blocks, "
-                            f"not {type(attn).__name__}")
-    h = block.ln_1(x)
-    b, n, d = h.shape
-    heads = attn.num_heads
-    q, k = F.linear(h, attn.in_proj_weight[:2 * d], attn.in_proj_bias[:2 * d]).chunk(2, dim=-1)
-    q = (k if source == "keys" else q).view(b, n, heads, d // heads).transpose(1, 2)
-    k = k.view(b, n, heads, d // heads).transpose(1, 2)
-    w = torch.softmax(q @ k.transpose(-2, -1) * (d // heads) ** -0.5, dim=-1)
+    q, k, _ = _heads(block, x)
+    q = k if source == "keys" else q
+    w = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
     return w.mean(1) if average_heads else w
 
 
@@ -306,18 +310,10 @@ def value_attention(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     instead of queries with keys. Query-key attention of CLIP's last blocks attends to
     semantically opposite regions; value-value attention keeps each patch on its own.
     """
-    attn = block.attn
-    if not isinstance(attn, torch.nn.MultiheadAttention):
-        raise ClipLoadError(f"value attention supports open_clip's nn.MultiheadAttention blocks, "
-                            f"not {type(attn).__name__}")
-    h = block.ln_1(x)
-    b, n, d = h.shape
-    heads = attn.num_heads
-    v = F.linear(h, attn.in_proj_weight[2 * d:], attn.in_proj_bias[2 * d:]).view(b, n, heads, d // heads)
-    v = v.transpose(1, 2)
-    w = torch.softmax(v @ v.transpose(-2, -1) * (d // heads) ** -0.5, dim=-1)
-    out = (w @ v).transpose(1, 2).reshape(b, n, d)
-    return block.ls_1(F.linear(out, attn.out_proj.weight, attn.out_proj.bias))
+    _, _, v = _heads(block, x)
+    w = torch.softmax(v @ v.transpose(-2, -1) * v.shape[-1] ** -0.5, dim=-1)
+    out = (w @ v).transpose(1, 2).flatten(2)
+    return block.ls_1(F.linear(out, block.attn.out_proj.weight, block.attn.out_proj.bias))
 
 
 def surgery_tokens(model: open_clip.CLIP, images: torch.Tensor, layers: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsss_ray.cam.prompts import class_texts, text_features
 from wsss_ray.clip import LoadedClip
 from wsss_ray.labelset import Labelset
 
@@ -80,3 +81,23 @@ class CamMethod:
                                        align_corners=False)[0]
                     acc[b] += up.clamp_(0, 1).cpu().numpy()
         return [minmax(torch.from_numpy(a)).numpy() if len(a) else a for a in acc]
+
+
+class TextCamMethod(CamMethod):
+    """A CAM method that compares image features with encoded class prompts.
+
+    Its settings have ``templates``, ``synonym_fusion`` and ``background_words``; the
+    class and background texts are encoded once, at construction (``self.text``).
+    """
+
+    def __init__(self, config, clip: LoadedClip, labelset: Labelset):
+        super().__init__(config, clip, labelset)
+        self.text = text_features(clip.model, clip.tokenizer, labelset, config.templates,
+                                  config.synonym_fusion, config.background_words)
+
+    @classmethod
+    def prompts(cls, config, labelset: Labelset) -> list[str]:
+        templates = config.templates or labelset.templates
+        words = [text for group in class_texts(labelset, config.synonym_fusion) for text in group]
+        words += list(labelset.background) if config.background_words else []
+        return [t.format(w) for w in words for t in templates]

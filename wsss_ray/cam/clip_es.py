@@ -14,36 +14,26 @@ import numpy as np
 import torch
 
 from wsss_ray.cam import caa
-from wsss_ray.cam.base import CamMethod
+from wsss_ray.cam.base import TextCamMethod
 from wsss_ray.cam.gradcam import encode, softmax_gradcam
-from wsss_ray.cam.prompts import class_texts, text_features
 from wsss_ray.clip import LoadedClip
 from wsss_ray.config import ClipESConfig
 from wsss_ray.labelset import Labelset
 
 
-class ClipES(CamMethod):
+class ClipES(TextCamMethod):
     """CLIP-ES CAMs (Lin et al., CVPR 2023) from a frozen CLIP; text features are encoded once."""
 
     config_class = ClipESConfig
 
     def __init__(self, config: ClipESConfig, clip: LoadedClip, labelset: Labelset):
         super().__init__(config, clip, labelset)
-        self.text = text_features(clip.model, clip.tokenizer, labelset, config.templates,
-                                  config.synonym_fusion, config.background_words)
         blocks = len(clip.model.visual.transformer.resblocks)
         self.caa_layers = config.caa_layers or max(1, math.ceil(blocks * 2 / 3))
 
     def cams(self, images: list[np.ndarray], class_ids: list[list[int]]) -> list[np.ndarray]:
         """Per image, KxHxW float32 CAMs in [0,1]: the sum over scales, min-max normalised."""
         return self.multiscale(images, class_ids, self.config.scales, self._grid_cams)
-
-    @classmethod
-    def prompts(cls, config: ClipESConfig, labelset: Labelset) -> list[str]:
-        templates = config.templates or labelset.templates
-        words = [text for group in class_texts(labelset, config.synonym_fusion) for text in group]
-        words += list(labelset.background) if config.background_words else []
-        return [t.format(w) for w in words for t in templates]
 
     def _grid_cams(self, x: torch.Tensor, ids: list[list[int]]) -> list[torch.Tensor]:
         cfg = self.config

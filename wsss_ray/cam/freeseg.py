@@ -20,12 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss_ray.cam.base import CamMethod
+from wsss_ray.cam.base import TextCamMethod
 from wsss_ray.cam.gradcam import minmax
-from wsss_ray.cam.prompts import class_texts, text_features
-from wsss_ray.clip import LoadedClip, patch_embeddings, patch_size, surgery_tokens
+from wsss_ray.clip import patch_embeddings, patch_size, surgery_tokens
 from wsss_ray.config import FreeSegConfig
-from wsss_ray.labelset import Labelset
 
 
 def smoothed_min_pool(maps: torch.Tensor, window: int, temperature: float) -> torch.Tensor:
@@ -64,26 +62,14 @@ def itsm_scores(patches: torch.Tensor, text: torch.Tensor, targets: list[int], s
     return sim[:, targets].T
 
 
-class FreeSeg(CamMethod):
+class FreeSeg(TextCamMethod):
     """FreeSeg-style CAMs: ITSM through CLIP Surgery's value path, partial labels, smoothed min pooling."""
 
     config_class = FreeSegConfig
 
-    def __init__(self, config: FreeSegConfig, clip: LoadedClip, labelset: Labelset):
-        super().__init__(config, clip, labelset)
-        self.text = text_features(clip.model, clip.tokenizer, labelset, config.templates,
-                                  config.synonym_fusion, config.background_words)
-
     @torch.no_grad()
     def cams(self, images: list[np.ndarray], class_ids: list[list[int]]) -> list[np.ndarray]:
         return self.multiscale(images, class_ids, self.config.scales, self._grid_cams)
-
-    @classmethod
-    def prompts(cls, config: FreeSegConfig, labelset: Labelset) -> list[str]:
-        templates = config.templates or labelset.templates
-        words = [text for group in class_texts(labelset, config.synonym_fusion) for text in group]
-        words += list(labelset.background) if config.background_words else []
-        return [t.format(w) for w in words for t in templates]
 
     def _grid_cams(self, x: torch.Tensor, ids: list[list[int]]) -> list[torch.Tensor]:
         cfg = self.config
