@@ -177,7 +177,10 @@ class LabelJobConfig:
     """Every setting of a pseudo-labelling run; field names are the job's flags.
 
     `method_config` is the settings object of `method` (its ``config_class``); it is
-    written under the method's own key (``clip_es``) in files and params.
+    written under the method's own key (``clip_es``) in files and params. Built
+    directly, it holds the method's reference defaults; :func:`resolve_label_job`
+    (what the jobs and ``Labeler.from_spec`` use) also applies the model's
+    ``label_config.yaml``.
     """
 
     input: str | None = None                # None: none given (the job then generates the toy world)
