@@ -47,6 +47,23 @@ def local_file(path: str) -> str:
     return str(tmp)
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (workers and trials run in other working directories); URIs stay."""
+    return path if "://" in path else str(Path(path).absolute())
+
+
+def is_file(path: str) -> bool:
+    """Whether a local path or URI names an existing file."""
+    fs, p = filesystem(path)
+    return fs.get_file_info(p).type == pafs.FileType.File
+
+
+def run_folder(output: str) -> tuple[str, str]:
+    """(storage_path, name) such that Ray's run folder ``storage_path/name`` is `output`."""
+    output = absolute(output).rstrip("/")
+    return posixpath.dirname(output), posixpath.basename(output)
+
+
 def is_temporary(name: str) -> bool:
     """Whether a base name is one :func:`atomic_write` uses while a file is being written."""
     return name.startswith(".") and TMP_MARK in name

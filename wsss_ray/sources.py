@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image, ImageOps
 
-from wsss_ray.files import filesystem, read_bytes
+from wsss_ray.files import filesystem, is_file, read_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Official COCO category names -> the coco labelset's names (CLIP-ES uses VOC-style names).
@@ -71,11 +71,6 @@ def _parent(path: str) -> str:
 def _is_dir(path: str) -> bool:
     fs, p = filesystem(path)
     return fs.get_file_info(p).type == pafs.FileType.Directory
-
-
-def _exists(path: str) -> bool:
-    fs, p = filesystem(path)
-    return fs.get_file_info(p).type == pafs.FileType.File
 
 
 def _list_files(folder: str) -> list[str]:
@@ -142,7 +137,7 @@ def read_folder(folder: str) -> list[Item]:
 
 def _folder_labels(folder: str) -> dict[str, tuple[str, ...]]:
     jsonl, csv_path = _join(folder, "labels.jsonl"), _join(folder, "labels.csv")
-    if _exists(jsonl):
+    if is_file(jsonl):
         out = {}
         for n, line in enumerate(_read_text(jsonl).splitlines(), start=1):
             if line.strip():
@@ -152,7 +147,7 @@ def _folder_labels(folder: str) -> dict[str, tuple[str, ...]]:
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
                     raise ValueError(f"{jsonl}:{n}: expected {{\"image\": ..., \"labels\": [...]}} ({e})") from None
         return out
-    if _exists(csv_path):
+    if is_file(csv_path):
         rows = csv.DictReader(io.StringIO(_read_text(csv_path)))
         if not rows.fieldnames or not {"image", "labels"} <= set(rows.fieldnames):
             raise ValueError(f"{csv_path} needs a header with 'image' and 'labels' columns")
@@ -163,7 +158,7 @@ def _folder_labels(folder: str) -> dict[str, tuple[str, ...]]:
 def read_voc(root: str, split: str = "train") -> list[Item]:
     """VOC2012: ids from ImageSets/Segmentation/SPLIT.txt, labels from the XML annotations."""
     listing = _join(root, f"ImageSets/Segmentation/{split}.txt")
-    if not _exists(listing):
+    if not is_file(listing):
         raise ValueError(f"no {listing}: voc:ROOT[:SPLIT] needs the VOC2012 folder (with ImageSets/) and "
                          f"a split such as train, val or trainval")
     masks = set(_list_files(_join(root, "SegmentationClass"))) if _is_dir(_join(root, "SegmentationClass")) else set()

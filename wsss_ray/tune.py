@@ -29,7 +29,6 @@ import posixpath
 import sys
 import time
 from importlib import resources
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -40,7 +39,7 @@ from ray import tune
 from wsss_ray.config import (MODEL_SETTINGS_FILE, LabelJobConfig, SweepConfig, TrainConfig, build, label_job_config,
                              label_keys, merge, method_key, model_folder, params, read_mapping, resolve_train,
                              settings_dict)
-from wsss_ray.files import atomic_write, filesystem, read_bytes
+from wsss_ray.files import absolute, atomic_write, is_file, read_bytes, run_folder
 from wsss_ray.sources import Item, load_image, load_mask, read_source
 
 OBJECTIVE = {"labels": "miou", "train": "val_miou"}
@@ -145,8 +144,7 @@ class CamCache:
         return f"{self.root}/{key}.npz"
 
     def load(self, key: str, ids: list[str]) -> dict[str, np.ndarray] | None:
-        fs, path = filesystem(self.path(key))
-        if fs.get_file_info(path).type.name != "File":
+        if not is_file(self.path(key)):
             return None
         with np.load(io.BytesIO(read_bytes(self.path(key)))) as data:
             cams = {i: data[i] for i in ids if i in data.files}
@@ -322,22 +320,9 @@ def _start_point(space: dict[str, dict], current: dict) -> dict | None:
     return point
 
 
-def _absolute(path: str | None) -> str | None:
-    return path if path is None or "://" in path else str(Path(path).absolute())
-
-
-def _storage(output: str) -> tuple[str, str]:
-    if "://" not in output:
-        output = str(Path(output).absolute())
-    output = output.rstrip("/")
-    return posixpath.dirname(output), posixpath.basename(output)
-
-
 def _read_state(output: str) -> dict:
-    fs, path = filesystem(f"{output.rstrip('/')}/{STATE_FILE}")
-    if fs.get_file_info(path).type.name != "File":
-        return {}
-    return json.loads(read_bytes(f"{output.rstrip('/')}/{STATE_FILE}"))
+    path = f"{output.rstrip('/')}/{STATE_FILE}"
+    return json.loads(read_bytes(path)) if is_file(path) else {}
 
 
 # What a train trial itself holds: its TorchTrainer controller. The trial's workers and data tasks
@@ -371,7 +356,8 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
     """Run (or resume) the sweep; returns its summary and writes ``best_config.yaml`` under ``sweep.output``."""
     from wsss_ray import tracking
 
-    root = _storage(sweep.output)
+    root = run_folder(sweep.output)
+    resources_per_trial, concurrent, budget = _trial_resources(sweep)
     out = posixpath.join(*root)
     metric = OBJECTIVE[sweep.kind]
     if sweep.kind == "labels":
@@ -390,11 +376,11 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
 
         from wsss_ray.train.trainer import val_pairs
 
-        given = {"input": _absolute(sweep.input), "val": _absolute(sweep.val), "labelset": sweep.labelset,
+        given = {"input": sweep.input and absolute(sweep.input), "val": sweep.val and absolute(sweep.val),
+                 "labelset": sweep.labelset,
                  "num_workers": sweep.num_workers}  # trials run in other working directories
         base = resolve_train({k: v for k, v in given.items() if v is not None}, sweep.config)
         space = load_space(sweep.space or default_space("train"), lambda t: apply_train(base, t), list(TRAIN_KEYS))
-        budget = _trial_resources(sweep)[2]
         trainable = tune.with_parameters(train_trial, base=base, pairs=val_pairs(base), root=out, cpu_budget=budget)
         to_params = lambda t: tracking.flatten(apply_train(base, t))  # noqa: E731
         current = tracking.flatten(base)
@@ -402,7 +388,6 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
         # A trial is first judged after a third of the longest run: the first epochs' val mIoU is noise.
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
                                   grace_period=max(1, max_epochs // 3), reduction_factor=2)
-    resources_per_trial, concurrent, _ = _trial_resources(sweep)
     sweep = dataclasses.replace(sweep, max_concurrent=concurrent)
     trainable = tune.with_resources(trainable, resources_per_trial)
     state = _read_state(out)

@@ -23,7 +23,7 @@ import ray
 import torch
 
 from wsss_ray.config import PredictConfig
-from wsss_ray.files import filesystem, local_file
+from wsss_ray.files import filesystem, is_file, local_file
 from wsss_ray.masks import overlay_grid
 from wsss_ray.resources import fit_cpus, gpus_per_actor
 from wsss_ray.rows import decode_stage, items_dataset, output_table, png_rows, writable_batch, write_pending
@@ -61,7 +61,7 @@ def resolve_checkpoint(spec: str) -> tuple[str, str]:
         return spec, "the file given"
     if kind == pafs.FileType.Directory:
         inside = posixpath.join(spec, MODEL_FILE)
-        if fs.get_file_info(posixpath.join(path, MODEL_FILE)).type == pafs.FileType.File:
+        if is_file(inside):
             return inside, "the checkpoint folder given"
         model, metrics = best_checkpoint(spec)
         miou = metrics.get("val_miou")

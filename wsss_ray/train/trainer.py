@@ -34,7 +34,7 @@ import torch.distributed as dist
 from wsss_ray.config import TrainConfig, flatten
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import decode_png
-from wsss_ray.files import local_file
+from wsss_ray.files import local_file, run_folder
 from wsss_ray.metrics import accumulate, scores
 from wsss_ray.resources import fit_cpus
 from wsss_ray.sources import load_image, load_mask, read_source
@@ -199,14 +199,6 @@ def _report(model, opt, state: dict, metrics: dict, config: TrainConfig, rank: i
 # ------------------------------------------------------------------ driver
 
 
-def _storage(output: str) -> tuple[str, str]:
-    """(storage_path, name) such that the run folder is `output` (local paths made absolute)."""
-    if "://" not in output:
-        output = str(Path(output).absolute())
-    output = output.rstrip("/")
-    return posixpath.dirname(output), posixpath.basename(output)
-
-
 def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: EpochHook | None = None,
         callbacks: list | None = None, cpu_budget: float | None = None) -> ray.train.Result:
     """Build and fit the TorchTrainer, validating on `pairs` (:func:`val_pairs`); resumes from the
@@ -215,7 +207,7 @@ def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: Epoch
     its trial may use as `cpu_budget`)."""
     num_classes = len(load_labelset(config.labelset)) + 1
     worker_cpus, task_cpus = fit_cpus(config.num_workers, 1.0, "train", cpu_budget)
-    storage_path, name = _storage(config.output)
+    storage_path, name = run_folder(config.output)
     score = {"checkpoint_score_attribute": "val_miou", "checkpoint_score_order": "max"} if pairs else {}
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
@@ -278,7 +270,7 @@ def _result(output: str) -> ray.train.Result | None:
     from ray.train.v2.api.result import Result
 
     try:
-        return Result.from_path(posixpath.join(*_storage(output)))
+        return Result.from_path(posixpath.join(*run_folder(output)))
     except Exception:  # noqa: BLE001 - no run there yet (or an unreadable one: training starts fresh)
         return None
 
