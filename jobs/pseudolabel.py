@@ -35,6 +35,8 @@ def parse(argv: list[str] | None = None) -> tuple[LabelJobConfig, str | None]:
     p.add_argument("--method", choices=sorted(CAM_METHODS), help="CAM method (default: clip-es)")
     p.add_argument("--no-caa", dest="clip_es.caa", action="store_const", const=False,
                    help="clip-es: skip class-aware attention affinity")
+    p.add_argument("--prompts", dest="semples.prompts",
+                   help="semples: the learned prompts (the --output of jobs/learn_prompts.py; folder, file or URI)")
     p.add_argument("--no-crf", dest="post.crf.iters", action="store_const", const=0,
                    help="skip the dense CRF (post.crf.iters: 0)")
     p.add_argument("--output", help="Parquet output folder or URI; re-runs resume (default: outputs/pseudolabels)")

@@ -136,6 +136,24 @@ class ClipESConfig:
 
 
 @dataclass(frozen=True)
+class SemplesConfig(ClipESConfig):
+    """SemPLeS on CLIP-ES: each present class's learned background prompt joins the softmax.
+
+    Every CLIP-ES setting applies (its section may start from the clip_es one with a
+    YAML merge key, ``semples: {<<: *clip_es}``); `prompts` is the folder or file
+    (local or URI) that ``jobs/learn_prompts.py`` wrote for the same model and labelset.
+    """
+
+    prompts: str | None = None
+
+    def check_complete(self) -> None:
+        """Raise unless the settings can label: the learned prompts must be named."""
+        if not self.prompts:
+            raise ValueError("method semples needs its learned prompts: pass --prompts PROMPTS, the --output "
+                             "of jobs/learn_prompts.py")
+
+
+@dataclass(frozen=True)
 class FreeSegConfig:
     """FreeSeg on CLIP: dense image-text similarity (ITSM), no gradients, no training.
 
@@ -209,8 +227,9 @@ class LabelJobConfig:
         cls = method_config_class(self.method)
         if self.method_config is None:
             object.__setattr__(self, "method_config", cls())
-        elif not isinstance(self.method_config, cls):
+        elif type(self.method_config) is not cls:
             raise TypeError(f"method {self.method!r} takes a {cls.__name__}, got {type(self.method_config).__name__}")
+        getattr(self.method_config, "check_complete", lambda: None)()
 
 
 # ------------------------------------------------------------------ training
@@ -254,6 +273,41 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not self.aug_scales or min(self.aug_scales) <= 0:
             raise ValueError(f"aug_scales must be positive numbers, got {self.aug_scales}")
+
+
+@dataclass(frozen=True)
+class LearnPromptsConfig:
+    """Every setting of SemPLeS prompt learning; field names are the flags of ``jobs/learn_prompts.py``.
+
+    For each class, `length` token embeddings are learned in ``a photo of P .`` so that
+    the prompt matches the class's background (the image with the class's CLIP-ES CAM
+    masked out) and not the class name (weight `text_weight`, SemPLeS's lambda). The
+    CAMs come from `model` with its own label settings. `lr` is scaled by
+    ``batch_size / 512`` as the SemPLeS code scales it; AdamW with a cosine decay.
+    `output` holds the Ray Train run (re-runs resume) and ``prompts.safetensors``.
+    """
+
+    input: str | None = None                # None: 400 generated toy-world train images
+    output: str = "outputs/prompts"
+    labelset: str = "toyworld"
+    model: str = TOYCLIP
+    pretrained: str | None = None
+    limit: int | None = None
+    length: int = 30                        # tokens per prompt; capped by the text context
+    text_weight: float = 0.02               # lambda: weight of the push away from the class text
+    lr: float = 0.1                         # before the batch/512 scaling
+    weight_decay: float = 0.0
+    batch_size: int = 128                   # (image, class) pairs per step, over all workers
+    epochs: int = 60
+    num_workers: int = 1
+    use_gpu: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        _at_least(self, ("length", "batch_size", "epochs", "num_workers"), 1)
+        if self.lr <= 0 or self.text_weight < 0 or self.weight_decay < 0:
+            raise ValueError(f"lr must be positive and text_weight, weight_decay non-negative, got "
+                             f"{self.lr}, {self.text_weight}, {self.weight_decay}")
 
 
 # ------------------------------------------------------------------ prediction
@@ -514,6 +568,12 @@ def resolve_predict(settings: Mapping, config_file: str | Path | None = None) ->
 def resolve_sweep(settings: Mapping, config_file: str | Path | None = None) -> SweepConfig:
     """The sweep's settings: defaults < `config_file` < `settings` (the flags given)."""
     return build(SweepConfig, merge(read_mapping(config_file) if config_file else {}, settings), what="sweep")
+
+
+def resolve_learn_prompts(settings: Mapping, config_file: str | Path | None = None) -> LearnPromptsConfig:
+    """The run's settings: defaults < `config_file` < `settings` (the flags given)."""
+    return build(LearnPromptsConfig, merge(read_mapping(config_file) if config_file else {}, settings),
+                 what="prompt learning")
 
 
 def resolve_train(settings: Mapping, config_file: str | Path | None = None) -> TrainConfig:

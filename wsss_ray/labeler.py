@@ -23,7 +23,7 @@ import numpy as np
 
 from wsss_ray.cam import CAM_METHODS, CamMethod
 from wsss_ray.clip import load_clip
-from wsss_ray.config import LabelJobConfig, PostConfig, method_key, resolve_label_job
+from wsss_ray.config import LabelJobConfig, PostConfig, method_key, model_settings, resolve_label_job
 from wsss_ray.crf import dense_crf
 from wsss_ray.labelset import Labelset, load_labelset
 from wsss_ray.masks import cams_to_probs, probs_to_mask
@@ -88,9 +88,10 @@ class Labeler:
             given["labelset"] = labelset
         if method:
             given["method"] = method
-        config = resolve_label_job(given)
         if settings:
-            config = resolve_label_job({**given, "method": config.method, method_key(config.method): dict(settings)})
+            name = method or model_settings(model).get("method", LabelJobConfig.method)
+            given[method_key(name)] = dict(settings)
+        config = resolve_label_job(given)
         if isinstance(labelset, Labelset):
             clip = load_clip(model, pretrained, device)
             return cls(CAM_METHODS[config.method](config.method_config, clip, labelset), config.post)

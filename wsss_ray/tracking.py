@@ -113,3 +113,10 @@ def log_segmentation_model(model, checkpoint: str) -> None:
     mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
                              pip_requirements=["torch", "torchvision"])
     mlflow.log_artifact(checkpoint, "checkpoint")
+
+
+def log_file(path: str, folder: str | None = None) -> None:
+    """A file (local path or URI) as an artifact under `folder`."""
+    from wsss_ray.files import local_file
+
+    mlflow.log_artifact(local_file(path), folder)

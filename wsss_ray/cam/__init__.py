@@ -11,10 +11,12 @@ subclass, see ``base.py``) plus one line here.
 from wsss_ray.cam.base import CamMethod
 from wsss_ray.cam.clip_es import ClipES
 from wsss_ray.cam.freeseg import FreeSeg
+from wsss_ray.cam.semples import SemPLeS
 
 CAM_METHODS: dict[str, type[CamMethod]] = {
     "clip-es": ClipES,
     "freeseg": FreeSeg,
+    "semples": SemPLeS,
 }
 
-__all__ = ["CAM_METHODS", "CamMethod", "ClipES", "FreeSeg"]
+__all__ = ["CAM_METHODS", "CamMethod", "ClipES", "FreeSeg", "SemPLeS"]

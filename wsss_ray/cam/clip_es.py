@@ -35,10 +35,14 @@ class ClipES(TextCamMethod):
         """Per image, KxHxW float32 CAMs in [0,1]: the sum over scales, min-max normalised."""
         return self.multiscale(images, class_ids, self.config.scales, self._grid_cams)
 
+    def softmax_rows(self, class_ids: list[int]) -> tuple[torch.Tensor, list[int]]:
+        """The text rows an image's softmax runs over and the row of each of its classes."""
+        return self.text.for_image(class_ids, self.config.softmax_over)
+
     def _grid_cams(self, x: torch.Tensor, ids: list[list[int]]) -> list[torch.Tensor]:
         cfg = self.config
         enc = encode(self.clip.model, x, self.caa_layers if cfg.caa else 0, cfg.caa_source)
-        rows = [self.text.for_image(i, cfg.softmax_over) for i in ids]
+        rows = [self.softmax_rows(i) for i in ids]
         cams = softmax_gradcam(self.clip.model, enc, [r for r, _ in rows], [t for _, t in rows],
                                cfg.score, cfg.max_pairs)
         if cfg.caa:

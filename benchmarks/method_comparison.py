@@ -1,0 +1,120 @@
+"""CLIP-ES, SemPLeS and FreeSeg side by side on the toy world's test split, with the bundled toyclip.
+
+    .venv/bin/python jobs/learn_prompts.py --output outputs/prompts          # SemPLeS's prompts first
+    .venv/bin/python benchmarks/method_comparison.py --prompts outputs/prompts --n 500 \\
+        [--config clip-es=FILE --config semples=FILE --config freeseg=FILE] [--grid docs/images/methods_grid.png]
+
+Each method runs with toyclip's own label settings (its label_config.yaml), then the
+--config file given for it (the ``best_config.yaml`` of its sweep on val). Prints:
+
+- mIoU on `--n` test images (seeds test+60,000..., used by no default run or sweep);
+- per-class IoU, with how often each class's images show its home scene (the
+  co-occurrence SemPLeS and FreeSeg target): the lower stuff of the class's home;
+- images/s per method, one process and one thread: the CAMs alone and CAMs + CRF.
+
+With --grid it also writes a picture: image, truth, then the CAM of the image's first
+label for each method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+METHODS = ("clip-es", "semples", "freeseg")
+
+
+def labeler_for(method: str, prompts: str | None, config: str | None):
+    from wsss_ray.config import resolve_label_job
+    from wsss_ray.labeler import Labeler
+
+    given = {"model": "toyclip", "labelset": "toyworld", "method": method}
+    if method == "semples":
+        given["semples"] = {"prompts": prompts}
+    return Labeler.from_config(resolve_label_job(given, config))
+
+
+def home_share(samples) -> dict[str, float]:
+    """Per class: the share of images holding it whose lower stuff is the class's home one."""
+    from wsss_ray.toyworld.world import HOME
+
+    out = {}
+    for name, (_, lower) in HOME.items():
+        with_it = [s for s in samples if name in s.labels]
+        out[name] = sum(s.stuff[1] == lower for s in with_it) / max(len(with_it), 1)
+    return out
+
+
+def timed(labeler, samples, batch: int = 32) -> tuple[list, float, float]:
+    """(results, CAM seconds, CAM + CRF seconds) over `samples`."""
+    images, labels = [s.image for s in samples], [list(s.labels) for s in samples]
+    start = time.perf_counter()
+    for i in range(0, len(samples), batch):
+        labeler.cams(images[i:i + batch], labels[i:i + batch])
+    cam_s = time.perf_counter() - start
+    start = time.perf_counter()
+    results = []
+    for i in range(0, len(samples), batch):
+        results += labeler.label(images[i:i + batch], labels[i:i + batch])
+    return results, cam_s, time.perf_counter() - start
+
+
+def grid(samples, rows: dict[str, list], zoom: int = 3) -> np.ndarray:
+    from wsss_ray.masks import colorize
+
+    columns = []
+    for j, s in enumerate(samples):
+        cams = [(np.repeat(rows[m][j].cams[0][..., None], 3, -1) * 255).astype(np.uint8) for m in rows]
+        columns.append(np.concatenate([s.image, colorize(s.mask), *cams], axis=0))
+    return np.concatenate(columns, axis=1).repeat(zoom, 0).repeat(zoom, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", required=True, help="SemPLeS prompts (the --output of jobs/learn_prompts.py)")
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--offset", type=int, default=60_000, help="first seed after the test split's start")
+    parser.add_argument("--config", action="append", default=[], metavar="METHOD=FILE",
+                        help="settings YAML for one method (repeatable)")
+    parser.add_argument("--grid", help="write the picture grid here (12 images)")
+    args = parser.parse_args(argv)
+
+    from wsss_ray.metrics import accumulate, scores
+    from wsss_ray.toyworld import CLASSES, SPLIT_SEEDS, render
+
+    torch.set_num_threads(1)
+    configs = dict(c.split("=", 1) for c in args.config)
+    samples = [render(SPLIT_SEEDS["test"] + args.offset + i) for i in range(args.n)]
+    share = home_share(samples)
+    table, per_class, results = {}, {}, {}
+    for method in METHODS:
+        labeler = labeler_for(method, args.prompts, configs.get(method))
+        res, cam_s, all_s = timed(labeler, samples)
+        sc = scores(accumulate(((s.mask, r.mask) for s, r in zip(samples, res)), len(CLASSES) + 1))
+        table[method] = {"miou": round(sc.miou, 4), "cam_images_per_s": round(args.n / cam_s, 1),
+                         "images_per_s": round(args.n / all_s, 1), "config": configs.get(method)}
+        per_class[method] = {c: round(float(sc.iou[i + 1]), 3) for i, c in enumerate(CLASSES)}
+        results[method] = res[:12]
+        print(json.dumps({method: table[method]}), flush=True)
+
+    print(f"\n| {args.n} test images, toyclip | mIoU | CAM images/s | CAM+CRF images/s |\n|---|---|---|---|")
+    for m, r in table.items():
+        print(f"| {m} | {r['miou']:.4f} | {r['cam_images_per_s']} | {r['images_per_s']} |")
+    print("\n| class | home scene shown | " + " | ".join(METHODS) + " |\n|---|---|" + "---|" * len(METHODS))
+    for c in sorted(CLASSES, key=lambda c: -share[c]):
+        print(f"| {c} | {share[c]:.2f} | " + " | ".join(f"{per_class[m][c]:.3f}" for m in METHODS) + " |")
+    if args.grid:
+        from PIL import Image
+
+        Image.fromarray(grid(samples[:12], results)).save(args.grid)
+        print(f"\nwrote {args.grid}: rows image, truth, " + ", ".join(f"{m} CAM" for m in METHODS))
+    print(json.dumps({"table": table, "per_class": per_class, "home_share": share}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
