@@ -105,7 +105,7 @@ def test_no_input_generates_the_toy_world_and_uses_toyclip_settings(tmp_path, mo
 @pytest.mark.parametrize("settings, message", [
     ({"batchsize": 3}, "unknown settings \\['batchsize'\\]"),
     ({"concurrency": "3,1"}, "concurrency 3,1 is not a range"),
-    ({"method": "gradcam"}, "unknown method 'gradcam'; choose from \\['clip-es', 'freeseg'\\]"),
+    ({"method": "gradcam"}, "unknown method 'gradcam'; choose from \\['clip-es', 'freeseg', 'semples'\\]"),
     ({"clip_es": {"scor": "logit"}}, "unknown clip_es settings \\['scor'\\]"),
     ({"clip_es": {"score": "logits"}}, "clip_es.score must be one of"),
     ({"clip_es": {"softmax_over": "some"}}, "clip_es.softmax_over must be one of"),

@@ -10,7 +10,7 @@ CORE = ["cam", "crf.py", "masks.py", "metrics.py", "labeler.py", "labelset.py", 
         "config.py", "toyworld", "train/__init__.py", "train/losses.py", "train/model.py", "train/transforms.py"]
 # Ray lives only here (DESIGN.md): the job graphs, their shared Parquet rows and resources, training, tuning.
 RAY_USERS = {"pipeline.py", "rows.py", "resources.py", "ray_compat.py", "train/trainer.py", "train/predict.py",
-             "tune.py"}
+             "train/prompts.py", "tune.py"}
 OUTSIDE_TRACKING = [p for p in PACKAGE.rglob("*.py") if p.name != "tracking.py"]
 
 
