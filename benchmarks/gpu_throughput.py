@@ -89,14 +89,11 @@ def clip_es_cams(batches: list[int], repeats: int) -> dict:
            "classes_per_image": 2, "rows": []}
     ref = None
     for dtype in ("fp32", "fp16") if CUDA else ("fp32",):   # half CAMs on CPU: see the CPU benchmarks
-        ctx = (lambda: torch.autocast(DEVICE, dtype=HALF)) if dtype == "fp16" else torch.no_grad
         for b in batches:
             x, i = x_all[:b], ids[:b]
             def grid():
-                if dtype == "fp16":
-                    with torch.autocast(DEVICE, dtype=HALF):
-                        return method._grid_cams(x, i)
-                return method._grid_cams(x, i)
+                with torch.autocast(DEVICE, dtype=HALF, enabled=dtype == "fp16"):
+                    return method._grid_cams(x, i)
             grid()
             _sync()
             t = time.perf_counter()
@@ -105,10 +102,8 @@ def clip_es_cams(batches: list[int], repeats: int) -> dict:
             _sync()
             gpu_s = (time.perf_counter() - t) / repeats
             def whole():
-                if dtype == "fp16":
-                    with torch.autocast(DEVICE, dtype=HALF):
-                        return method.cams(images[:b], i)
-                return method.cams(images[:b], i)
+                with torch.autocast(DEVICE, dtype=HALF, enabled=dtype == "fp16"):
+                    return method.cams(images[:b], i)
             whole()
             _sync()
             t = time.perf_counter()
@@ -131,7 +126,6 @@ def clip_es_cams(batches: list[int], repeats: int) -> dict:
             if CUDA:
                 torch.cuda.reset_peak_memory_stats()
             print(json.dumps(row), flush=True)
-    del method, clip
     return out
 
 
