@@ -10,6 +10,7 @@ Each method runs with toyclip's own label settings (its label_config.yaml), then
 - mIoU on `--n` test images (seeds test+60,000..., used by no default run or sweep);
 - per-class IoU, with how often each class's images show its home scene (the
   co-occurrence SemPLeS and FreeSeg target): the lower stuff of the class's home;
+- how much of each CAM's mass lies on its own object, and its AUC (before background score and CRF);
 - images/s per method, one process and one thread: the CAMs alone and CAMs + CRF.
 
 With --grid it also writes a picture: image, truth, then the CAM of the image's first
@@ -63,6 +64,29 @@ def timed(labeler, samples, batch: int = 32) -> tuple[list, float, float]:
     return results, cam_s, time.perf_counter() - start
 
 
+def localisation(samples, results) -> tuple[float, float, float]:
+    """Means over (image, class) of: the share of the CAM's mass on the class's own pixels, the
+    share of the image those pixels are (what an even CAM scores), and the CAM's AUC (the
+    chance that an object pixel outscores a pixel off the object). Before background score and CRF.
+    """
+    from scipy.stats import rankdata
+
+    from wsss_ray.toyworld import CLASSES
+
+    mass, area, auc = [], [], []
+    for s, r in zip(samples, results):
+        for k, label in enumerate(s.labels):
+            truth = (s.mask == CLASSES.index(label) + 1).ravel()
+            cam = r.cams[k].ravel()
+            mass.append(float((cam * truth).sum() / max(cam.sum(), 1e-9)))
+            area.append(float(truth.mean()))
+            pos, neg = int(truth.sum()), int((~truth).sum())
+            if pos and neg:
+                ranks = rankdata(cam)
+                auc.append(float((ranks[truth].sum() - pos * (pos + 1) / 2) / (pos * neg)))
+    return float(np.mean(mass)), float(np.mean(area)), float(np.mean(auc))
+
+
 def grid(samples, rows: dict[str, list], zoom: int = 3) -> np.ndarray:
     from wsss_ray.masks import colorize
 
@@ -77,9 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", required=True, help="SemPLeS prompts (the --output of jobs/learn_prompts.py)")
     parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--offset", type=int, default=60_000, help="first seed after the test split's start")
+    parser.add_argument("--split", default="test", choices=["test", "val"])
+    parser.add_argument("--offset", type=int, default=None,
+                        help="first seed after the split's start (default: test 60,000, used by no default run or "
+                             "sweep; val 0, the images the sweeps and settings were chosen on)")
     parser.add_argument("--config", action="append", default=[], metavar="METHOD=FILE",
                         help="settings YAML for one method (repeatable)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--grid", help="write the picture grid here (12 images)")
     args = parser.parse_args(argv)
 
@@ -88,30 +116,35 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     configs = dict(c.split("=", 1) for c in args.config)
-    samples = [render(SPLIT_SEEDS["test"] + args.offset + i) for i in range(args.n)]
+    offset = args.offset if args.offset is not None else (60_000 if args.split == "test" else 0)
+    samples = [render(SPLIT_SEEDS[args.split] + offset + i) for i in range(args.n)]
     share = home_share(samples)
     table, per_class, results = {}, {}, {}
-    for method in METHODS:
+    for method in args.methods:
         labeler = labeler_for(method, args.prompts, configs.get(method))
         res, cam_s, all_s = timed(labeler, samples)
         sc = scores(accumulate(((s.mask, r.mask) for s, r in zip(samples, res)), len(CLASSES) + 1))
-        table[method] = {"miou": round(sc.miou, 4), "cam_images_per_s": round(args.n / cam_s, 1),
+        mass, area, auc = localisation(samples, res)
+        table[method] = {"miou": round(sc.miou, 4), "cam_mass_on_object": round(mass, 3), "cam_auc": round(auc, 3),
+                         "object_area": round(area, 3), "cam_images_per_s": round(args.n / cam_s, 1),
                          "images_per_s": round(args.n / all_s, 1), "config": configs.get(method)}
         per_class[method] = {c: round(float(sc.iou[i + 1]), 3) for i, c in enumerate(CLASSES)}
         results[method] = res[:12]
         print(json.dumps({method: table[method]}), flush=True)
 
-    print(f"\n| {args.n} test images, toyclip | mIoU | CAM images/s | CAM+CRF images/s |\n|---|---|---|---|")
+    print(f"\n| {args.n} {args.split} images, toyclip | mIoU | CAM mass on its object (object area {area:.3f}) "
+          f"| CAM AUC | CAM images/s | CAM+CRF images/s |\n|---|---|---|---|---|---|")
     for m, r in table.items():
-        print(f"| {m} | {r['miou']:.4f} | {r['cam_images_per_s']} | {r['images_per_s']} |")
-    print("\n| class | home scene shown | " + " | ".join(METHODS) + " |\n|---|---|" + "---|" * len(METHODS))
+        print(f"| {m} | {r['miou']:.4f} | {r['cam_mass_on_object']:.3f} | {r['cam_auc']:.3f} | {r['cam_images_per_s']} "
+              f"| {r['images_per_s']} |")
+    print("\n| class | home scene shown | " + " | ".join(args.methods) + " |\n|---|---|" + "---|" * len(args.methods))
     for c in sorted(CLASSES, key=lambda c: -share[c]):
-        print(f"| {c} | {share[c]:.2f} | " + " | ".join(f"{per_class[m][c]:.3f}" for m in METHODS) + " |")
+        print(f"| {c} | {share[c]:.2f} | " + " | ".join(f"{per_class[m][c]:.3f}" for m in args.methods) + " |")
     if args.grid:
         from PIL import Image
 
         Image.fromarray(grid(samples[:12], results)).save(args.grid)
-        print(f"\nwrote {args.grid}: rows image, truth, " + ", ".join(f"{m} CAM" for m in METHODS))
+        print(f"\nwrote {args.grid}: rows image, truth, " + ", ".join(f"{m} CAM" for m in args.methods))
     print(json.dumps({"table": table, "per_class": per_class, "home_share": share}))
     return 0
 

@@ -100,3 +100,23 @@ def test_ray_job_submit_runs_the_labelling_job_and_a_sweep(ray_head, tmp_path):
                                    "--num-samples", "2", "--output", str(tmp_path / "sweep"), "--mlflow-uri", uri])
     result = json.loads(next(line for line in sweep.stdout.splitlines() if line.startswith('{"kind"')))
     assert result["trials"] == 2 and (tmp_path / "sweep" / "best_config.yaml").is_file()
+
+
+def test_ray_job_submit_learns_prompts_and_labels_with_semples_and_freeseg(ray_head, tmp_path):
+    address, env = ray_head
+    train = generate(tmp_path / "train", 8, seed=900)
+    test = generate(tmp_path / "test", 4, seed=2_000_600)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    prompts = tmp_path / "prompts"
+    learned = _submit(address, env, ["jobs/learn_prompts.py", "--input", str(train), "--output", str(prompts),
+                                     "--epochs", "2", "--batch-size", "8", "--mlflow-uri", uri])
+    summary = json.loads(next(line for line in learned.stdout.splitlines() if line.startswith('{"prompts"')))
+    assert summary["epochs"] == 2 and summary["images"] == 8 and (prompts / "prompts.safetensors").is_file()
+    for method, extra in (("semples", ["--prompts", str(prompts)]), ("freeseg", [])):
+        out = tmp_path / method
+        submit = _submit(address, env, ["jobs/pseudolabel.py", "--input", str(test), "--output", str(out),
+                                        "--method", method, *extra, "--no-crf", "--mlflow-uri", uri])
+        labelled = json.loads(next(line for line in submit.stdout.splitlines() if line.startswith('{"rows"')))
+        assert (labelled["rows"], labelled["ok"], labelled["errors"]) == (4, 4, 0), method
+        table = pads.dataset(str(out), format="parquet").to_table()
+        assert set(table.column("method").to_pylist()) == {method}

@@ -161,8 +161,8 @@ def load_prompts(path: str, labelset: Labelset | None = None, width: int | None 
     file = prompts_file(path)
     try:
         prompts = LearnedPrompts.from_bytes(read_bytes(file))
-    except (OSError, FileNotFoundError) as e:
-        raise ValueError(f"no learned prompts at {file} ({e}); run jobs/learn_prompts.py --output {path} first") from None
+    except OSError:
+        raise ValueError(f"no learned prompts at {file}; run jobs/learn_prompts.py --output {path} first") from None
     if labelset is not None and prompts.classes != tuple(labelset.names):
         raise ValueError(f"the prompts in {file} were learned for classes {list(prompts.classes)}, not "
                          f"{labelset.name}'s {list(labelset.names)}; learn prompts for this labelset")

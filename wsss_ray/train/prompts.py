@@ -168,7 +168,7 @@ def _restore(learner: PromptLearner, opt: torch.optim.Optimizer) -> dict:
 
 
 def train_loop_per_worker(cfg: dict) -> None:
-    """Ray Train worker: DDP over this worker's (background, class) pairs; report + checkpoint each epoch."""
+    """Ray Train worker: DDP over this worker's (background, class) pairs; reports as :func:`_report` says."""
     config: LearnPromptsConfig = cfg["config"]
     ctx = ray.train.get_context()
     world, rank = ctx.get_world_size(), ctx.get_world_rank()
@@ -179,14 +179,23 @@ def train_loop_per_worker(cfg: dict) -> None:
     width = clip.model.token_embedding.weight.shape[1]
     learner = PromptLearner(clip.model, slots, len(labelset), width, config.seed).to(device)
     with torch.no_grad():
-        texts = clip.tokenizer([CLASS_TEMPLATE.format(n) for n in labelset.names]).to(device)
-        class_text = F.normalize(clip.model.encode_text(texts).float(), dim=-1)
+        words = list(labelset.names) + list(labelset.background)
+        texts = clip.tokenizer([CLASS_TEMPLATE.format(w) for w in words]).to(device)
+        word_text = F.normalize(clip.model.encode_text(texts).float(), dim=-1)
+        class_text = word_text[:len(labelset)]
     lr = config.lr * config.batch_size / 512                     # SemPLeS's batch scaling
     opt = torch.optim.AdamW([learner.embeddings], lr=lr, weight_decay=config.weight_decay)
     state = _restore(learner, opt)
     model = ray.train.torch.prepare_model(learner)
     shard = _load_shard(ray.train.get_dataset_shard("train"), device)
     per_worker = max(1, config.batch_size // world)
+    if "class_left" not in state:
+        # how often a class-masked image is still nearest its own class text: high when the
+        # CAMs leave much of the object visible, and then the prompts learn the class itself
+        with torch.no_grad():
+            own = ((shard[1] @ word_text.T).argmax(1) == shard[0]).sum().item() if len(shard[0]) else 0
+        left, pairs = _all_sum([own, len(shard[0])], device)
+        state["class_left"] = float(left / max(pairs, 1))
     reported_at = time.time()
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         for group in opt.param_groups:                           # cosine decay over the epochs
@@ -233,15 +242,19 @@ def _report(learner: PromptLearner, opt: torch.optim.Optimizer, state: dict, ran
 
 
 def _load_shard(shard, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """This worker's (class ids, background features), read once: a few KB per pair, and epochs
-    then cost no Ray Data execution each."""
-    ks, bgs = [], []
+    """This worker's (class ids, background features), read once and sorted by (id, class).
+
+    A few KB per pair, and epochs then cost no Ray Data execution each. Ray Data may
+    hand the rows over in any order; sorting makes the seeded batches repeatable.
+    """
+    rows: list[tuple[str, int, np.ndarray]] = []
     for batch in shard.iter_batches(batch_size=4096, batch_format="numpy"):
-        ks.append(torch.as_tensor(batch["class_id"]))
-        bgs.append(torch.as_tensor(batch["background"]))
-    if not ks:
+        rows += zip(map(str, batch["id"]), map(int, batch["class_id"]), batch["background"])
+    if not rows:
         return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, 1, device=device)
-    return torch.cat(ks).to(device), torch.cat(bgs).float().to(device)
+    rows.sort(key=lambda r: r[:2])
+    return (torch.tensor([r[1] for r in rows], device=device),
+            torch.as_tensor(np.stack([r[2] for r in rows]), dtype=torch.float32, device=device))
 
 
 def _all_sum(values: np.ndarray, device: torch.device) -> np.ndarray:
@@ -326,7 +339,8 @@ def run(config: LearnPromptsConfig) -> dict:
     history = saved["state"]["history"]
     return {"prompts": out, "classes": len(labelset), "length": length, "epochs": saved["state"]["epoch"],
             "images": record["images"], "pairs": record["pairs"], "skipped": record["skipped"],
-            "loss": round(history[-1]["loss"], 4), "pull": round(history[-1]["pull"], 4),
+            "class_left": round(saved["state"]["class_left"], 3), "loss": round(history[-1]["loss"], 4),
+            "pull": round(history[-1]["pull"], 4),
             "push": round(history[-1]["push"], 4),
             "background_seconds": round(background_seconds, 2),
             "seconds": round(time.time() - start, 2), "output": config.output,
