@@ -40,7 +40,7 @@ from wsss_ray.files import absolute, atomic_write, filesystem, is_file, read_byt
 from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_retry_keywords
-from wsss_ray.resources import fit_cpus, gpus_per_actor
+from wsss_ray.resources import fit_cpus
 from wsss_ray.rows import decode_stage, items_dataset, pending_rows
 from wsss_ray.sources import read_source
 
@@ -120,7 +120,7 @@ def backgrounds(config: LearnPromptsConfig, batch_size: int = 16) -> tuple[str, 
     rows = pending_rows(items, set())
     fs, path = filesystem(folder)
     fs.delete_dir_contents(path, missing_dir_ok=True)
-    num_gpus = gpus_per_actor(None if not config.use_gpu else 1)
+    num_gpus = 1.0 if config.use_gpu else 0.0
     actor_cpus, task_cpus = fit_cpus(1, 1.0, "learn_prompts")
     ds = items_dataset(rows, 64).map_batches(decode_stage, fn_kwargs={"max_pixels": 50_000_000},
                                              batch_size=batch_size, num_cpus=task_cpus)
