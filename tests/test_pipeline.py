@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from wsss_ray.masks import decode_png
-from wsss_ray.config import LabelJobConfig
+from wsss_ray.config import CrfConfig, LabelJobConfig, PostConfig
 from wsss_ray.pipeline import CamStage, run
 from wsss_ray.rows import OUTPUT_SCHEMA, Progress, existing_ids
 from wsss_ray.toyworld import generate
@@ -173,17 +173,47 @@ def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
     assert not (out / ".part-stale.parquet.tmp-0123abcd").exists()
 
 
-def test_progress_counts_only_rows_written_by_this_run(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def test_progress_counts_rows_as_they_leave_the_last_stage(ray_local):
+    from wsss_ray.rows import RowCounter, count_rows
 
-    pq.write_table(pa.table({"id": ["old"]}), tmp_path / "part-old.parquet")
-    progress = Progress(str(tmp_path), total=10)
-    pq.write_table(pa.table({"id": ["a", "b", "c"]}), tmp_path / "part-new.parquet")
-    (tmp_path / ".part-x.parquet.tmp").write_bytes(b"partial")
-    assert progress.rows_done() == 3
+    counter = RowCounter.remote()
+    progress = Progress(counter, total=10)
+    assert progress.rows_done() == 0
+    count_rows(counter, 3)                   # a batch of 3 rows finished, long before any file is written
+    deadline = time.time() + 30
+    while progress.rows_done() < 3 and time.time() < deadline:
+        time.sleep(0.05)
     line = progress.line()
     assert line.startswith("[pseudolabel] 3/10 rows (30%), ") and "rows/s, ETA " in line
+    count_rows(counter, 9)                   # a retried batch counted twice never shows more than the total
+    deadline = time.time() + 30
+    while progress.rows_done() < 10 and time.time() < deadline:
+        time.sleep(0.05)
+    assert progress.rows_done() == 10
+    count_rows(None, 5)                      # stages run without a counter (tests, notebooks) count nothing
+
+
+def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local):
+    """The CRF stage reports its batch's rows before any Parquet file is written."""
+    from wsss_ray.pipeline import crf_stage
+    from wsss_ray.rows import RowCounter, objects
+
+    counter = RowCounter.remote()
+    image = np.zeros((4, 5, 3), np.uint8)
+    probs = np.stack([np.full((4, 5), 0.3), np.full((4, 5), 0.7)]).astype(np.float16)
+    batch = {"id": np.array(["a", "b"], dtype=object), "image": np.array(["a.png", "b.png"], dtype=object),
+             "labels": objects([["cow"], ["cow"]]), "status": np.array(["ok", "ok"], dtype=object),
+             "error": np.array([None, None], dtype=object), "pixels": objects([image, image]),
+             "height": np.array([4, 4], np.int32), "width": np.array([5, 5], np.int32),
+             "probs": objects([probs, probs])}
+    config = LabelJobConfig(input="x", post=PostConfig(crf=CrfConfig(iters=0)))
+    table = crf_stage(batch, config, "run", counter)
+    assert table.num_rows == 2 and table.column("status").to_pylist() == ["ok", "ok"]
+    assert decode_png(table.column("mask")[0].as_py()).max() == 4   # cow (index 3) + 1 wins everywhere
+    deadline = time.time() + 30
+    while ray.get(counter.total.remote()) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert ray.get(counter.total.remote()) == 2
 
 
 @pytest.mark.parametrize("cpus, holders, expected", [

@@ -25,8 +25,8 @@ from wsss_ray.labeler import Labeler, class_ids, refine
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_retry_keywords
 from wsss_ray.resources import fit_cpus, gpus_per_actor
-from wsss_ray.rows import (decode_stage, evaluate_output, items_dataset, mark_error, objects, output_overlays,
-                           output_table, png_rows, writable_batch, write_pending)
+from wsss_ray.rows import (count_rows, decode_stage, evaluate_output, items_dataset, mark_error, objects,
+                           output_overlays, output_table, png_rows, writable_batch, write_pending)
 from wsss_ray.sources import read_source
 
 
@@ -60,8 +60,8 @@ class CamStage:
         return batch
 
 
-def crf_stage(batch: dict, config: LabelJobConfig, run_id: str) -> pa.Table:
-    """Dense CRF, pseudo-mask and confidence PNGs (CPU tasks)."""
+def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) -> pa.Table:
+    """Dense CRF, pseudo-mask and confidence PNGs (CPU tasks); the rows done go to `counter`."""
     labelset = load_labelset(config.labelset)
     batch = writable_batch(batch)
 
@@ -71,13 +71,15 @@ def crf_stage(batch: dict, config: LabelJobConfig, run_id: str) -> pa.Table:
         return refine(batch["pixels"][i], probs, class_ids(labelset, list(batch["labels"][i])), config.post)
 
     pngs = png_rows(batch, refined, "refinement")
-    return output_table(batch, pngs, labelset=config.labelset, model=config.model, method=config.method,
-                        run_id=run_id)
+    table = output_table(batch, pngs, labelset=config.labelset, model=config.model, method=config.method,
+                         run_id=run_id)
+    count_rows(counter, table.num_rows)
+    return table
 
 
-def build_dataset(config: LabelJobConfig, rows: list[dict], run_id: str, cam_stage: type = CamStage
-                  ) -> ray.data.Dataset:
-    """The lazy graph: items -> decode (CPU tasks) -> CAM (actor pool) -> CRF (CPU tasks)."""
+def build_dataset(config: LabelJobConfig, rows: list[dict], run_id: str, cam_stage: type = CamStage,
+                  counter=None) -> ray.data.Dataset:
+    """The lazy graph: items -> decode (CPU tasks) -> CAM (actor pool) -> CRF (CPU tasks, counted)."""
     config = dataclasses.replace(config, num_gpus=gpus_per_actor(config.num_gpus))
     actor_cpus, task_cpus = fit_cpus(config.concurrency[0], config.num_cpus, "pseudolabel")
     ds = items_dataset(rows, config.rows_per_file)
@@ -90,7 +92,7 @@ def build_dataset(config: LabelJobConfig, rows: list[dict], run_id: str, cam_sta
                             batch_size=config.batch_size,
                             compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
                             num_gpus=config.num_gpus or None, num_cpus=actor_cpus, **retries)
-    return ds.map_batches(crf_stage, fn_kwargs={"config": config, "run_id": run_id},
+    return ds.map_batches(crf_stage, fn_kwargs={"config": config, "run_id": run_id, "counter": counter},
                           batch_size=config.batch_size, num_cpus=task_cpus, batch_format="numpy")
 
 
@@ -107,7 +109,8 @@ def run(config: LabelJobConfig, run_id: str | None = None, cam_stage: type = Cam
     run_id = run_id or uuid.uuid4().hex
     items = read_source(config.input)[:config.limit]
     summary = write_pending(items, config.output, run_id,
-                            lambda rows: build_dataset(config, rows, run_id, cam_stage), progress_interval)
+                            lambda rows, counter: build_dataset(config, rows, run_id, cam_stage, counter),
+                            progress_interval)
     summary["miou"] = evaluate_output(config.output, items, len(labelset) + 1)
     return summary
 

@@ -16,7 +16,7 @@ import math
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -185,17 +185,37 @@ def remove_temporaries(output: str) -> None:
             fs.delete_file(info.path)
 
 
+@ray.remote(num_cpus=0)
+class RowCounter:
+    """Rows that have left a job's last stage: the stage adds each batch's rows as it finishes it."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+
+    def total(self) -> int:
+        return self.rows
+
+
+def count_rows(counter, rows: int) -> None:
+    """Tell a job's :class:`RowCounter` (if any) that `rows` rows left its last stage; never waits."""
+    if counter is not None:
+        counter.add.remote(rows)
+
+
 class Progress:
     """Prints ``rows done/total, rows/s, ETA`` every `interval` seconds while a run writes.
 
-    It counts rows from the footers of the Parquet files that appear under the output,
-    so it works the same on a laptop and on a cluster writing to object storage.
+    It counts rows as they leave the job's last stage (``counter``, a :class:`RowCounter`
+    that stage reports to), so the line moves batch by batch however many rows a Parquet
+    file holds. A batch retried after a failure counts twice, so the line never shows
+    more than `total`; the job's summary counts the written files exactly.
     """
 
-    def __init__(self, output: str, total: int, interval: float = 10.0, stream=sys.stderr, tag: str = "pseudolabel"):
-        self.output, self.total, self.interval, self.stream, self.tag = output, total, interval, stream, tag
-        self._known = set(parquet_files(output)[1])
-        self._counted: dict[str, int] = {}
+    def __init__(self, counter, total: int, interval: float = 10.0, stream=sys.stderr, tag: str = "pseudolabel"):
+        self.counter, self.total, self.interval, self.stream, self.tag = counter, total, interval, stream, tag
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="wsss-ray-progress")
         self.start = time.time()
@@ -209,11 +229,7 @@ class Progress:
         self._thread.join()
 
     def rows_done(self) -> int:
-        fs, files = parquet_files(self.output)
-        for f in files:
-            if f not in self._known and f not in self._counted:
-                self._counted[f] = pq.read_metadata(f, filesystem=fs).num_rows
-        return sum(self._counted.values())
+        return min(self.total, ray.get(self.counter.total.remote(), timeout=self.interval))
 
     def line(self) -> str:
         done, elapsed = self.rows_done(), time.time() - self.start
@@ -226,7 +242,7 @@ class Progress:
         while not self._stop.wait(self.interval):
             try:
                 print(self.line(), file=self.stream, flush=True)
-            except OSError:  # a listing that races a move; the next tick sees it settled
+            except (ray.exceptions.RayError, TimeoutError):  # a busy or restarting counter: the next tick
                 pass
 
 
@@ -261,13 +277,14 @@ def run_counts(output: str, run_id: str) -> dict:
     return {"rows": len(statuses), "ok": statuses.count("ok"), "errors": statuses.count("error")}
 
 
-def write_pending(items: list[Item], output: str, run_id: str, graph: Callable[[list[dict]], ray.data.Dataset],
+def write_pending(items: list[Item], output: str, run_id: str, graph: Callable[[list[dict], Any], ray.data.Dataset],
                   progress_interval: float = 10.0, tag: str = "pseudolabel") -> dict:
-    """Write the items not yet under `output` through the dataset ``graph(rows)`` builds.
+    """Write the items not yet under `output` through the dataset ``graph(rows, counter)`` builds.
 
     The driver skeleton every Parquet-writing job shares: clear what a killed run left,
     skip ids already written, write atomically with a progress line, and count what
-    this run (`run_id`) wrote.
+    this run (`run_id`) wrote. The graph's last stage calls ``count_rows(counter, n)``
+    for each batch it finishes, which is what the progress line shows.
     """
     remove_temporaries(output)
     rows = pending_rows(items, existing_ids(output))
@@ -275,8 +292,10 @@ def write_pending(items: list[Item], output: str, run_id: str, graph: Callable[[
     summary = {"rows": 0, "ok": 0, "errors": 0, "skipped": len(items) - len(rows), "output": output,
                "run_id": run_id}
     if rows:
-        with Progress(output, len(rows), progress_interval, tag=tag):
-            graph(rows).write_datasink(AtomicParquetSink(output))
+        counter = RowCounter.remote()
+        with Progress(counter, len(rows), progress_interval, tag=tag):
+            graph(rows, counter).write_datasink(AtomicParquetSink(output))
+        ray.kill(counter)
         summary.update(run_counts(output, run_id))
     summary["seconds"] = round(time.time() - start, 2)
     summary["rows_per_s"] = round(summary["rows"] / summary["seconds"], 2) if summary["seconds"] else None

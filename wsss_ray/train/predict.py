@@ -26,7 +26,8 @@ from wsss_ray.config import PredictConfig
 from wsss_ray.files import filesystem, is_file, local_file
 from wsss_ray.masks import overlay_grid
 from wsss_ray.resources import fit_cpus, gpus_per_actor
-from wsss_ray.rows import decode_stage, items_dataset, output_table, png_rows, writable_batch, write_pending
+from wsss_ray.rows import (count_rows, decode_stage, items_dataset, output_table, png_rows, writable_batch,
+                           write_pending)
 from wsss_ray.sources import load_image, read_source
 from wsss_ray.train.model import SegNet, load_checkpoint
 from wsss_ray.train.trainer import MODEL_FILE, best_checkpoint
@@ -74,16 +75,18 @@ def resolve_checkpoint(spec: str) -> tuple[str, str]:
 class SegmentStage:
     """Decoded images -> rows in OUTPUT_SCHEMA (actor: the checkpoint is loaded once)."""
 
-    def __init__(self, checkpoint: str, num_gpus: float, run_id: str):
+    def __init__(self, checkpoint: str, num_gpus: float, run_id: str, counter=None):
         self.device = "cuda" if num_gpus else "cpu"
         self.model, self.meta = load_checkpoint(local_file(checkpoint), self.device)
-        self.checkpoint, self.run_id = checkpoint, run_id
+        self.checkpoint, self.run_id, self.counter = checkpoint, run_id, counter
 
     def __call__(self, batch: dict) -> pa.Table:
         batch = writable_batch(batch)
         pngs = png_rows(batch, lambda i: segment(self.model, batch["pixels"][i], self.device), "segmentation")
-        return output_table(batch, pngs, labelset=self.meta.get("labelset"), model=self.checkpoint,
-                            method=METHOD, run_id=self.run_id)
+        table = output_table(batch, pngs, labelset=self.meta.get("labelset"), model=self.checkpoint,
+                             method=METHOD, run_id=self.run_id)
+        count_rows(self.counter, table.num_rows)
+        return table
 
 
 def run(config: PredictConfig, progress_interval: float = 10.0) -> dict:
@@ -94,14 +97,14 @@ def run(config: PredictConfig, progress_interval: float = 10.0) -> dict:
     run_id = uuid.uuid4().hex
     num_gpus = gpus_per_actor(config.num_gpus)
 
-    def graph(rows: list[dict]) -> ray.data.Dataset:
+    def graph(rows: list[dict], counter) -> ray.data.Dataset:
         actor_cpus, task_cpus = fit_cpus(config.concurrency[0], config.num_cpus, "predict")
         ds = items_dataset(rows, config.rows_per_file)
         ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
                             batch_size=config.batch_size, num_cpus=task_cpus)
         lo, hi = config.concurrency
         return ds.map_batches(SegmentStage, fn_constructor_kwargs={"checkpoint": checkpoint, "num_gpus": num_gpus,
-                                                                   "run_id": run_id},
+                                                                   "run_id": run_id, "counter": counter},
                               batch_size=config.batch_size, compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
                               num_gpus=num_gpus or None, num_cpus=actor_cpus, batch_format="numpy")
 
