@@ -52,14 +52,17 @@ def _last_json(capsys) -> dict:
 def test_learn_resume_and_label_with_the_prompts(ray_local, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
-    manifest = str(generate(tmp_path / "train", 16, seed=SPLIT_SEEDS["train"] + 900))
+    manifest = generate(tmp_path / "train", 16, seed=SPLIT_SEEDS["train"] + 900)
+    with manifest.open("a") as f:                                   # an image the labelset does not know
+        f.write(json.dumps({"id": "odd", "image": "images/toy0000900.png", "labels": ["unicorn"]}) + "\n")
+    manifest = str(manifest)
     out, uri = str(tmp_path / "prompts"), f"sqlite:///{tmp_path}/mlflow.db"
     job = _job("learn_prompts")
     common = ["--input", manifest, "--output", out, "--batch-size", "16", "--mlflow-uri", uri]
     assert job.main(common + ["--epochs", "2"]) == 0
     first = _last_json(capsys)
     labelset = load_labelset("toyworld")
-    assert (first["epochs"], first["images"], first["length"], first["skipped"]) == (2, 16, 18, 0)
+    assert (first["epochs"], first["images"], first["length"], first["skipped"]) == (2, 16, 18, 1)
     assert first["pairs"] >= 16                                  # one pair per (image, class)
     prompts = load_prompts(out, labelset, 128)
     assert tuple(prompts.embeddings.shape) == (len(labelset), 18, 128) and prompts.model == "toyclip"

@@ -73,9 +73,16 @@ class BackgroundStage:
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> dict:
-        ok = [i for i in range(len(batch["id"])) if batch["status"][i] == "ok"]
+        ok, ids = [], []
+        for i in range(len(batch["id"])):
+            if batch["status"][i] != "ok":
+                continue
+            try:
+                ids.append(self.labeler.class_ids(list(batch["labels"][i])))
+                ok.append(i)
+            except KeyError:  # a label outside the labelset: the image is skipped (and counted)
+                continue
         out = {"id": [], "class_id": [], "background": []}
-        ids = [self.labeler.class_ids(list(batch["labels"][i])) for i in ok]
         cams = self.labeler.method.cams([batch["pixels"][i] for i in ok], ids)
         device = self.labeler.method.device
         for i, k, cam in zip(ok, ids, cams):
@@ -127,7 +134,8 @@ def backgrounds(config: LearnPromptsConfig, batch_size: int = 16) -> tuple[str, 
     with actor_retry_keywords() as retries:
         ds = ds.map_batches(BackgroundStage, fn_constructor_kwargs={"config": config,
                                                                     "device": "cuda" if num_gpus else "cpu"},
-                            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=1),
+                            batch_size=batch_size,
+                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.num_workers),
                             num_gpus=num_gpus or None, num_cpus=actor_cpus, **retries)
     ds.write_parquet(folder)
     written = ray.data.read_parquet(folder).select_columns(["id"]).to_pandas()["id"]
