@@ -43,6 +43,7 @@ from wsss_ray.ray_compat import actor_retry_keywords
 from wsss_ray.resources import fit_cpus
 from wsss_ray.rows import decode_stage, items_dataset, pending_rows
 from wsss_ray.sources import read_source
+from wsss_ray.train.trainer import all_sum
 
 BACKGROUNDS = "backgrounds"
 BACKGROUNDS_DONE = "backgrounds.json"
@@ -202,7 +203,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         # CAMs leave much of the object visible, and then the prompts learn the class itself
         with torch.no_grad():
             own = ((shard[1] @ word_text.T).argmax(1) == shard[0]).sum().item() if len(shard[0]) else 0
-        left, pairs = _all_sum([own, len(shard[0])], device)
+        left, pairs = all_sum([own, len(shard[0])], device)
         state["class_left"] = float(left / max(pairs, 1))
     reported_at = time.time()
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -221,7 +222,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             sums += [loss.item() * len(k), pull.item() * len(k), push.item() * len(k), len(k)]
         # rank 0's clock decides, for every rank, whether this epoch reports and checkpoints
         late = float(rank == 0 and time.time() - reported_at >= CHECKPOINT_SECONDS)
-        sums = _all_sum(np.append(sums, [time.time() - start, late]), device)
+        sums = all_sum(np.append(sums, [time.time() - start, late]), device)
         pairs = max(sums[3], 1)
         state["epoch"] = epoch
         state["history"].append({
@@ -263,15 +264,6 @@ def _load_shard(shard, device: torch.device) -> tuple[torch.Tensor, torch.Tensor
     rows.sort(key=lambda r: r[:2])
     return (torch.tensor([r[1] for r in rows], device=device),
             torch.as_tensor(np.stack([r[2] for r in rows]), dtype=torch.float32, device=device))
-
-
-def _all_sum(values: np.ndarray, device: torch.device) -> np.ndarray:
-    import torch.distributed as dist
-
-    t = torch.as_tensor(np.asarray(values, np.float64), device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.cpu().numpy()
 
 
 def fit(config: LearnPromptsConfig, folder: str, length: int) -> ray.train.Result:

@@ -105,7 +105,7 @@ def _restore(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
         return json.loads((Path(d) / STATE_FILE).read_text())
 
 
-def _all_sum(values, device: torch.device) -> np.ndarray:
+def all_sum(values, device: torch.device) -> np.ndarray:
     """Sum over the workers (on `device`: NCCL reduces only CUDA tensors)."""
     t = torch.as_tensor(np.asarray(values, np.float64), device=device)
     if dist.is_available() and dist.is_initialized():
@@ -170,13 +170,13 @@ def train_loop_per_worker(cfg: dict) -> None:
                                     local_shuffle_seed=config.seed * 1000 + epoch * world + rank)
         loss_sum, seen, batches = train_epoch(model, loader, opt, loss_fn, device)
         seconds = time.time() - start
-        loss_sum, seen, batches, seconds_sum = _all_sum([loss_sum, seen, batches, seconds], device)
+        loss_sum, seen, batches, seconds_sum = all_sum([loss_sum, seen, batches, seconds], device)
         metrics = {"epoch": epoch, "train_loss": float(loss_sum / max(batches, 1)), "samples": int(seen),
                    "samples_per_s": float(seen / max(seconds_sum / world, 1e-9)), "lr": lr,
                    "epoch_seconds": float(seconds_sum / world)}
         if cfg["val_pairs"]:
             hist = evaluate(getattr(model, "module", model), pairs, num_classes, device)
-            metrics["val_miou"] = float(scores(_all_sum(hist, device)).miou)
+            metrics["val_miou"] = float(scores(all_sum(hist, device)).miou)
         state["epoch"] = epoch
         state["history"].append(metrics)
         _report(model, opt, state, metrics, config, rank)
