@@ -1,10 +1,11 @@
 """Scale-up and scale-down times of the pseudolabel job on the fake autoscaling cluster.
 
 Starts ``cluster/local.yaml`` (Ray's fake_multinode provider: a head with 0 CPUs,
-worker "nodes" that are extra raylets on this machine, min 0), submits the job with
-``ray job submit --no-wait``, and times from the moment the submission is
-accepted: -> first worker node alive, -> job finished, and job finished -> no
-worker node left. Its GCS must listen on the default
+worker "nodes" that are extra raylets on this machine, min 0: a CPU type and a type
+with one fake GPU), submits the job without ``--num-gpus`` with ``ray job submit
+--no-wait``, and times from the moment the submission is accepted: -> first worker
+node alive, -> job finished, and job finished -> no worker node left. It records
+which nodes the CAM actors ran on (their GPUs) and the job's placement line. Its GCS must listen on the default
 port 6379 (the fake provider's nodes join there); the teardown stops only the
 processes of that cluster, not other Ray instances on the machine.
 
@@ -38,6 +39,15 @@ def worker_nodes() -> int:
     """Alive nodes other than the head."""
     nodes = _get("/api/v0/nodes?limit=100&detail=false")["data"]["result"]["result"]
     return sum(1 for n in nodes if n["state"] == "ALIVE" and not n["is_head_node"])
+
+
+def placements(seen: dict) -> None:
+    """Record into `seen` each alive node's resources and the node of each CAM actor."""
+    for n in _get("/api/v0/nodes?limit=100&detail=true")["data"]["result"]["result"]:
+        seen.setdefault("nodes", {})[n["node_id"]] = n.get("resources_total", {})
+    for a in _get("/api/v0/actors?limit=1000&detail=true")["data"]["result"]["result"]:
+        if "CamStage" in a.get("class_name", "") and a.get("node_id"):
+            seen.setdefault("cam_actors", {})[a["actor_id"]] = a["node_id"]
 
 
 def job_status(submission_id: str) -> str:
@@ -89,17 +99,27 @@ def scale_cycle(workdir: Path, n: int = 24, timeout: float = 600) -> dict:
              env, retry_s=120)
         submitted = time.time()  # accepted: uploaded and queued (--no-wait)
         up = _wait(lambda: worker_nodes() > 0, timeout, "scale-up")
-        peak = worker_nodes()
-        done = _wait(lambda: job_status("fake-cluster-job") in ("SUCCEEDED", "FAILED", "STOPPED"), timeout,
-                     "the job")
+        seen: dict = {}
+
+        def finished() -> bool:
+            with contextlib.suppress(OSError, KeyError):
+                placements(seen)
+            return job_status("fake-cluster-job") in ("SUCCEEDED", "FAILED", "STOPPED")
+
+        done = _wait(finished, timeout, "the job")
+        peak = max(1, sum(1 for r in seen.get("nodes", {}).values() if r.get("CPU", 0) > 0))
         status = job_status("fake-cluster-job")
         logs = _get("/api/jobs/fake-cluster-job/logs")["logs"]
         down = _wait(lambda: worker_nodes() == 0, timeout, "scale-down")
     finally:
         stop_cluster()
     summary = next((json.loads(line) for line in logs.splitlines() if line.startswith('{"rows"')), None)
+    nodes = seen.get("nodes", {})
+    cam_nodes = sorted({node for node in seen.get("cam_actors", {}).values()})
     return {"status": status, "summary": summary, "output": str(output), "logs": logs,
             "workers_before": workers_before, "workers_at_peak": peak,
+            "cam_actor_node_gpus": [nodes.get(node, {}).get("GPU", 0) for node in cam_nodes],
+            "gpu_nodes_seen": sum(1 for r in nodes.values() if r.get("GPU", 0) > 0),
             "scale_up_s": round(up - submitted, 1), "job_s": round(done - submitted, 1),
             "scale_down_s": round(down - done, 1)}
 
@@ -158,7 +178,9 @@ def main() -> None:
     print(f"| submit -> first worker node alive (scale-up) | {r['scale_up_s']} |")
     print(f"| submit -> job finished | {r['job_s']} |")
     print(f"| job finished -> no worker node left (scale-down) | {r['scale_down_s']} |")
-    print(f"workers: {r['workers_before']} before, {r['workers_at_peak']} right after scale-up")
+    print(f"workers: {r['workers_before']} before, {r['workers_at_peak']} at most during the job; "
+          f"GPU nodes started: {r['gpu_nodes_seen']}; GPUs of the CAM actors' nodes: {r['cam_actor_node_gpus']}")
+    print(next((line for line in r["logs"].splitlines() if "CAM actors:" in line), "(no placement line)"))
 
 
 if __name__ == "__main__":

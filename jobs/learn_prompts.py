@@ -38,7 +38,9 @@ def parse(argv: list[str] | None = None) -> tuple[LearnPromptsConfig, str | None
     p.add_argument("--epochs", type=int, help="passes over the pairs (default: 60)")
     p.add_argument("--num-workers", type=int,
                    help="Ray Train workers, and at most as many CAM actors for the backgrounds (default: 1)")
-    p.add_argument("--use-gpu", action="store_const", const=True, help="one GPU per worker and for the CAMs")
+    p.add_argument("--use-gpu", action="store_const", const=True,
+                   help="one GPU per worker and for the CAMs (default: when the cluster has GPUs or its autoscaler can start some)")
+    p.add_argument("--no-gpu", dest="use_gpu", action="store_const", const=False, help="CPU only")
     p.add_argument("--seed", type=int, help="initialisation and shuffling seed (default: 0)")
     return parse_settings(p, argv, resolve_learn_prompts)
 

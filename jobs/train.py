@@ -40,7 +40,9 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, str | None]:
     p.add_argument("--aug-scales", type=float, nargs="+", metavar="S",
                    help="random rescale factors applied before the crop (0.5 0.75 1.0 1.25 1.5)")
     p.add_argument("--num-workers", type=int, help="Ray Train workers (DDP ranks) (2)")
-    p.add_argument("--use-gpu", action="store_const", const=True, help="one GPU per worker")
+    p.add_argument("--use-gpu", action="store_const", const=True,
+                   help="one GPU per worker (default: when the cluster has GPUs or its autoscaler can start some)")
+    p.add_argument("--no-gpu", dest="use_gpu", action="store_const", const=False, help="CPU only")
     p.add_argument("--seed", type=int, help="initial weights and shuffle order (0)")
     p.add_argument("--output", help="run folder or URI: checkpoints; re-runs resume (default: outputs/train)")
     return parse_settings(p, argv, resolve_train)

@@ -204,6 +204,28 @@ def test_local_config_is_a_fake_cluster_with_an_empty_head():
     assert not unfulfilled and to_add == {"ray.worker.cpu": 2}
 
 
+def test_local_config_has_a_fake_gpu_type_from_zero_that_cam_actors_fill():
+    cfg = load("local.yaml")
+    gpu = cfg["available_node_types"]["ray.worker.gpu"]
+    assert gpu["min_workers"] == 0 and gpu["resources"]["GPU"] == 1
+    to_add, unfulfilled = plan(cfg, [CAM_ACTOR])
+    assert not unfulfilled and to_add == {"ray.worker.gpu": 1}
+    # the CAM actor fills the GPU node, so a CPU task beside it needs a CPU node
+    assert gpu["resources"]["CPU"] == CAM_ACTOR["CPU"]
+
+
+@pytest.mark.parametrize("name, gpus", [("local.yaml", 1), ("aws.yaml", None), ("gcp.yaml", None)])
+def test_the_job_reads_how_many_gpus_a_cluster_config_can_start(name, gpus):
+    from wsss_ray.resources import config_gpus
+
+    cfg = load(name)
+    expected = sum(v.get("resources", {}).get("GPU", 0) * v.get("max_workers", 0)
+                   for v in cfg["available_node_types"].values())
+    assert config_gpus(str(CLUSTER / name)) == expected >= 1
+    if gpus is not None:
+        assert expected == gpus
+
+
 # --- KubeRay ------------------------------------------------------------------------------------------
 
 # Fields of the ray.io/v1 types (KubeRay ray-operator/apis/ray/v1, 1.5+): a typo would only be

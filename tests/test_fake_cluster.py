@@ -1,7 +1,9 @@
 """The pseudolabel job on the fake autoscaling cluster of cluster/local.yaml.
 
-The head has 0 CPUs and the worker type min 0, so the job's tasks make the
-autoscaler start a worker node; after the idle timeout it goes away again. The
+The head has 0 CPUs and both worker types (CPU, and one fake GPU) min 0, so the
+job's tasks make the autoscaler start CPU nodes and its CAM actors (which ask for a
+GPU by default, as the autoscaler can start one) a GPU node; after the idle timeout
+they go away again. The
 scenario is benchmarks/fake_cluster_scaling.py's (which prints the timings). The
 cluster's GCS takes the default port 6379, so no `ray start`ed cluster may be
 running on this machine meanwhile.
@@ -27,3 +29,6 @@ def test_job_scales_workers_up_and_back_down(tmp_path):
     assert (r["summary"]["rows"], r["summary"]["ok"]) == (12, 12)
     assert pads.dataset(r["output"], format="parquet").to_table().num_rows == 12
     assert r["scale_down_s"] >= 0  # reached only once every worker node is gone
+    # Submitted without --num-gpus: the GPU type is started from zero and every CAM actor runs there.
+    assert "CAM actors: 1 GPU each, because no GPU yet, but its autoscaler can start" in r["logs"]
+    assert r["gpu_nodes_seen"] == 1 and r["cam_actor_node_gpus"] and set(r["cam_actor_node_gpus"]) == {1.0}

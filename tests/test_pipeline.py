@@ -16,7 +16,7 @@ import ray
 from wsss_ray.masks import decode_png
 from wsss_ray.config import CrfConfig, LabelJobConfig, PostConfig
 from wsss_ray.pipeline import CamStage, run
-from wsss_ray.rows import OUTPUT_SCHEMA, Progress, existing_ids
+from wsss_ray.rows import OUTPUT_SCHEMA, Progress, read_output
 from wsss_ray.toyworld import generate
 
 pytestmark = pytest.mark.slow
@@ -157,11 +157,11 @@ def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
-        while len(existing_ids(str(out))) < 4 and time.time() < deadline and proc.poll() is None:
+        while len(_ids(out)) < 4 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
     finally:
         _kill_tree(proc)  # the driver and the local Ray it started, mid-write
-    before = existing_ids(str(out))
+    before = _ids(out)
     assert 4 <= len(before) < n, "the job must be killed part-way for this test to mean anything"
     (out / ".part-stale.parquet.tmp-0123abcd").write_bytes(b"half a file")  # what a kill mid-write leaves
     result = subprocess.run(job, env=env, capture_output=True, text=True, timeout=600)
@@ -173,23 +173,35 @@ def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
     assert not (out / ".part-stale.parquet.tmp-0123abcd").exists()
 
 
+def _ids(out) -> set[str]:
+    table = read_output(str(out), ["id"])
+    return set() if table is None else set(table.column("id").to_pylist())
+
+
+def _wait_for(predicate, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def test_progress_counts_rows_as_they_leave_the_last_stage(ray_local):
     from wsss_ray.rows import RowCounter, count_rows
 
     counter = RowCounter.remote()
-    progress = Progress(counter, total=10)
-    assert progress.rows_done() == 0
+    progress = Progress(counter, partitions=2)
+    assert progress.line().startswith("[pseudolabel] 0 rows, ") and "(0/2 input partitions, 0 rows so far)" in progress.line()
+    counter.add_pending.remote(6, 1, 0)      # the resume step's first partition: 6 rows to do, 1 written
     count_rows(counter, 3)                   # a batch of 3 rows finished, long before any file is written
-    deadline = time.time() + 30
-    while progress.rows_done() < 3 and time.time() < deadline:
-        time.sleep(0.05)
+    _wait_for(lambda: "(1/2 input partitions, 6 rows so far)" in progress.line())
+    assert progress.line().startswith("[pseudolabel] 3 rows, ")
+    counter.add_pending.remote(4, 0, 0)      # the last partition: the total is known
+    _wait_for(lambda: "/10 rows" in progress.line())
     line = progress.line()
     assert line.startswith("[pseudolabel] 3/10 rows (30%), ") and "rows/s, ETA " in line
     count_rows(counter, 9)                   # a retried batch counted twice never shows more than the total
-    deadline = time.time() + 30
-    while progress.rows_done() < 10 and time.time() < deadline:
-        time.sleep(0.05)
-    assert progress.rows_done() == 10
+    _wait_for(lambda: "10/10 rows" in progress.line())
+    assert progress.line().startswith("[pseudolabel] 10/10 rows (100%)")
+    assert ray.get(counter.counts.remote()) == {"done": 12, "pending": 10, "skipped": 1, "truth": 0, "partitions": 2}
     count_rows(None, 5)                      # stages run without a counter (tests, notebooks) count nothing
 
 
@@ -210,10 +222,8 @@ def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local):
     table = crf_stage(batch, config, "run", counter)
     assert table.num_rows == 2 and table.column("status").to_pylist() == ["ok", "ok"]
     assert decode_png(table.column("mask")[0].as_py()).max() == 4   # cow (index 3) + 1 wins everywhere
-    deadline = time.time() + 30
-    while ray.get(counter.total.remote()) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    assert ray.get(counter.total.remote()) == 2
+    _wait_for(lambda: ray.get(counter.counts.remote())["done"] == 2)
+    assert ray.get(counter.counts.remote())["done"] == 2
 
 
 @pytest.mark.parametrize("cpus, holders, expected", [

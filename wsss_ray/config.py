@@ -25,6 +25,7 @@ errors raised here, before Ray starts.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -212,7 +213,7 @@ class LabelJobConfig:
     concurrency: tuple[int, int] = (1, 1)   # (min, max) CAM actors; the pool autoscales between them
     num_gpus: float | None = None           # per CAM actor; None: 1 if the cluster has GPUs, else 0
     num_cpus: float = 1.0                   # per CAM actor; below 1 packs more actors onto a CPU-only node
-    rows_per_file: int = 64                 # rows per block and per Parquet file (the unit of resume)
+    rows_per_file: int = 1024               # rows per Parquet file (the unit of resume)
     max_pixels: int = 50_000_000
     post: PostConfig = field(default_factory=PostConfig)
     method_config: Any = None               # None: the method's defaults
@@ -259,7 +260,7 @@ class TrainConfig:
     crop: int = 64
     aug_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)   # random rescale factors before the crop
     num_workers: int = 2
-    use_gpu: bool = False
+    use_gpu: bool | None = None             # None: GPUs when the cluster has or can start them
     seed: int = 0
 
     def __post_init__(self):
@@ -300,7 +301,7 @@ class LearnPromptsConfig:
     batch_size: int = 128                   # (image, class) pairs per step, over all workers
     epochs: int = 60
     num_workers: int = 1
-    use_gpu: bool = False
+    use_gpu: bool | None = None             # None: GPUs when the cluster has or can start them
     seed: int = 0
 
     def __post_init__(self):
@@ -330,7 +331,7 @@ class PredictConfig:
     concurrency: tuple[int, int] = (1, 1)
     num_gpus: float | None = None
     num_cpus: float = 1.0
-    rows_per_file: int = 64
+    rows_per_file: int = 1024
     max_pixels: int = 50_000_000
 
     def __post_init__(self):
@@ -391,28 +392,39 @@ class SweepConfig:
 # ------------------------------------------------------------------ methods
 
 
+# The built-in ``--method``s and their settings classes: the keys of ``wsss_ray.cam.CAM_METHODS``,
+# whose classes name these as their ``config_class``. Kept here so that a job's driver checks its
+# settings without importing torch.
+METHOD_CONFIGS: dict[str, type] = {"clip-es": ClipESConfig, "freeseg": FreeSegConfig, "semples": SemplesConfig}
+
+
+def registered_methods() -> dict[str, type]:
+    """Every ``--method`` -> its settings class: the built-ins, plus methods added to ``wsss_ray.cam.CAM_METHODS``.
+
+    The registry is consulted only once something has imported it (a method is
+    registered by importing ``wsss_ray.cam``), so a driver that never does stays free
+    of torch.
+    """
+    cam = sys.modules.get("wsss_ray.cam")
+    added = {} if cam is None else {m: c.config_class for m, c in cam.CAM_METHODS.items()}
+    return {**METHOD_CONFIGS, **added}
+
+
 def method_key(method: str) -> str:
     """The section of a method's settings in files and params: ``clip-es`` -> ``clip_es``."""
     return method.replace("-", "_")
 
 
 def method_config_class(method: str) -> type:
-    """The settings class of a registered CAM method; a miss lists the registered names.
-
-    Looks the method up in ``wsss_ray.cam.CAM_METHODS`` (imported on first use, so
-    importing this module stays light).
-    """
-    from wsss_ray.cam import CAM_METHODS
-
-    if method not in CAM_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(CAM_METHODS)}")
-    return CAM_METHODS[method].config_class
+    """The settings class of a registered CAM method; a miss lists the registered names."""
+    methods = registered_methods()
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(methods)}")
+    return methods[method]
 
 
 def _method_sections() -> dict[str, str]:
-    from wsss_ray.cam import CAM_METHODS
-
-    return {method_key(m): m for m in CAM_METHODS}
+    return {method_key(m): m for m in registered_methods()}
 
 
 # ------------------------------------------------------------------ building from mappings

@@ -7,36 +7,35 @@ bounds; it takes ``num_gpus`` GPUs per actor, so GPUs never wait on the CRF. A b
 item becomes an ``error`` row and never stops the job. The Parquet side (schema,
 atomic files, resume, progress) is ``wsss_ray.rows``, shared with prediction.
 
-The algorithm (``wsss_ray.labeler``, ``wsss_ray.cam``) knows nothing of Ray.
+The algorithm (``wsss_ray.labeler``, ``wsss_ray.cam``) knows nothing of Ray, and
+the driver never imports it (nor torch): the stages import it where they run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import uuid
 
 import numpy as np
 import pyarrow as pa
 import ray
 
-from wsss_ray.cam import CAM_METHODS, CamMethod
-from wsss_ray.config import LabelJobConfig, params
-from wsss_ray.labeler import Labeler, class_ids, refine
+from wsss_ray.config import METHOD_CONFIGS, LabelJobConfig, params
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_retry_keywords
-from wsss_ray.resources import fit_cpus, gpus_per_actor
-from wsss_ray.rows import (count_rows, decode_stage, evaluate_output, items_dataset, mark_error, objects,
-                           output_overlays, output_table, png_rows, writable_batch, write_pending)
-from wsss_ray.sources import read_source
-
+from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
+from wsss_ray.rows import (count_rows, decode_stage, evaluate_output, mark_error, objects, output_overlays,
+                           output_table, png_rows, writable_batch, write_pending)
 
 
 class CamStage:
     """CAMs -> per-pixel probabilities (actor: the labeller is built once)."""
 
-    def __init__(self, config: LabelJobConfig, method_class: type[CamMethod] | None = None):
-        device = "cuda" if config.num_gpus else "cpu"
-        self.labeler = Labeler.from_config(config, device, method_class)
+    def __init__(self, config: LabelJobConfig, method_class: type | None = None):
+        from wsss_ray.labeler import Labeler
+
+        self.labeler = Labeler.from_config(config, actor_device(config.num_gpus), method_class)
 
     def __call__(self, batch: dict) -> dict:
         batch = writable_batch(batch)
@@ -62,6 +61,8 @@ class CamStage:
 
 def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) -> pa.Table:
     """Dense CRF, pseudo-mask and confidence PNGs (CPU tasks); the rows done go to `counter`."""
+    from wsss_ray.labeler import class_ids, refine
+
     labelset = load_labelset(config.labelset)
     batch = writable_batch(batch)
 
@@ -77,18 +78,35 @@ def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) ->
     return table
 
 
-def build_dataset(config: LabelJobConfig, rows: list[dict], run_id: str, cam_stage: type = CamStage,
+def added_method(method: str) -> type | None:
+    """The class of a method registered in this process beyond the built-ins, which the actors get by value.
+
+    Built-in methods are looked up where the actors run, so the driver never imports them.
+    """
+    cam = sys.modules.get("wsss_ray.cam")
+    return None if cam is None or method in METHOD_CONFIGS else cam.CAM_METHODS[method]
+
+
+@ray.remote(num_cpus=0)
+def method_prompts(config: LabelJobConfig, method_class: type | None = None) -> list[str]:
+    """The prompts the method encodes (logged with the run), computed off the driver."""
+    from wsss_ray.cam import CAM_METHODS
+
+    cls = method_class or CAM_METHODS[config.method]
+    return cls.prompts(config.method_config, load_labelset(config.labelset))
+
+
+def build_dataset(config: LabelJobConfig, items: ray.data.Dataset, run_id: str, cam_stage: type = CamStage,
                   counter=None) -> ray.data.Dataset:
     """The lazy graph: items -> decode (CPU tasks) -> CAM (actor pool) -> CRF (CPU tasks, counted)."""
-    config = dataclasses.replace(config, num_gpus=gpus_per_actor(config.num_gpus))
+    config = dataclasses.replace(config, num_gpus=gpus_per_holder(config.num_gpus, "pseudolabel"))
     actor_cpus, task_cpus = fit_cpus(config.concurrency[0], config.num_cpus, "pseudolabel")
-    ds = items_dataset(rows, config.rows_per_file)
-    ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
-                        batch_size=config.batch_size, num_cpus=task_cpus)
+    ds = items.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
+                           batch_size=config.batch_size, num_cpus=task_cpus)
     lo, hi = config.concurrency
     with actor_retry_keywords() as retries:  # a CAM actor that dies is restarted, its batch retried
         ds = ds.map_batches(cam_stage, fn_constructor_kwargs={"config": config,
-                                                              "method_class": CAM_METHODS[config.method]},
+                                                              "method_class": added_method(config.method)},
                             batch_size=config.batch_size,
                             compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
                             num_gpus=config.num_gpus or None, num_cpus=actor_cpus, **retries)
@@ -107,11 +125,10 @@ def run(config: LabelJobConfig, run_id: str | None = None, cam_stage: type = Cam
         raise ValueError("no input given; pass --input SOURCE (a manifest, folder, voc:... or coco:...)")
     labelset = load_labelset(config.labelset)  # fail before starting Ray if the labelset is wrong
     run_id = run_id or uuid.uuid4().hex
-    items = read_source(config.input)[:config.limit]
-    summary = write_pending(items, config.output, run_id,
-                            lambda rows, counter: build_dataset(config, rows, run_id, cam_stage, counter),
-                            progress_interval)
-    summary["miou"] = evaluate_output(config.output, items, len(labelset) + 1)
+    summary = write_pending(config.input, config.output, run_id,
+                            lambda items, counter: build_dataset(config, items, run_id, cam_stage, counter),
+                            config.batch_size, config.rows_per_file, config.limit, progress_interval)
+    summary["miou"] = evaluate_output(config.output, config.input, len(labelset) + 1, summary["truth"], config.limit)
     return summary
 
 
@@ -126,9 +143,8 @@ def run_tracked(config: LabelJobConfig, mlflow_uri: str | None = None, **run_kwa
         summary = run(config, run_id=mlrun.info.run_id, **run_kwargs)
         summary["mlflow_run_id"] = mlrun.info.run_id
         tracking.log_summary(summary)
-        labelset = load_labelset(config.labelset)
-        tracking.log_text(labelset.to_yaml(), "labelset.yaml")
-        prompts = CAM_METHODS[config.method].prompts(config.method_config, labelset)
+        tracking.log_text(load_labelset(config.labelset).to_yaml(), "labelset.yaml")
+        prompts = ray.get(method_prompts.remote(config, added_method(config.method)))
         tracking.log_text("\n".join(prompts), "prompts.txt")
         grid = output_overlays(config.output)
         if grid is not None:

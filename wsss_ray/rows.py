@@ -4,9 +4,11 @@ The output contract (docs/DESIGN.md) is :data:`OUTPUT_SCHEMA`: one row per input
 item, ``ok`` or ``error``. Both the labelling job (``wsss_ray.pipeline``) and
 prediction (``wsss_ray.train.predict``) build their Ray Data graphs from the same
 pieces here: the driver skeleton :func:`write_pending` (clear what a killed run
-left, skip ids already written, write atomically with a progress line, count what
-this run wrote), the decode stage, the row builders and the atomic sink, and the
-readers of a finished output (:func:`read_output`, :func:`evaluate_output`).
+left, read the input and skip ids already written inside the dataset, write
+atomically with a progress line, count what this run wrote), the decode stage, the
+row builders and the atomic sink, and the readers of a finished output
+(:func:`read_output`, :func:`evaluate_output`). Nothing on the driver grows with
+the collection (``wsss_ray.inputs`` has the input side).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -30,6 +33,7 @@ from ray.data.block import BlockAccessor
 from wsss_ray.files import atomic_write, filesystem, is_temporary, read_bytes
 from wsss_ray.masks import decode_png, encode_png
 from wsss_ray.metrics import accumulate, scores
+from wsss_ray.inputs import pending, read_items
 from wsss_ray.sources import Item, decode_image, load_image, load_mask
 
 OUTPUT_SCHEMA = pa.schema([
@@ -131,21 +135,30 @@ class AtomicParquetSink(Datasink):
 
     def __init__(self, output: str):
         self.output = output
+        self.counts = {"rows": 0, "ok": 0, "errors": 0}
 
     def on_write_start(self, schema=None) -> None:
         fs, path = filesystem(self.output)
         fs.create_dir(path, recursive=True)
 
-    def write(self, blocks, ctx) -> int:
+    def write(self, blocks, ctx) -> dict:
+        """Write the task's blocks as one file; returns its rows, ok rows and error rows."""
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
         if not tables:
-            return 0
+            return {"rows": 0, "ok": 0, "errors": 0}
         table = pa.concat_tables(tables)
         digest = hashlib.sha1("\n".join(sorted(table.column("id").to_pylist())).encode()).hexdigest()[:20]
         atomic_write(f"{self.output.rstrip('/')}/part-{digest}.parquet",
                      lambda fs, tmp: pq.write_table(table, tmp, filesystem=fs))
-        return table.num_rows
+        ok = pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0
+        return {"rows": table.num_rows, "ok": ok, "errors": table.num_rows - ok}
+
+    def on_write_complete(self, write_result) -> None:
+        """Sum what this run's write tasks wrote (on the driver, once every task has succeeded)."""
+        for returned in write_result.write_returns:
+            for key in self.counts:
+                self.counts[key] += returned[key]
 
 
 def _files(output: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
@@ -171,12 +184,6 @@ def read_output(output: str, columns: list[str] | None = None) -> pa.Table | Non
     return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=columns)
 
 
-def existing_ids(output: str) -> set[str]:
-    """Ids already written under `output` (empty when there is no output yet)."""
-    table = read_output(output, ["id"])
-    return set() if table is None else set(table.column("id").to_pylist())
-
-
 def remove_temporaries(output: str) -> None:
     """Drop the half-written files of a killed run (one job writes to an output at a time)."""
     fs, infos = _files(output)
@@ -187,16 +194,28 @@ def remove_temporaries(output: str) -> None:
 
 @ray.remote(num_cpus=0)
 class RowCounter:
-    """Rows that have left a job's last stage: the stage adds each batch's rows as it finishes it."""
+    """A job's row counts as its stages produce them.
+
+    The resume step (``wsss_ray.inputs.pending_block``) reports, per shuffle partition,
+    the rows to do, the rows already written and the rows with ground truth; the
+    job's last stage adds each batch's rows as it finishes it.
+    """
 
     def __init__(self):
-        self.rows = 0
+        self.done = self.pending = self.skipped = self.truth = self.partitions = 0
 
     def add(self, rows: int) -> None:
-        self.rows += rows
+        self.done += rows
 
-    def total(self) -> int:
-        return self.rows
+    def add_pending(self, rows: int, skipped: int, truth: int) -> None:
+        self.pending += rows
+        self.skipped += skipped
+        self.truth += truth
+        self.partitions += 1
+
+    def counts(self) -> dict:
+        return {"done": self.done, "pending": self.pending, "skipped": self.skipped, "truth": self.truth,
+                "partitions": self.partitions}
 
 
 def count_rows(counter, rows: int) -> None:
@@ -210,12 +229,14 @@ class Progress:
 
     It counts rows as they leave the job's last stage (``counter``, a :class:`RowCounter`
     that stage reports to), so the line moves batch by batch however many rows a Parquet
-    file holds. A batch retried after a failure counts twice, so the line never shows
-    more than `total`; the job's summary counts the written files exactly.
+    file holds. The total is known once all `partitions` of the resume step have
+    reported; until then the line says how many have. A batch retried after a failure
+    counts twice, so the line never shows more than the total; the job's summary counts
+    the written files exactly.
     """
 
-    def __init__(self, counter, total: int, interval: float = 10.0, stream=sys.stderr, tag: str = "pseudolabel"):
-        self.counter, self.total, self.interval, self.stream, self.tag = counter, total, interval, stream, tag
+    def __init__(self, counter, partitions: int, interval: float = 10.0, stream=sys.stderr, tag: str = "pseudolabel"):
+        self.counter, self.partitions, self.interval, self.stream, self.tag = counter, partitions, interval, stream, tag
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="wsss-ray-progress")
         self.start = time.time()
@@ -228,15 +249,17 @@ class Progress:
         self._stop.set()
         self._thread.join()
 
-    def rows_done(self) -> int:
-        return min(self.total, ray.get(self.counter.total.remote(), timeout=self.interval))
-
     def line(self) -> str:
-        done, elapsed = self.rows_done(), time.time() - self.start
+        c = ray.get(self.counter.counts.remote(), timeout=self.interval)
+        elapsed = time.time() - self.start
+        done = min(c["done"], c["pending"])
         rate = done / elapsed if elapsed > 0 else 0.0
-        eta = f"{(self.total - done) / rate:.0f} s" if rate > 0 else "unknown"
-        pct = 100 * done / self.total if self.total else 100
-        return f"[{self.tag}] {done}/{self.total} rows ({pct:.0f}%), {rate:.2f} rows/s, ETA {eta}"
+        if c["partitions"] < self.partitions:
+            return (f"[{self.tag}] {done} rows, {rate:.2f} rows/s; finding the rows to do "
+                    f"({c['partitions']}/{self.partitions} input partitions, {c['pending']} rows so far)")
+        eta = f"{(c['pending'] - done) / rate:.0f} s" if rate > 0 else "unknown"
+        pct = 100 * done / c["pending"] if c["pending"] else 100
+        return f"[{self.tag}] {done}/{c['pending']} rows ({pct:.0f}%), {rate:.2f} rows/s, ETA {eta}"
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -250,7 +273,7 @@ class Progress:
 
 
 def pending_rows(items: list[Item], done: set[str]) -> list[dict]:
-    """Input rows for the items not in `done`; a repeated id becomes an error row."""
+    """Input rows for the items not in `done`; a repeated id becomes an error row (for small in-memory lists)."""
     seen: set[str] = set()
     rows = []
     for it in items:
@@ -265,70 +288,114 @@ def pending_rows(items: list[Item], done: set[str]) -> list[dict]:
 
 
 def items_dataset(rows: list[dict], rows_per_file: int) -> ray.data.Dataset:
-    """The driver's rows as a dataset of `rows_per_file`-row blocks (one Parquet file each)."""
+    """In-memory rows as a dataset of `rows_per_file`-row blocks."""
     return ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / rows_per_file)))
 
 
-def run_counts(output: str, run_id: str) -> dict:
-    """Rows, ok rows and error rows that the run `run_id` wrote under `output`."""
-    table = read_output(output, ["status", "run_id"])
-    statuses = [] if table is None else [
-        s for s, r in zip(table.column("status").to_pylist(), table.column("run_id").to_pylist()) if r == run_id]
-    return {"rows": len(statuses), "ok": statuses.count("ok"), "errors": statuses.count("error")}
+def write_pending(source: str, output: str, run_id: str,
+                  graph: Callable[[ray.data.Dataset, Any], ray.data.Dataset], batch_size: int, rows_per_file: int,
+                  limit: int | None = None, progress_interval: float = 10.0, tag: str = "pseudolabel") -> dict:
+    """Write the items of SOURCE not yet under `output` through the dataset ``graph(items, counter)`` builds.
 
-
-def write_pending(items: list[Item], output: str, run_id: str, graph: Callable[[list[dict], Any], ray.data.Dataset],
-                  progress_interval: float = 10.0, tag: str = "pseudolabel") -> dict:
-    """Write the items not yet under `output` through the dataset ``graph(rows, counter)`` builds.
-
-    The driver skeleton every Parquet-writing job shares: clear what a killed run left,
-    skip ids already written, write atomically with a progress line, and count what
-    this run (`run_id`) wrote. The graph's last stage calls ``count_rows(counter, n)``
-    for each batch it finishes, which is what the progress line shows.
+    The driver skeleton every Parquet-writing job shares, with nothing on the driver
+    that grows with the collection: clear what a killed run left, read the input with
+    Ray Data, drop ids already written and mark repeated ones inside the dataset
+    (``wsss_ray.inputs``), write atomically with a progress line, and count what this
+    run (`run_id`) wrote. The graph's last stage calls ``count_rows(counter, n)`` for
+    each batch it finishes, which is what the progress line shows. Work flows in
+    blocks of `batch_size` rows, so every actor and task gets some; the output is
+    written in files of `rows_per_file` rows. The summary's
+    ``truth`` is the number of input items with a ground-truth mask.
     """
     remove_temporaries(output)
-    rows = pending_rows(items, existing_ids(output))
+    items, partitions = read_items(source, limit)
     start = time.time()
-    summary = {"rows": 0, "ok": 0, "errors": 0, "skipped": len(items) - len(rows), "output": output,
-               "run_id": run_id}
-    if rows:
-        counter = RowCounter.remote()
-        with Progress(counter, len(rows), progress_interval, tag=tag):
-            graph(rows, counter).write_datasink(AtomicParquetSink(output))
-        ray.kill(counter)
-        summary.update(run_counts(output, run_id))
-    summary["seconds"] = round(time.time() - start, 2)
-    summary["rows_per_s"] = round(summary["rows"] / summary["seconds"], 2) if summary["seconds"] else None
-    return summary
+    counter = RowCounter.remote()
+    sink = AtomicParquetSink(output)
+    with Progress(counter, partitions, progress_interval, tag=tag):
+        todo = pending(items, partitions, parquet_files(output), batch_size, counter)
+        # Blocks of a batch flow through the stages; files of rows_per_file rows (the unit of resume) hold them.
+        graph(todo, counter).repartition(target_num_rows_per_block=rows_per_file).write_datasink(sink)
+    counts = ray.get(counter.counts.remote())
+    ray.kill(counter)
+    seconds = round(time.time() - start, 2)
+    return {**sink.counts, "skipped": counts["skipped"], "truth": counts["truth"], "output": output,
+            "run_id": run_id, "seconds": seconds, "rows_per_s": round(sink.counts["rows"] / seconds, 2) if seconds else None}
 
 
 # ------------------------------------------------------------------ reading results
 
 
 def output_overlays(output: str, n: int = 8) -> np.ndarray | None:
-    """The first n ok rows of an output as one image over pseudo-mask grid (None if no ok rows)."""
+    """The first n ok rows of an output as one image over pseudo-mask grid (None if no ok rows).
+
+    Reads one file at a time and stops at n rows, whatever the size of the output.
+    """
     from wsss_ray.masks import overlay_grid
 
-    table = read_output(output, ["image", "status", "mask"])
-    rows = [] if table is None else [r for r in table.to_pylist() if r["status"] == "ok"][:n]
+    fs, files = parquet_files(output)
+    rows: list[dict] = []
+    for path in files:
+        table = pq.read_table(path, filesystem=fs, columns=["image", "status", "mask"])
+        rows += [r for r in table.filter(pc.equal(table.column("status"), "ok")).to_pylist()][:n - len(rows)]
+        if len(rows) == n:
+            break
     return overlay_grid([(load_image(r["image"]), decode_png(r["mask"])) for r in rows]) if rows else None
 
 
-def evaluate_output(output: str, items: list[Item], num_classes: int) -> float | None:
-    """mIoU of the written masks against the items' ground truth (None without any).
+PAIR_SCHEMA = pa.schema([("id", pa.string()), ("truth", pa.string()), ("status", pa.string()),
+                         ("mask", pa.binary())])
+ROWS_PER_EVALUATION_PARTITION = 2_000
 
-    Error rows count as all background, so a failing labeller cannot look better.
+
+def confusion_block(table: pa.Table, num_classes: int) -> dict:
+    """One partition of ground-truth rows (``truth``) and written rows (``status``, ``mask``) -> its confusion matrix.
+
+    Each id's ground truth meets its written rows here (a partition holds every row of
+    its ids); error rows count as all background, so a failing labeller cannot look better.
     """
-    gt = {it.id: it.mask for it in items if it.mask}
-    table = read_output(output, ["id", "status", "mask"])
-    if not gt or table is None:
-        return None
+    has_truth = pc.is_valid(table.column("truth"))
+    truth = table.filter(has_truth).select(["id", "truth"])
+    written = table.filter(pc.invert(has_truth)).select(["id", "status", "mask"])
 
     def pairs():
-        for batch in table.to_batches():
-            for row in batch.to_pylist():
-                if row["id"] in gt:
-                    truth = load_mask(gt.pop(row["id"]))
-                    yield truth, decode_png(row["mask"]) if row["status"] == "ok" else np.zeros_like(truth)
+        for row in truth.join(written, "id", join_type="inner").to_pylist():
+            gt = load_mask(row["truth"])
+            yield gt, decode_png(row["mask"]) if row["status"] == "ok" else np.zeros_like(gt)
 
-    return round(scores(accumulate(pairs(), num_classes)).miou, 4)
+    return {"confusion": accumulate(pairs(), num_classes)[None]}
+
+
+def evaluate_output(output: str, source: str, num_classes: int, truth: int, limit: int | None = None
+                    ) -> float | None:
+    """mIoU of the masks under `output` against the ground truth of SOURCE's items (None without any).
+
+    The input's mask paths and the output's rows meet by id in a hash shuffle (about
+    2,000 of the `truth` items with masks per partition); each partition's confusion
+    matrix is computed where it is, and only the matrices come back to be summed.
+    """
+    fs, files = parquet_files(output)
+    if not files or not truth:
+        return None
+    items, _ = read_items(source, limit)
+
+    def truth_rows(table: pa.Table) -> pa.Table:
+        table = table.filter(pc.and_(pc.is_valid(table.column("mask")), pc.equal(table.column("status"), "ok")))
+        n = table.num_rows
+        return pa.table({"id": table.column("id"), "truth": table.column("mask"), "status": pa.nulls(n, pa.string()),
+                         "mask": pa.nulls(n, pa.binary())}, schema=PAIR_SCHEMA)
+
+    def written_rows(table: pa.Table) -> pa.Table:
+        return pa.table({"id": table.column("id"), "truth": pa.nulls(table.num_rows, pa.string()),
+                         "status": table.column("status"), "mask": table.column("mask")}, schema=PAIR_SCHEMA)
+
+    written = ray.data.read_parquet(files, filesystem=fs).select_columns(["id", "status", "mask"])
+    both = items.map_batches(truth_rows, batch_format="pyarrow", batch_size=None).union(
+        written.map_batches(written_rows, batch_format="pyarrow", batch_size=None))
+    partitions = max(1, math.ceil(truth / ROWS_PER_EVALUATION_PARTITION))
+    blocks = both.repartition(partitions, keys=["id"]).map_batches(
+        confusion_block, fn_kwargs={"num_classes": num_classes}, batch_format="pyarrow", batch_size=None)
+    hist = np.zeros((num_classes, num_classes), np.int64)
+    for batch in blocks.iter_batches(batch_size=None, batch_format="numpy"):
+        hist += batch["confusion"].sum(0)
+    return round(scores(hist).miou, 4) if hist.any() else None

@@ -3,8 +3,11 @@
 A SOURCE (the ``--input`` flag) is one of:
 
 - ``PATH.jsonl``: a manifest, one ``{"id", "image", "labels", "mask"?}`` object per line
-  (DESIGN.md); paths relative to the manifest's folder, absolute, or URIs;
-- ``DIR``: a folder of images with ``DIR/labels.jsonl`` (``{"image": "a/b.jpg", "labels": [...]}``)
+  (DESIGN.md); paths relative to the manifest's folder, absolute, or URIs; ``PATH.parquet``
+  holds the same as columns;
+- ``DIR`` of manifest shards (``*.jsonl`` / ``*.parquet``, any depth): one manifest in
+  many files, each read by its own Ray Data read tasks in a job;
+- ``DIR``: otherwise, a folder of images with ``DIR/labels.jsonl`` (``{"image": "a/b.jpg", "labels": [...]}``)
   or ``DIR/labels.csv`` (header ``image,labels``, labels separated by ``;``); ids are the
   image paths relative to DIR without extension;
 - ``voc:ROOT[:SPLIT]``: the VOC2012 layout, SPLIT from ``ImageSets/Segmentation`` (default
@@ -95,32 +98,65 @@ def read_source(spec: str) -> list[Item]:
         if not sep or not ann.endswith(".json"):
             raise ValueError(f"coco source {spec!r} must be coco:ROOT:ANNOTATIONS.json")
         return read_coco(root, ann)
-    if spec.endswith(".jsonl"):
+    if spec.endswith((".jsonl", ".parquet")):
         return read_manifest(spec)
     if _is_dir(spec):
-        return read_folder(spec)
+        shards = manifest_shard_paths(spec)
+        return [it for shard in shards for it in read_manifest(shard)] if shards else read_folder(spec)
     raise ValueError(f"input {spec!r} is not a manifest .jsonl, a folder, voc:ROOT[:SPLIT] or "
                      f"coco:ROOT:ANNOTATIONS.json; check the path")
 
 
+class ManifestLineError(ValueError):
+    """A manifest line or row that is not ``{id, image, labels, mask?}``; `id` is its id when it has one."""
+
+    def __init__(self, message: str, id: str | None = None):
+        super().__init__(message)
+        self.id = id
+
+
+def manifest_item(record: bytes | str | dict, base: str) -> Item:
+    """The Item of one manifest line (JSON text) or row (dict); paths relative to the folder `base`."""
+    rec = None
+    try:
+        rec = json.loads(record) if isinstance(record, (bytes, str)) else record
+        labels = rec["labels"]
+        if not isinstance(labels, (list, tuple)):
+            raise TypeError("labels must be a list")
+        return Item(str(rec["id"]), _join(base, rec["image"]), tuple(map(str, labels)),
+                    _join(base, rec["mask"]) if rec.get("mask") else None)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # json.JSONDecodeError is a ValueError
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        raise ManifestLineError(f"not a manifest line with id, image and labels ({type(e).__name__}: {e})",
+                                None if rid is None else str(rid)) from None
+
+
 def read_manifest(path: str | Path) -> list[Item]:
-    """Items of a manifest JSONL; a malformed line raises ValueError naming the line."""
+    """Items of a manifest JSONL or Parquet file; a malformed line raises ValueError naming the line."""
     path = str(path)
     base = _parent(path)
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        fs, p = filesystem(path)
+        records = enumerate(pq.read_table(p, filesystem=fs).to_pylist(), start=1)
+    else:
+        records = ((n, line) for n, line in enumerate(_read_text(path).splitlines(), start=1) if line.strip())
     items = []
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, record in records:
         try:
-            rec = json.loads(line)
-            labels = rec["labels"]
-            if not isinstance(labels, list):
-                raise TypeError("labels must be a list")
-            items.append(Item(str(rec["id"]), _join(base, rec["image"]), tuple(map(str, labels)),
-                              _join(base, rec["mask"]) if rec.get("mask") else None))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{n}: not a manifest line with id, image and labels ({e})") from None
+            items.append(manifest_item(record, base))
+        except ManifestLineError as e:
+            raise ValueError(f"{path}:{n}: {e}") from None
     return items
+
+
+def manifest_shard_paths(folder: str) -> list[str]:
+    """The manifest shards (``*.jsonl``, ``*.parquet``) under a folder that is not a folder of images."""
+    if any(is_file(_join(folder, name)) for name in ("labels.jsonl", "labels.csv")):
+        return []
+    return [_join(folder, rel) for rel in _list_files(folder)
+            if rel.endswith((".jsonl", ".parquet")) and not posixpath.basename(rel).startswith((".", "_"))]
 
 
 def read_folder(folder: str) -> list[Item]:

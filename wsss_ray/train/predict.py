@@ -25,10 +25,9 @@ import torch
 from wsss_ray.config import PredictConfig
 from wsss_ray.files import filesystem, is_file, local_file
 from wsss_ray.masks import overlay_grid
-from wsss_ray.resources import fit_cpus, gpus_per_actor
-from wsss_ray.rows import (count_rows, decode_stage, items_dataset, output_table, png_rows, writable_batch,
-                           write_pending)
-from wsss_ray.sources import load_image, read_source
+from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
+from wsss_ray.rows import count_rows, decode_stage, output_table, png_rows, writable_batch, write_pending
+from wsss_ray.sources import load_image
 from wsss_ray.train.model import SegNet, load_checkpoint
 from wsss_ray.train.trainer import MODEL_FILE, best_checkpoint
 from wsss_ray.train.transforms import normalize
@@ -76,7 +75,7 @@ class SegmentStage:
     """Decoded images -> rows in OUTPUT_SCHEMA (actor: the checkpoint is loaded once)."""
 
     def __init__(self, checkpoint: str, num_gpus: float, run_id: str, counter=None):
-        self.device = "cuda" if num_gpus else "cpu"
+        self.device = actor_device(num_gpus)
         self.model, self.meta = load_checkpoint(local_file(checkpoint), self.device)
         self.checkpoint, self.run_id, self.counter = checkpoint, run_id, counter
 
@@ -95,12 +94,11 @@ def run(config: PredictConfig, progress_interval: float = 10.0) -> dict:
     print(f"[predict] checkpoint {checkpoint}: {why}", file=sys.stderr, flush=True)
     load_checkpoint(local_file(checkpoint))  # fail before any Ray work if the checkpoint is wrong
     run_id = uuid.uuid4().hex
-    num_gpus = gpus_per_actor(config.num_gpus)
+    num_gpus = gpus_per_holder(config.num_gpus, "predict", "segmentation actors")
 
-    def graph(rows: list[dict], counter) -> ray.data.Dataset:
+    def graph(items: ray.data.Dataset, counter) -> ray.data.Dataset:
         actor_cpus, task_cpus = fit_cpus(config.concurrency[0], config.num_cpus, "predict")
-        ds = items_dataset(rows, config.rows_per_file)
-        ds = ds.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
+        ds = items.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
                             batch_size=config.batch_size, num_cpus=task_cpus)
         lo, hi = config.concurrency
         return ds.map_batches(SegmentStage, fn_constructor_kwargs={"checkpoint": checkpoint, "num_gpus": num_gpus,
@@ -108,7 +106,8 @@ def run(config: PredictConfig, progress_interval: float = 10.0) -> dict:
                               batch_size=config.batch_size, compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
                               num_gpus=num_gpus or None, num_cpus=actor_cpus, batch_format="numpy")
 
-    summary = write_pending(read_source(config.input), config.output, run_id, graph, progress_interval, tag="predict")
+    summary = write_pending(config.input, config.output, run_id, graph, config.batch_size, config.rows_per_file,
+                            progress_interval=progress_interval, tag="predict")
     summary["checkpoint"] = checkpoint
     if config.png_dir:
         from wsss_ray.export import export_pngs

@@ -40,7 +40,7 @@ from wsss_ray.files import absolute, atomic_write, filesystem, is_file, read_byt
 from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_retry_keywords
-from wsss_ray.resources import fit_cpus
+from wsss_ray.resources import actor_device, fit_cpus, use_gpu
 from wsss_ray.rows import decode_stage, items_dataset, pending_rows
 from wsss_ray.sources import read_source
 from wsss_ray.train.trainer import all_sum
@@ -66,8 +66,8 @@ def label_settings(config: LearnPromptsConfig) -> LabelJobConfig:
 class BackgroundStage:
     """Actor: decoded images -> one row per (image, class) with the class-masked image's CLIP feature."""
 
-    def __init__(self, config: LearnPromptsConfig, device: str):
-        self.labeler = Labeler.from_config(label_settings(config), device)
+    def __init__(self, config: LearnPromptsConfig, num_gpus: float):
+        self.labeler = Labeler.from_config(label_settings(config), actor_device(num_gpus))
         self.clip = self.labeler.method.clip
         size = self.clip.model.visual.image_size
         self.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
@@ -128,13 +128,13 @@ def backgrounds(config: LearnPromptsConfig, batch_size: int = 16) -> tuple[str, 
     rows = pending_rows(items, set())
     fs, path = filesystem(folder)
     fs.delete_dir_contents(path, missing_dir_ok=True)
-    num_gpus = 1.0 if config.use_gpu else 0.0
+    num_gpus = float(use_gpu(config, "learn_prompts"))
     actor_cpus, task_cpus = fit_cpus(1, 1.0, "learn_prompts")
     ds = items_dataset(rows, 64).map_batches(decode_stage, fn_kwargs={"max_pixels": 50_000_000},
                                              batch_size=batch_size, num_cpus=task_cpus)
     with actor_retry_keywords() as retries:
         ds = ds.map_batches(BackgroundStage, fn_constructor_kwargs={"config": config,
-                                                                    "device": "cuda" if num_gpus else "cpu"},
+                                                                    "num_gpus": num_gpus},
                             batch_size=batch_size,
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.num_workers),
                             num_gpus=num_gpus or None, num_cpus=actor_cpus, **retries)
@@ -273,7 +273,7 @@ def fit(config: LearnPromptsConfig, folder: str, length: int) -> ray.train.Resul
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config, "length": length},
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=use_gpu(config, "learn_prompts"),
                                                resources_per_worker={"CPU": worker_cpus}),
         run_config=ray.train.RunConfig(name=name, storage_path=storage_path,
                                        failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),

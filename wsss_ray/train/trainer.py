@@ -36,7 +36,7 @@ from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import decode_png
 from wsss_ray.files import local_file, run_folder
 from wsss_ray.metrics import accumulate, scores
-from wsss_ray.resources import fit_cpus
+from wsss_ray.resources import fit_cpus, use_gpu
 from wsss_ray.sources import load_image, load_mask, read_source
 from wsss_ray.train.losses import make_loss
 from wsss_ray.train.model import build_model, load_checkpoint, save_checkpoint
@@ -213,7 +213,7 @@ def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: Epoch
         train_loop_per_worker,
         train_loop_config={"config": config, "num_classes": num_classes, "val_pairs": pairs,
                            "epoch_hook": epoch_hook},
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=use_gpu(config, "train"),
                                                resources_per_worker={"CPU": worker_cpus}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path,
