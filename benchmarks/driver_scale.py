@@ -47,7 +47,7 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def one(manifest: str, output: str, batch_size: int, rows_per_file: int) -> dict:
+def one(manifest: str, output: str, batch_size: int | None, rows_per_file: int | None) -> dict:
     """Label `manifest` into `output` in this process; the driver's figures."""
     start = time.time()
     import ray
@@ -56,8 +56,9 @@ def one(manifest: str, output: str, batch_size: int, rows_per_file: int) -> dict
     from wsss_ray.pipeline import run
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    settings = {"batch_size": batch_size, "rows_per_file": rows_per_file}
     config = resolve_label_job({"input": manifest, "output": output, "post": {"crf": {"iters": 0}},
-                                "batch_size": batch_size, "rows_per_file": rows_per_file})
+                                **{k: v for k, v in settings.items() if v is not None}})
     summary = run(config, progress_interval=60)
     return {"seconds": round(time.time() - start, 1), "driver_peak_rss_mb": round(peak_rss_mb()),
             "rows": summary["rows"], "skipped": summary.get("skipped"), "errors": summary["errors"],
@@ -114,16 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume-after", type=float, metavar="SECONDS",
                         help="SIGKILL the first run after SECONDS, then run again into the same output (resume)")
     parser.add_argument("--work", help="folder for manifests and outputs (default: a new temporary folder)")
-    parser.add_argument("--batch-size", type=int, default=1024,
-                        help="the job's --batch-size; also its block size (default: 1024: with no model to run, "
-                             "16-row tasks would measure Ray's per-task cost on 2 cores, not the driver's)")
-    parser.add_argument("--rows-per-file", type=int, default=1024, help="the job's --rows-per-file (default: 1024)")
+    parser.add_argument("--batch-size", type=int, help="the job's --batch-size (default: the job's)")
+    parser.add_argument("--rows-per-file", type=int, help="the job's --rows-per-file (default: the job's)")
     parser.add_argument("--one", nargs=2, metavar=("MANIFEST", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one(*args.one, args.batch_size, args.rows_per_file)), flush=True)
         return 0
-    settings = ["--batch-size", str(args.batch_size), "--rows-per-file", str(args.rows_per_file)]
+    settings = [arg for flag, value in (("--batch-size", args.batch_size), ("--rows-per-file", args.rows_per_file))
+                if value is not None for arg in (flag, str(value))]
     rows = []
     for n in args.items:
         work = Path(tempfile.mkdtemp(prefix=f"driver-{n}-", dir=args.work))

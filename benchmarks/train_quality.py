@@ -81,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     from wsss_ray.config import TrainConfig
     from wsss_ray.labelset import load_labelset
     from wsss_ray.rows import evaluate_output
-    from wsss_ray.sources import read_source
     from wsss_ray.toyworld import SPLIT_SEEDS, generate
     from wsss_ray.train.trainer import run as train
 
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     pseudo_label(train_manifest, str(work / "pl-train"))
     rows.append(("pseudo-labelling the train split (s)", f"{time.time() - t:.1f}"))
     pseudo_label(val_manifest, str(work / "pl-val"))
-    val_pl = evaluate_output(str(work / "pl-val"), read_source(val_manifest), len(load_labelset("toyworld")) + 1)
+    val_pl = evaluate_output(str(work / "pl-val"), val_manifest, len(load_labelset("toyworld")) + 1, truth=a.n_val)
     rows.append(("val mIoU of the pseudo-masks themselves (toy config, no confidence threshold)", f"{val_pl:.4f}"))
     write_ground_truth(train_manifest, str(work / "gt-train"))
 

@@ -34,7 +34,7 @@ def parse(argv: list[str] | None = None) -> tuple[PredictConfig, str | None]:
     p.add_argument("--num-gpus", type=float,
                    help="GPUs per segmentation actor (default: 1 if the cluster has GPUs or its autoscaler can start some, else 0)")
     p.add_argument("--num-cpus", type=float, help="CPUs per segmentation actor (default: 1)")
-    p.add_argument("--rows-per-file", type=int, help="rows per Parquet file, the unit of resume (default: 1024)")
+    p.add_argument("--rows-per-file", type=int, help="rows per Parquet file, the unit of resume (default: 4096)")
     return parse_settings(p, argv, resolve_predict, tracked=False)
 
 

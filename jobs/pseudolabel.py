@@ -31,7 +31,8 @@ def parse(argv: list[str] | None = None) -> tuple[LabelJobConfig, str | None]:
     p.add_argument("--labelset", help="voc | coco | toyworld | PATH.yaml (default: toyworld)")
     p.add_argument("--model", help="toyclip | local-dir:PATH | hf-hub:ORG/REPO | open_clip name (default: toyclip)")
     p.add_argument("--pretrained", help="pretrained tag or local weights file for an open_clip name")
-    p.add_argument("--method", choices=sorted(registered_methods()), help="CAM method (default: clip-es)")
+    p.add_argument("--method", help=f"CAM method: {', '.join(sorted(registered_methods()))} or one added to "
+                                    f"wsss_ray.cam.CAM_METHODS (default: clip-es)")
     p.add_argument("--no-caa", dest="clip_es.caa", action="store_const", const=False,
                    help="clip-es: skip class-aware attention affinity")
     p.add_argument("--prompts", dest="semples.prompts",
@@ -47,7 +48,7 @@ def parse(argv: list[str] | None = None) -> tuple[LabelJobConfig, str | None]:
                    help="GPUs per CAM actor (default: 1 if the cluster has GPUs or its autoscaler can start some, else 0)")
     p.add_argument("--num-cpus", type=float,
                    help="CPUs per CAM actor (default: 1; 0.5 runs two actors per core on a CPU-only machine)")
-    p.add_argument("--rows-per-file", type=int, help="rows per Parquet file, the unit of resume (default: 1024)")
+    p.add_argument("--rows-per-file", type=int, help="rows per Parquet file, the unit of resume (default: 4096)")
     config, mlflow_uri = parse_settings(p, argv, resolve_label_job)
     if config.input is None:
         from wsss_ray.toyworld import SPLIT_SEEDS, generate

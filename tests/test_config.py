@@ -105,7 +105,7 @@ def test_no_input_generates_the_toy_world_and_uses_toyclip_settings(tmp_path, mo
 @pytest.mark.parametrize("settings, message", [
     ({"batchsize": 3}, "unknown settings \\['batchsize'\\]"),
     ({"concurrency": "3,1"}, "concurrency 3,1 is not a range"),
-    ({"method": "gradcam"}, "unknown method 'gradcam'; choose from \\['clip-es', 'freeseg', 'semples'\\]"),
+    ({"method": "gradcam"}, "unknown method 'gradcam'; choose from 'clip-es', 'freeseg', 'semples'"),
     ({"clip_es": {"scor": "logit"}}, "unknown clip_es settings \\['scor'\\]"),
     ({"clip_es": {"score": "logits"}}, "clip_es.score must be one of"),
     ({"clip_es": {"softmax_over": "some"}}, "clip_es.softmax_over must be one of"),
@@ -128,7 +128,7 @@ def test_bad_flags_exit_with_the_message(capsys):
     assert "is not MIN[,MAX]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _job_parse()(["--input", "a", "--method", "gradcam"])
-    assert "invalid choice: 'gradcam'" in capsys.readouterr().err
+    assert "unknown method 'gradcam'; choose from 'clip-es'" in capsys.readouterr().err
 
 
 def test_params_use_the_config_file_names():

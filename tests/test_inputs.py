@@ -36,8 +36,8 @@ def test_manifest_shards_are_read_in_parallel_with_paths_against_each_shard(ray_
     pq.write_table(pa.table({"id": ["y1", "y2"], "image": ["1.jpg", "/abs/2.jpg"], "labels": [["bird"], []]}),
                    tmp_path / "m" / "b" / "part-0.parquet")
     (tmp_path / "m" / "_SUCCESS").write_text("")  # not a shard
-    ds, partitions = read_items(str(tmp_path / "m"))
-    assert partitions == 1
+    ds, partitions, estimated = read_items(str(tmp_path / "m"))
+    assert partitions == 1 and estimated > 0
     rows = {r["id"]: r for r in ds.take_all()}
     assert sorted(rows) == ["x1", "x2", "y1", "y2"]
     assert rows["x1"]["image"] == str(tmp_path / "m" / "img" / "1.jpg")
@@ -54,7 +54,8 @@ def test_a_malformed_line_becomes_an_error_row_naming_file_and_line(ray_local, t
     manifest.write_text("\n".join([json.dumps({"id": "a", "image": "a.jpg", "labels": ["cow"]}), "{not json",
                                    json.dumps({"id": "b", "image": "b.jpg", "labels": "cow"}),
                                    json.dumps({"id": "c", "image": "c.jpg", "labels": []})]) + "\n")
-    ds, _ = read_items(str(manifest))
+    ds, _, estimated = read_items(str(manifest))
+    assert estimated == 4  # a single shard's lines per byte, times its bytes
     rows = {r["id"]: r for r in ds.take_all()}
     assert sorted(rows) == [f"{manifest}:2", "a", "b", "c"]
     assert rows[f"{manifest}:2"]["status"] == "error"
@@ -161,3 +162,12 @@ print(json.dumps({{"rows": summary["rows"], "miou": summary["miou"],
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["rows"] == 3 and summary["miou"] is not None and summary["heavy"] == []
+
+
+def test_blocks_are_a_file_for_large_collections_and_smaller_so_every_actor_gets_some():
+    from wsss_ray.rows import block_rows
+
+    assert block_rows(10_000_000, 16, 4096, holders=4) == 4096   # few blocks: the driver's cost is per block
+    assert block_rows(200, 16, 4096, holders=1) == 50            # about four blocks per actor
+    assert block_rows(1_000, 16, 4096, holders=4) == 63
+    assert block_rows(20, 16, 4096, holders=4) == 16             # never below one batch

@@ -213,7 +213,7 @@ class LabelJobConfig:
     concurrency: tuple[int, int] = (1, 1)   # (min, max) CAM actors; the pool autoscales between them
     num_gpus: float | None = None           # per CAM actor; None: 1 if the cluster has GPUs, else 0
     num_cpus: float = 1.0                   # per CAM actor; below 1 packs more actors onto a CPU-only node
-    rows_per_file: int = 1024               # rows per Parquet file (the unit of resume)
+    rows_per_file: int = 4096               # rows per Parquet file (the unit of resume)
     max_pixels: int = 50_000_000
     post: PostConfig = field(default_factory=PostConfig)
     method_config: Any = None               # None: the method's defaults
@@ -331,7 +331,7 @@ class PredictConfig:
     concurrency: tuple[int, int] = (1, 1)
     num_gpus: float | None = None
     num_cpus: float = 1.0
-    rows_per_file: int = 1024
+    rows_per_file: int = 4096
     max_pixels: int = 50_000_000
 
     def __post_init__(self):
@@ -398,14 +398,16 @@ class SweepConfig:
 METHOD_CONFIGS: dict[str, type] = {"clip-es": ClipESConfig, "freeseg": FreeSegConfig, "semples": SemplesConfig}
 
 
-def registered_methods() -> dict[str, type]:
+def registered_methods(load: bool = False) -> dict[str, type]:
     """Every ``--method`` -> its settings class: the built-ins, plus methods added to ``wsss_ray.cam.CAM_METHODS``.
 
-    The registry is consulted only once something has imported it (a method is
-    registered by importing ``wsss_ray.cam``), so a driver that never does stays free
-    of torch.
+    The registry module imports torch, so it is read only once something has imported
+    it, or with `load` (a name that is not built in is looked up there). A driver that
+    runs a built-in method never imports torch.
     """
     cam = sys.modules.get("wsss_ray.cam")
+    if cam is None and load:
+        import wsss_ray.cam as cam
     added = {} if cam is None else {m: c.config_class for m, c in cam.CAM_METHODS.items()}
     return {**METHOD_CONFIGS, **added}
 
@@ -419,12 +421,18 @@ def method_config_class(method: str) -> type:
     """The settings class of a registered CAM method; a miss lists the registered names."""
     methods = registered_methods()
     if method not in methods:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(methods)}")
+        methods = registered_methods(load=True)
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(map(repr, sorted(methods)))}")
     return methods[method]
 
 
-def _method_sections() -> dict[str, str]:
-    return {method_key(m): m for m in registered_methods()}
+def _method_sections(names: set[str] = frozenset()) -> dict[str, str]:
+    """Settings section -> method, loading the full registry when `names` hold a section not built in."""
+    sections = {method_key(m): m for m in registered_methods()}
+    if set(names) - set(sections) - set(JOB_KEYS) - {"post"}:
+        sections = {method_key(m): m for m in registered_methods(load=True)}
+    return sections
 
 
 # ------------------------------------------------------------------ building from mappings
@@ -514,7 +522,8 @@ LABEL_KEYS = ("method", "post")  # with the method sections: what a model's labe
 def label_job_config(d: Mapping) -> LabelJobConfig:
     """A LabelJobConfig from one nested mapping (job keys, ``post``, method sections)."""
     d = unflatten(d)
-    sections = _method_sections()
+    sections = _method_sections(set(d))
+    method_config_class(d.get("method", LabelJobConfig.method))  # an unknown --method, named before any section
     _reject_unknown(d, set(JOB_KEYS) | {"post"} | set(sections), "settings")
     job = {k: d[k] for k in JOB_KEYS if k in d}
     if "concurrency" in job:

@@ -133,11 +133,12 @@ def _listed_items(spec: str) -> tuple[int, pa.Table]:
     return len(items), item_table(items, spec)
 
 
-def read_items(spec: str, limit: int | None = None) -> tuple[ray.data.Dataset, int]:
-    """(item rows of SOURCE `spec`, shuffle partitions for them); see ``wsss_ray.sources`` for SOURCE.
+def read_items(spec: str, limit: int | None = None) -> tuple[ray.data.Dataset, int, int]:
+    """(item rows of SOURCE `spec`, shuffle partitions for them, estimated rows); see ``wsss_ray.sources``.
 
     A source that does not exist or cannot be listed is a ValueError here, before
-    any image is read; a malformed manifest line is an error row later.
+    any image is read; a malformed manifest line is an error row later. Manifests'
+    rows are estimated from their bytes and the first shard's bytes per row.
     """
     shards = manifest_shards(spec)
     if shards is not None:
@@ -146,17 +147,29 @@ def read_items(spec: str, limit: int | None = None) -> tuple[ray.data.Dataset, i
         scheme = spec.split("://", 1)[0] if "://" in spec else None
         ds = ray.data.read_datasource(ManifestDatasource(paths, scheme=scheme, filesystem=fs))
         partitions = max(1, math.ceil(size / BYTES_PER_PARTITION))
+        rows = round(size * _rows_per_byte(fs, paths[0]))
     else:
         count, table = _listed_items.remote(spec)
         try:
-            n = ray.get(count)
+            rows = ray.get(count)
         except ray.exceptions.RayTaskError as e:  # the reader's own one-sentence ValueError
             raise e.cause from None
         ds = ray.data.from_arrow_refs([table])
-        partitions = max(1, math.ceil(n / ROWS_PER_PARTITION))
+        partitions = max(1, math.ceil(rows / ROWS_PER_PARTITION))
     if limit is not None:
         ds = ds.limit(limit)
-    return ds, partitions
+        rows = min(rows, limit)
+    return ds, partitions, rows
+
+
+def _rows_per_byte(fs: pafs.FileSystem, path: str, sample: int = 1 << 20) -> float:
+    """Rows per byte of a manifest shard: its Parquet footer, or the lines in its first MiB."""
+    if path.endswith(".parquet"):
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows / max(1, f.size())
+    with fs.open_input_stream(path) as f:
+        head = f.read(sample)
+    return head.count(b"\n") / max(1, len(head))
 
 
 def manifest_shards(spec: str) -> tuple[list[str], int] | None:

@@ -127,8 +127,9 @@ def run(config: LabelJobConfig, run_id: str | None = None, cam_stage: type = Cam
     run_id = run_id or uuid.uuid4().hex
     summary = write_pending(config.input, config.output, run_id,
                             lambda items, counter: build_dataset(config, items, run_id, cam_stage, counter),
-                            config.batch_size, config.rows_per_file, config.limit, progress_interval)
-    summary["miou"] = evaluate_output(config.output, config.input, len(labelset) + 1, summary["truth"], config.limit)
+                            config.batch_size, config.rows_per_file, config.concurrency[1], config.limit,
+                            progress_interval)
+    summary["miou"] = evaluate_output(config.output, config.input, len(labelset) + 1, summary["truth"])
     return summary
 
 

@@ -292,9 +292,20 @@ def items_dataset(rows: list[dict], rows_per_file: int) -> ray.data.Dataset:
     return ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / rows_per_file)))
 
 
+def block_rows(rows: int, batch_size: int, rows_per_file: int, holders: int) -> int:
+    """Rows per block between the stages: a file's worth, or less so that every actor gets several blocks.
+
+    Each block costs the driver some bookkeeping (Ray Data's per-block stats, Ray's
+    ownership of its objects), so large collections flow in blocks of `rows_per_file`;
+    a small one is cut into about four blocks per actor, never below one batch.
+    """
+    return max(batch_size, min(rows_per_file, math.ceil(rows / (4 * max(1, holders)))))
+
+
 def write_pending(source: str, output: str, run_id: str,
                   graph: Callable[[ray.data.Dataset, Any], ray.data.Dataset], batch_size: int, rows_per_file: int,
-                  limit: int | None = None, progress_interval: float = 10.0, tag: str = "pseudolabel") -> dict:
+                  holders: int = 1, limit: int | None = None, progress_interval: float = 10.0,
+                  tag: str = "pseudolabel") -> dict:
     """Write the items of SOURCE not yet under `output` through the dataset ``graph(items, counter)`` builds.
 
     The driver skeleton every Parquet-writing job shares, with nothing on the driver
@@ -303,18 +314,20 @@ def write_pending(source: str, output: str, run_id: str,
     (``wsss_ray.inputs``), write atomically with a progress line, and count what this
     run (`run_id`) wrote. The graph's last stage calls ``count_rows(counter, n)`` for
     each batch it finishes, which is what the progress line shows. Work flows in
-    blocks of `batch_size` rows, so every actor and task gets some; the output is
-    written in files of `rows_per_file` rows. The summary's
+    blocks of :func:`block_rows` (up to `rows_per_file`, fewer when the input is small
+    for its `holders` actors); the output is written in files of `rows_per_file`
+    rows. The summary's
     ``truth`` is the number of input items with a ground-truth mask.
     """
     remove_temporaries(output)
-    items, partitions = read_items(source, limit)
+    items, partitions, estimated = read_items(source, limit)
     start = time.time()
     counter = RowCounter.remote()
     sink = AtomicParquetSink(output)
     with Progress(counter, partitions, progress_interval, tag=tag):
-        todo = pending(items, partitions, parquet_files(output), batch_size, counter)
-        # Blocks of a batch flow through the stages; files of rows_per_file rows (the unit of resume) hold them.
+        todo = pending(items, partitions, parquet_files(output),
+                       block_rows(estimated, batch_size, rows_per_file, holders), counter)
+        # Files of rows_per_file rows (the unit of resume) gather the blocks that left the last stage.
         graph(todo, counter).repartition(target_num_rows_per_block=rows_per_file).write_datasink(sink)
     counts = ray.get(counter.counts.remote())
     ray.kill(counter)
@@ -366,18 +379,18 @@ def confusion_block(table: pa.Table, num_classes: int) -> dict:
     return {"confusion": accumulate(pairs(), num_classes)[None]}
 
 
-def evaluate_output(output: str, source: str, num_classes: int, truth: int, limit: int | None = None
-                    ) -> float | None:
+def evaluate_output(output: str, source: str, num_classes: int, truth: int) -> float | None:
     """mIoU of the masks under `output` against the ground truth of SOURCE's items (None without any).
 
     The input's mask paths and the output's rows meet by id in a hash shuffle (about
     2,000 of the `truth` items with masks per partition); each partition's confusion
     matrix is computed where it is, and only the matrices come back to be summed.
+    Every output row with ground truth counts, whatever subset (``--limit``) a run took.
     """
     fs, files = parquet_files(output)
     if not files or not truth:
         return None
-    items, _ = read_items(source, limit)
+    items, input_partitions, _ = read_items(source)
 
     def truth_rows(table: pa.Table) -> pa.Table:
         table = table.filter(pc.and_(pc.is_valid(table.column("mask")), pc.equal(table.column("status"), "ok")))
@@ -392,7 +405,7 @@ def evaluate_output(output: str, source: str, num_classes: int, truth: int, limi
     written = ray.data.read_parquet(files, filesystem=fs).select_columns(["id", "status", "mask"])
     both = items.map_batches(truth_rows, batch_format="pyarrow", batch_size=None).union(
         written.map_batches(written_rows, batch_format="pyarrow", batch_size=None))
-    partitions = max(1, math.ceil(truth / ROWS_PER_EVALUATION_PARTITION))
+    partitions = max(input_partitions, math.ceil(truth / ROWS_PER_EVALUATION_PARTITION))
     blocks = both.repartition(partitions, keys=["id"]).map_batches(
         confusion_block, fn_kwargs={"num_classes": num_classes}, batch_format="pyarrow", batch_size=None)
     hist = np.zeros((num_classes, num_classes), np.int64)

@@ -107,6 +107,7 @@ def run(config: PredictConfig, progress_interval: float = 10.0) -> dict:
                               num_gpus=num_gpus or None, num_cpus=actor_cpus, batch_format="numpy")
 
     summary = write_pending(config.input, config.output, run_id, graph, config.batch_size, config.rows_per_file,
+                            config.concurrency[1],
                             progress_interval=progress_interval, tag="predict")
     summary["checkpoint"] = checkpoint
     if config.png_dir:
