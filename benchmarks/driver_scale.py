@@ -55,7 +55,7 @@ def one(manifest: str, output: str, batch_size: int | None, rows_per_file: int |
     from wsss_ray.config import resolve_label_job
     from wsss_ray.pipeline import run
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # its own Ray
     settings = {"batch_size": batch_size, "rows_per_file": rows_per_file}
     config = resolve_label_job({"input": manifest, "output": output, "post": {"crf": {"iters": 0}},
                                 **{k: v for k, v in settings.items() if v is not None}})

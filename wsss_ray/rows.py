@@ -316,8 +316,7 @@ def write_pending(source: str, output: str, run_id: str,
     each batch it finishes, which is what the progress line shows. Work flows in
     blocks of :func:`block_rows` (up to `rows_per_file`, fewer when the input is small
     for its `holders` actors); the output is written in files of `rows_per_file`
-    rows. The summary's
-    ``truth`` is the number of input items with a ground-truth mask.
+    rows. The summary's ``truth`` is the number of input items with a ground-truth mask.
     """
     remove_temporaries(output)
     items, partitions, estimated = read_items(source, limit)
@@ -332,8 +331,9 @@ def write_pending(source: str, output: str, run_id: str,
     counts = ray.get(counter.counts.remote())
     ray.kill(counter)
     seconds = round(time.time() - start, 2)
+    rate = round(sink.counts["rows"] / seconds, 2) if seconds else None
     return {**sink.counts, "skipped": counts["skipped"], "truth": counts["truth"], "output": output,
-            "run_id": run_id, "seconds": seconds, "rows_per_s": round(sink.counts["rows"] / seconds, 2) if seconds else None}
+            "run_id": run_id, "seconds": seconds, "rows_per_s": rate}
 
 
 # ------------------------------------------------------------------ reading results
