@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out)
             print(results[-1], flush=True)
         if args.s3_rows:
+            import logging
+
             from moto.server import ThreadedMotoServer
+
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             server.start()
