@@ -80,9 +80,10 @@ def labelled(source: str, output: str, settings: list[str], kill_after: float | 
     cmd = [sys.executable, __file__, "--one", source, output, *settings]
     if kill_after is None:
         out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode:
-            return {"error": out.stderr[-800:]}
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        lines = [line for line in out.stdout.splitlines() if line.startswith('{"seconds"')]
+        if out.returncode or not lines:
+            return {"error": f"exit {out.returncode}: {out.stdout[-400:]} {out.stderr[-800:]}"}
+        return json.loads(lines[-1])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(kill_after)
     tree = _descendants(proc.pid)

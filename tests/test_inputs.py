@@ -16,6 +16,7 @@ from wsss_ray.metrics import accumulate, scores
 from wsss_ray.rows import AtomicParquetSink, RowCounter, evaluate_output, parquet_files
 from wsss_ray.sources import Item
 
+pytestmark = pytest.mark.slow  # each test runs on a local Ray
 
 @pytest.fixture(scope="module")
 def ray_local():
@@ -163,11 +164,3 @@ print(json.dumps({{"rows": summary["rows"], "miou": summary["miou"],
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["rows"] == 3 and summary["miou"] is not None and summary["heavy"] == []
 
-
-def test_blocks_are_a_file_for_large_collections_and_smaller_so_every_actor_gets_some():
-    from wsss_ray.rows import block_rows
-
-    assert block_rows(10_000_000, 16, 4096, holders=4) == 4096   # few blocks: the driver's cost is per block
-    assert block_rows(200, 16, 4096, holders=1) == 50            # about four blocks per actor
-    assert block_rows(1_000, 16, 4096, holders=4) == 63
-    assert block_rows(20, 16, 4096, holders=4) == 16             # never below one batch
