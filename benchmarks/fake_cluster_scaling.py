@@ -172,7 +172,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         r = scale_cycle(Path(tmp), args.n)
-    print(f"fake cluster (cluster/local.yaml: head CPU 0, worker 2 CPUs, min 0, idle timeout 0.2 min), "
+    print(f"fake cluster (cluster/local.yaml: head CPU 0, CPU workers of 2 CPUs and a GPU worker of 1 CPU + 1 fake "
+          f"GPU, all min 0, idle timeout 0.2 min), "
           f"{args.n} toy images, job {r['status']}, rows {r['summary'] and r['summary']['rows']}")
     print("| step | seconds |\n|---|---|")
     print(f"| submit -> first worker node alive (scale-up) | {r['scale_up_s']} |")
