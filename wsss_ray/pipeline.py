@@ -14,7 +14,6 @@ the driver never imports it (nor torch): the stages import it where they run.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import uuid
 
 import numpy as np
@@ -79,12 +78,16 @@ def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) ->
 
 
 def added_method(method: str) -> type | None:
-    """The class of a method registered in this process beyond the built-ins, which the actors get by value.
+    """The class of a method registered beyond the built-ins, which the actors get by value (else None).
 
-    Built-in methods are looked up where the actors run, so the driver never imports them.
+    Built-in methods are looked up where the actors run, so the driver never imports them;
+    any other name was found by the settings check, which had already loaded the registry.
     """
-    cam = sys.modules.get("wsss_ray.cam")
-    return None if cam is None or method in METHOD_CONFIGS else cam.CAM_METHODS[method]
+    if method in METHOD_CONFIGS:
+        return None
+    from wsss_ray.cam import CAM_METHODS
+
+    return CAM_METHODS[method]
 
 
 @ray.remote(num_cpus=0)
