@@ -39,6 +39,10 @@ def parse(argv: list[str] | None = None) -> tuple[LabelJobConfig, str | None]:
                    help="semples: the learned prompts (the --output of jobs/learn_prompts.py; folder, file or URI)")
     p.add_argument("--no-crf", dest="post.crf.iters", action="store_const", const=0,
                    help="skip the dense CRF (post.crf.iters: 0)")
+    p.add_argument("--crf-backend", dest="post.crf.backend", choices=("torch", "pydensecrf"),
+                   help="dense CRF implementation (post.crf.backend; default: torch, pydensecrf is the reference)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="autocast of the CAM model (default: auto = bf16 on CPUs with native bf16, else fp32)")
     p.add_argument("--output", help="Parquet output folder or URI; re-runs resume (default: outputs/pseudolabels)")
     p.add_argument("--limit", type=int, help="label at most N items")
     p.add_argument("--batch-size", type=int, help="images per CAM batch (default: 16)")

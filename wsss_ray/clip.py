@@ -15,8 +15,9 @@ saying how to pass a local copy.
 
 The hooks, without editing open_clip: :func:`vit_tokens` runs the vision tower at
 any patch-aligned input size (positional embeddings interpolated as CLIP-ES does)
-and returns the tokens entering a chosen block; :func:`block_attention`
-recomputes a block's self-attention weights on the autograd path.
+and returns the tokens entering a chosen block, keeping the attention maps of the
+last blocks it runs (:func:`block_forward` computes a block once and keeps its map);
+:func:`block_attention` recomputes a block's self-attention weights on the autograd path.
 """
 
 from __future__ import annotations
@@ -265,9 +266,35 @@ def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None 
     attentions = []
     for i, blk in enumerate(blocks[:stop]):
         if i >= stop - capture:
-            attentions.append(block_attention(blk, x, source=source))
-        x = blk(x)
+            x, attention = block_forward(blk, x, capture=source)
+            attentions.append(attention)
+        else:
+            x = blk(x)
     return x, attentions
+
+
+def block_forward(block: torch.nn.Module, x: torch.Tensor, capture: str | None = None,
+                  ln_1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An open_clip ResidualAttentionBlock's output for tokens `x` (BxLxD), attention computed once.
+
+    The same sums as ``block(x)``, written out so the attention weights the block uses
+    can also be kept (``capture``, see :func:`block_attention`, head-averaged) without
+    running its projections a second time. `ln_1`, when given, is taken as
+    ``block.ln_1(x)``, so gradients can be asked for at the block's first layer norm.
+    Returns (output tokens, captured BxLxL map or None).
+    """
+    if capture is not None and capture not in ATTENTION_SOURCES:
+        raise ValueError(f"attention source must be one of {ATTENTION_SOURCES}, got {capture!r}")
+    q, k, v = _qkv(block, block.ln_1(x) if ln_1 is None else ln_1)
+    w = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
+    out = F.linear((w @ v).transpose(1, 2).flatten(2), block.attn.out_proj.weight, block.attn.out_proj.bias)
+    x = x + block.ls_1(out)
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    if capture is None:
+        return x, None
+    if capture == "keys":
+        w = torch.softmax(k @ k.transpose(-2, -1) * k.shape[-1] ** -0.5, dim=-1)
+    return x, w.mean(1)
 
 
 ATTENTION_SOURCES = CAA_SOURCES
@@ -275,11 +302,15 @@ ATTENTION_SOURCES = CAA_SOURCES
 
 def _heads(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v of an open_clip ResidualAttentionBlock for tokens `x` (BxLxD), each BxHxLx(D/H)."""
+    return _qkv(block, block.ln_1(x))
+
+
+def _qkv(block: torch.nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v of a block from the output `h` of its ``ln_1``, each BxHxLx(D/H)."""
     attn = block.attn
     if not isinstance(attn, torch.nn.MultiheadAttention):
         raise ClipLoadError(f"attention capture supports open_clip's nn.MultiheadAttention blocks, "
                             f"not {type(attn).__name__}")
-    h = block.ln_1(x)
     b, n, d = h.shape
     qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, attn.num_heads, d // attn.num_heads)
     return tuple(t.transpose(1, 2) for t in qkv.unbind(2))

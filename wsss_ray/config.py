@@ -40,6 +40,8 @@ SOFTMAX_OVER = ("present", "all")
 SCORES = ("softmax", "logit")
 FREESEG_SCORES = ("softmax", "surgery")
 CAA_SOURCES = ("attention", "keys")
+CRF_BACKENDS = ("torch", "pydensecrf")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOSSES = ("cgl", "ce")
 SWEEP_KINDS = ("labels", "train")
 SEARCHERS = ("optuna", "random")
@@ -67,8 +69,11 @@ def _at_least(owner: object, names: tuple[str, ...], low: float) -> None:
 class CrfConfig:
     """Dense-CRF kernels (positions in pixels, colours in 0..255); ``iters: 0`` turns the CRF off.
 
-    Defaults are the CLIP-ES reference's (deeplab-pytorch's kernel: gaussian 1/3,
-    bilateral 67/3/4). On the 44 sample photographs with CAM-like masks a lighter
+    Kernel defaults are the CLIP-ES reference's (deeplab-pytorch's kernel: gaussian 1/3,
+    bilateral 67/3/4). Two backends run the same model (``wsss_ray.crf``): ``torch``
+    (the default: about 3x faster on a CPU at VOC size, and it can run on a GPU) and
+    ``pydensecrf`` (the reference implementation); their mIoU agrees within 0.5 points
+    (docs/RESULTS.md). On the 44 sample photographs with CAM-like masks a lighter
     kernel (1/1, 20/10/1) scores a little higher (``benchmarks/crf_defaults.py``);
     on a larger set of 450 photos the reference kernel gained more (+4.3 mIoU
     against +2.3), so the reference is the default. Tune it per collection.
@@ -80,9 +85,14 @@ class CrfConfig:
     bilateral_sxy: float = 67.0
     bilateral_srgb: float = 3.0
     bilateral_compat: float = 4.0
+    backend: str = "torch"      # torch: permutohedral lattice in torch, on the caller's device; pydensecrf: the reference
+    downsample: int = 4         # torch: mean field on a grid up to this many times coarser (1: full resolution)
 
     def __post_init__(self):
         _at_least(self, ("iters",), 0)
+        _at_least(self, ("downsample",), 1)
+        if self.backend not in CRF_BACKENDS:
+            raise ValueError(f"crf backend must be one of {CRF_BACKENDS}, got {self.backend!r}")
 
 
 @dataclass(frozen=True)
@@ -215,6 +225,7 @@ class LabelJobConfig:
     num_cpus: float = 1.0                   # per CAM actor; below 1 packs more actors onto a CPU-only node
     rows_per_file: int = 4096               # rows per Parquet file (the unit of resume)
     max_pixels: int = 50_000_000
+    precision: str = "auto"                 # the CAM model's autocast: auto = bf16 on CPUs with native bf16, else fp32
     post: PostConfig = field(default_factory=PostConfig)
     method_config: Any = None               # None: the method's defaults
 
@@ -225,6 +236,8 @@ class LabelJobConfig:
         if self.num_cpus <= 0:
             raise ValueError(f"num_cpus must be positive, got {self.num_cpus}")
         _at_least(self, ("batch_size", "rows_per_file"), 1)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         cls = method_config_class(self.method)
         if self.method_config is None:
             object.__setattr__(self, "method_config", cls())

@@ -11,19 +11,23 @@ another tool and the job's CAM actors all call the same thing, at two levels:
     Labeler.from_spec("ViT-B-16", "voc", method="clip-es", settings={"caa": False},
                       post={"bg_power": 1}, pretrained="/weights/ViT-B-16.pt")
 
+``precision`` is the autocast the CAM model runs under (``auto``: bf16 on a CPU with
+native bf16 instructions, else float32); the CAM arithmetic itself stays float32.
 Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
 from wsss_ray.cam import CAM_METHODS, CamMethod
 from wsss_ray.clip import load_clip
-from wsss_ray.config import LabelJobConfig, PostConfig, method_key, model_settings, resolve_label_job
+from wsss_ray.config import PRECISIONS, LabelJobConfig, PostConfig, method_key, model_settings, resolve_label_job
 from wsss_ray.crf import dense_crf
 from wsss_ray.labelset import Labelset, load_labelset
 from wsss_ray.masks import cams_to_probs, probs_to_mask
@@ -47,6 +51,22 @@ def class_ids(labelset: Labelset, labels: list[str]) -> list[int]:
     return list(dict.fromkeys(labelset.index(l) for l in labels))
 
 
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype `precision` means on `device` (None: float32, no autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        precision = "bf16" if torch.device(device).type == "cpu" and native_bf16 else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def model_autocast(precision: str, device: torch.device | str):
+    """A context running the model in `precision` on `device` (see :func:`autocast_dtype`)."""
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
 def to_probs(cams: np.ndarray, post: PostConfig) -> np.ndarray:
     """KxHxW CAMs -> (1+K)xHxW probabilities, background first (the background score of `post`)."""
     return cams_to_probs(cams, post.bg_power, post.bg_threshold)
@@ -61,9 +81,11 @@ def refine(image: np.ndarray, probs: np.ndarray, ids: list[int], post: PostConfi
 class Labeler:
     """A CAM method plus post-processing: labels batches of uint8 HxWx3 RGB images."""
 
-    def __init__(self, method: CamMethod, post: PostConfig = PostConfig()):
+    def __init__(self, method: CamMethod, post: PostConfig = PostConfig(), precision: str = "auto"):
+        autocast_dtype(precision, "cpu")  # fail early on a wrong name
         self.method = method
         self.post = post
+        self.precision = precision
 
     @classmethod
     def from_config(cls, config: LabelJobConfig, device: str = "cpu",
@@ -71,19 +93,21 @@ class Labeler:
         """Load the model and build the method a job's settings name (`method_class` overrides the registry)."""
         method_class = method_class or CAM_METHODS[config.method]
         clip = load_clip(config.model, config.pretrained, device)
-        return cls(method_class(config.method_config, clip, load_labelset(config.labelset)), config.post)
+        return cls(method_class(config.method_config, clip, load_labelset(config.labelset)), config.post,
+                   config.precision)
 
     @classmethod
     def from_spec(cls, model: str = "toyclip", labelset: str | Labelset = "toyworld", method: str | None = None,
                   settings: Mapping[str, Any] | None = None, post: Mapping[str, Any] | None = None,
-                  pretrained: str | None = None, device: str = "cpu") -> "Labeler":
+                  pretrained: str | None = None, device: str = "cpu", precision: str = "auto") -> "Labeler":
         """A labeller for a model spec, a labelset and a method, settings resolved as the job does.
 
         Defaults come from the model's ``label_config.yaml`` when it ships one (``toyclip``
         does), else from the method's; `settings` (the method's, e.g. ``{"caa": False}``)
         and `post` (``{"bg_power": 0.5, "crf": {"iters": 5}}``) override them.
         """
-        given: dict[str, Any] = {"model": model, "pretrained": pretrained, "post": dict(post or {})}
+        given: dict[str, Any] = {"model": model, "pretrained": pretrained, "post": dict(post or {}),
+                                 "precision": precision}
         if isinstance(labelset, str):
             given["labelset"] = labelset
         if method:
@@ -94,7 +118,8 @@ class Labeler:
         config = resolve_label_job(given)
         if isinstance(labelset, Labelset):
             clip = load_clip(model, pretrained, device)
-            return cls(CAM_METHODS[config.method](config.method_config, clip, labelset), config.post)
+            return cls(CAM_METHODS[config.method](config.method_config, clip, labelset), config.post,
+                       config.precision)
         return cls.from_config(config, device)
 
     @property
@@ -107,7 +132,8 @@ class Labeler:
 
     def cams(self, images: list[np.ndarray], labels: list[list[str]]) -> list[np.ndarray]:
         """Per image, KxHxW float32 CAMs in [0,1] at the image's own size (K = its distinct labels)."""
-        return self.method.cams(images, [self.class_ids(l) for l in labels])
+        with model_autocast(self.precision, self.method.device):
+            return self.method.cams(images, [self.class_ids(l) for l in labels])
 
     def probs(self, cams: list[np.ndarray]) -> list[np.ndarray]:
         """Per image, (1+K)xHxW probabilities (background first) from its CAMs."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from wsss_ray.cam.gradcam import minmax
+from wsss_ray.cam.gradcam import full_precision, minmax
 
 
 def affinity(attention: list[torch.Tensor] | torch.Tensor, sinkhorn_iters: int = 3, power: int = 2) -> torch.Tensor:
@@ -32,12 +32,13 @@ def affinity(attention: list[torch.Tensor] | torch.Tensor, sinkhorn_iters: int =
         attn = torch.stack([a[1:, 1:] for a in attention]).float().mean(0)
     else:
         attn = attention.float()
-    t = attn
-    for _ in range(sinkhorn_iters):
-        t = t / t.sum(0, keepdim=True)   # columns
-        t = t / t.sum(1, keepdim=True)   # rows
-    t = (t + t.T) / 2
-    return torch.linalg.matrix_power(t, power) if power > 1 else t
+    with full_precision(attn):
+        t = attn
+        for _ in range(sinkhorn_iters):
+            t = t / t.sum(0, keepdim=True)   # columns
+            t = t / t.sum(1, keepdim=True)   # rows
+        t = (t + t.T) / 2
+        return torch.linalg.matrix_power(t, power) if power > 1 else t
 
 
 def box_mask(cam: np.ndarray, box_threshold: float = 0.4) -> np.ndarray:
@@ -64,7 +65,9 @@ def refine(cams: torch.Tensor, aff: torch.Tensor, box_threshold: float = 0.4) ->
     k, gh, gw = cams.shape
     if k == 0:
         return cams
+    cams = cams.float()
     boxes = torch.from_numpy(np.stack([box_mask(c, box_threshold) for c in cams.detach().cpu().numpy()])).to(cams.device)
-    masked = (cams.reshape(k, -1) * boxes.reshape(k, -1).to(cams.dtype))   # keep sources inside the box
-    refined = masked @ aff.to(cams.dtype).T                                # cam'_i = sum_j T_ij cam_j
-    return minmax(refined.reshape(k, gh, gw))
+    with full_precision(cams):
+        masked = (cams.reshape(k, -1) * boxes.reshape(k, -1).to(cams.dtype))   # keep sources inside the box
+        refined = masked @ aff.float().T                                       # cam'_i = sum_j T_ij cam_j
+        return minmax(refined.reshape(k, gh, gw))

@@ -1,4 +1,4 @@
-"""CLIP-ES softmax-GradCAM, batched over every (image, class) pair.
+"""CLIP-ES softmax-GradCAM with one last-block forward per image.
 
 What the reference code does (see ../shared/reference/methods.md §1b), and so what
 this does: blocks 0..L-2 run once per image without gradients; the last block runs
@@ -9,11 +9,12 @@ softmax probability of the target class; activations and gradients are taken at
 the output of the last block's ``ln_1``; channel weights are the spatial mean of
 the gradient; the CAM is ReLU(sum_c w_c A_c), min-max normalised to [0, 1].
 
-The reference runs the last block once per class. Here every (image, class) pair
-gets its own copy of the last block's input, all pairs go through the last block
-together, and one backward pass of the summed scores yields each pair's gradient
-(pairs share no activations, so the gradients are exactly the per-class ones).
-``gradcam_loop`` is the reference's per-class loop, kept for tests and benchmarks.
+The reference runs the last block forward and backward once per class. Here it runs
+forward once per image (a batch of images with the same number K of classes at a
+time) and each class's gradient comes from one vector-Jacobian product through
+that shared graph: K backward passes, not K forward and K backward. The CAMs are
+the per-class ones to float rounding (tests pin 1e-5). ``gradcam_loop`` is the
+reference's per-class loop, kept for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss_ray.clip import block_attention, patch_size, pool_tokens, vit_tokens
+from wsss_ray.clip import block_attention, block_forward, patch_size, pool_tokens, vit_tokens
 from wsss_ray.config import SCORES
 
 
@@ -77,12 +78,22 @@ def _capture_ln1(block):
         handle.remove()
 
 
-def _cam_from(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Grad-CAM of Px(1+N)xD activations/gradients (class token dropped) -> Pxghxgw in [0,1]."""
-    a, g = acts[:, 1:], grads[:, 1:]
-    weights = g.mean(dim=1, keepdim=True)                   # spatial mean of the gradient per channel
-    cam = F.relu((weights * a).sum(-1)).reshape(-1, *grid)  # ReLU(sum_c w_c A_c)
-    return minmax(cam)
+def full_precision(t: torch.Tensor):
+    """A context that turns autocast off on `t`'s device: CAM arithmetic stays float32
+    whatever precision the model runs in (see ``Labeler``'s ``precision``)."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
+def _gradcam(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Grad-CAMs from Rx(1+N)xD activations and KxRx(1+N)xD gradients (class token dropped) -> KxRxghxgw in [0,1]."""
+    with full_precision(acts):
+        return _gradcam_fp32(acts, grads, grid)
+
+
+def _gradcam_fp32(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    weights = grads[:, :, 1:].float().mean(dim=2)                              # spatial mean per channel
+    cam = F.relu(torch.einsum("krd,rnd->krn", weights, acts[:, 1:].float()))  # ReLU(sum_c w_c A_c)
+    return minmax(cam.reshape(*cam.shape[:2], *grid))
 
 
 def minmax(cam: torch.Tensor) -> torch.Tensor:
@@ -96,17 +107,20 @@ def minmax(cam: torch.Tensor) -> torch.Tensor:
 
 def _scores(model, tokens: torch.Tensor, text: torch.Tensor, valid: torch.Tensor, target: torch.Tensor,
             score: str) -> torch.Tensor:
-    """The scalar per row that is back-propagated: softmax prob (or raw logit) of `target`.
+    """The scalars that are back-propagated: softmax prob (or raw logit) of each `target` row.
 
-    tokens: Px(1+N)xD last-block outputs; text: PxTxD rows (padded); valid: PxT.
+    tokens: Px(1+N)xD last-block outputs; text: PxTxD rows (padded); valid: PxT; target: PxK.
+    Returns PxK.
     """
-    img = F.normalize(pool_tokens(model, tokens), dim=-1)
-    logits = model.logit_scale.exp() * torch.einsum("pd,ptd->pt", img, text)
-    if score == "softmax":
-        logits = logits.masked_fill(~valid, float("-inf")).softmax(-1)
-    elif score != "logit":
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    return logits.gather(1, target[:, None])[:, 0]
+    embedding = pool_tokens(model, tokens)
+    with full_precision(embedding):
+        img = F.normalize(embedding.float(), dim=-1)
+        logits = model.logit_scale.exp() * torch.einsum("pd,ptd->pt", img, text.float())
+        if score == "softmax":
+            logits = logits.masked_fill(~valid, float("-inf")).softmax(-1)
+        elif score != "logit":
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        return logits.gather(1, target)
 
 
 def _padded(texts: list[torch.Tensor], rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,40 +136,76 @@ def _padded(texts: list[torch.Tensor], rows: list[int]) -> tuple[torch.Tensor, t
 
 def _last_block_cams(model, enc: Encoded, texts: list[torch.Tensor], pairs: list[tuple[int, int]],
                      score: str) -> torch.Tensor:
-    """Pxghxgw CAMs for (image, target row) pairs, all through the last block at once."""
+    """Pxghxgw CAMs for (image, target row) pairs: the last block run once per pair (the reference's way)."""
     block = model.visual.transformer.resblocks[-1]
     rows = [b for b, _ in pairs]
     text, valid = _padded(texts, rows)
-    target = torch.tensor([t for _, t in pairs], device=enc.last_in.device)
+    target = torch.tensor([[t] for _, t in pairs], device=enc.last_in.device)
     x = enc.last_in[rows]
     with torch.enable_grad(), _capture_ln1(block) as store:
         s = _scores(model, block(x), text, valid, target, score)
         grads = torch.autograd.grad(s.sum(), store[0])[0]
-    return _cam_from(store[0].detach(), grads, enc.grid)
+    return _gradcam(store[0].detach(), grads[None], enc.grid)[0]
+
+
+def _image_chunks(targets: list[list[int]], max_pairs: int) -> list[list[int]]:
+    """The images with targets, grouped by how many they have (so no gradient is computed for a
+    target an image lacks), each group at most `max_pairs` (image, target) pairs (at least one image)."""
+    by_count: dict[int, list[int]] = {}
+    for b, ts in enumerate(targets):
+        if ts:
+            by_count.setdefault(len(ts), []).append(b)
+    return [rows[i:i + max(1, max_pairs // k)] for k, rows in sorted(by_count.items())
+            for i in range(0, len(rows), max(1, max_pairs // k))]
+
+
+def _one_forward_cams(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]],
+                      rows: list[int], score: str) -> list[torch.Tensor]:
+    """CAMs of every target of images `rows` (each has the same number K of targets): one
+    last-block forward for them all, then K vector-Jacobian products through that one graph."""
+    block = model.visual.transformer.resblocks[-1]
+    x = enc.last_in[rows]
+    text, valid = _padded(texts, rows)
+    target = torch.tensor([targets[b] for b in rows], device=x.device)
+    k = target.shape[1]
+    picks = torch.eye(k, device=x.device)[:, None].expand(k, len(rows), k)  # picks[j]: each image's j-th target
+    with torch.no_grad():
+        acts = block.ln_1(x)  # the CLIP-ES target layer: the last block's ln_1 output
+    with torch.enable_grad():
+        acts.requires_grad_(True)
+        tokens, _ = block_forward(block, x, ln_1=acts)
+        s = _scores(model, tokens, text, valid, target, score)
+        grads = torch.stack([torch.autograd.grad(s, acts, grad_outputs=p, retain_graph=j < k - 1)[0]
+                             for j, p in enumerate(picks)])
+    cams = _gradcam(acts.detach(), grads, enc.grid)
+    return list(cams.transpose(0, 1))
 
 
 def softmax_gradcam(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]],
                     score: str = "softmax", max_pairs: int = 64) -> list[torch.Tensor]:
-    """CAMs of every (image, target) pair, `max_pairs` pairs per last-block pass.
+    """CAMs of every (image, target) pair, the last block run once per image.
 
     Args:
         enc: output of :func:`encode` for B images.
         texts: per image, the TxD text rows its softmax runs over (see TextFeatures.for_image).
         targets: per image, the rows (into its texts) to explain, one CAM each.
         score: ``softmax`` (CLIP-ES) or ``logit`` (plain Grad-CAM of the raw similarity).
-        max_pairs: pairs per pass (bounds memory; the CAMs do not depend on it).
+        max_pairs: bounds the gradients held at once: images x their most targets per pass
+            (memory only; the CAMs do not depend on it).
 
     Returns: per image, a Kxghxgw tensor in [0,1] (K = len(targets[b])).
     """
-    pairs = [(b, t) for b, ts in enumerate(targets) for t in ts]
-    chunks = [_last_block_cams(model, enc, texts, pairs[i:i + max_pairs], score)
-              for i in range(0, len(pairs), max_pairs)]
-    flat = torch.cat(chunks) if chunks else enc.last_in.new_zeros((0, *enc.grid))
-    return list(torch.split(flat, [len(ts) for ts in targets]))
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    out = [enc.last_in.new_zeros((0, *enc.grid), dtype=torch.float32) for _ in targets]
+    for rows in _image_chunks(targets, max_pairs):
+        for b, cams in zip(rows, _one_forward_cams(model, enc, texts, targets, rows, score)):
+            out[b] = cams
+    return out
 
 
 def gradcam_loop(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]],
                  score: str = "softmax") -> list[torch.Tensor]:
     """The reference implementation's order: one image, one class, one last-block pass at a time."""
     return [torch.cat([_last_block_cams(model, enc, texts, [(b, t)], score) for t in ts]) if ts
-            else enc.last_in.new_zeros((0, *enc.grid)) for b, ts in enumerate(targets)]
+            else enc.last_in.new_zeros((0, *enc.grid), dtype=torch.float32) for b, ts in enumerate(targets)]
