@@ -15,6 +15,7 @@ from wsss_ray.clip import (
     TOYCLIP_CONFIG,
     ClipLoadError,
     block_attention,
+    block_forward,
     bundled_toyclip_dir,
     interpolate_pos_embed,
     load_clip,
@@ -259,3 +260,19 @@ def test_key_similarity_source_is_softmax_of_key_products(tiny_model):
     assert torch.allclose(w, expected, atol=1e-6)
     with pytest.raises(ValueError, match="attention source"):
         block_attention(block, x, source="values")
+
+
+@pytest.mark.parametrize("capture", [None, "attention", "keys"])
+def test_block_forward_is_the_block(tiny_model, capture):
+    """The written-out block gives the block's own output, and keeps the map it was asked for."""
+    blk = tiny_model.visual.transformer.resblocks[1]
+    x = _images(2, 17, 128, seed=5)
+    with torch.no_grad():
+        out, kept = block_forward(blk, x, capture=capture)
+        torch.testing.assert_close(out, blk(x), atol=1e-5, rtol=1e-5)
+        if capture is None:
+            assert kept is None
+        else:
+            torch.testing.assert_close(kept, block_attention(blk, x, source=capture))
+        given, _ = block_forward(blk, x, ln_1=torch.zeros_like(x))  # ln_1 taken as given
+        assert not torch.allclose(given, out)

@@ -1,8 +1,13 @@
+import dataclasses
+import sys
+
 import numpy as np
 import pytest
+import torch
 
 from wsss_ray.config import CrfConfig
 from wsss_ray.crf import dense_crf
+from wsss_ray.lattice import PermutohedralLattice, grid_factor
 
 EDGE = 20  # true colour edge: columns < 20 are red (class 1), the rest blue (class 2)
 
@@ -68,3 +73,76 @@ def test_crf_rejects_bad_inputs():
         dense_crf(image, probs[:, :8])
     with pytest.raises(ValueError):
         dense_crf(image, probs[0])
+
+
+def _disc_scene(size=256, seed=0):
+    """A noisy red disc on a textured green/blue background, with a CAM-like blurred, offset disc map."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size * 0.45) ** 2 + (xx - size * 0.5) ** 2 < (size * 0.25) ** 2
+    image = np.where(disc[..., None], (200, 40, 40), (40, 150, 90)).astype(np.int16)
+    image[:, size // 2:] += (0, -60, 90) * ~disc[:, size // 2:, None]
+    image = np.clip(image + rng.integers(-6, 7, image.shape), 0, 255).astype(np.uint8)
+    blurred = 1 / (1 + np.exp(((yy - size * 0.5) ** 2 + (xx - size * 0.55) ** 2 - (size * 0.22) ** 2) / (size * 6)))
+    probs = np.stack([1 - 0.9 * blurred, 0.9 * blurred]).astype(np.float32) + 0.05
+    return image, probs / probs.sum(0, keepdims=True), disc.astype(int)
+
+
+def test_torch_backend_matches_pydensecrf_at_full_resolution():
+    image, probs, truth = _two_colour_scene()
+    ref = dense_crf(image, probs, dataclasses.replace(REFERENCE, backend="pydensecrf"))
+    out = dense_crf(image, probs, dataclasses.replace(REFERENCE, backend="torch", downsample=1))
+    assert (out.argmax(0) == ref.argmax(0)).mean() >= 0.99
+    assert np.abs(out - ref).mean() < 0.05
+    np.testing.assert_allclose(out.sum(0), 1, atol=1e-4)
+
+
+def test_torch_backend_on_a_coarse_grid_agrees_with_pydensecrf():
+    image, probs, truth = _disc_scene()
+    assert grid_factor(*image.shape[:2], 4) == 4
+    ref = dense_crf(image, probs, dataclasses.replace(REFERENCE, backend="pydensecrf")).argmax(0)
+    out = dense_crf(image, probs, dataclasses.replace(REFERENCE, backend="torch", downsample=4)).argmax(0)
+    assert (out == ref).mean() >= 0.98
+    before = (probs.argmax(0) == truth).mean()
+    assert (out == truth).mean() > before and (ref == truth).mean() > before
+
+
+def test_default_backend_is_torch(monkeypatch):
+    assert CrfConfig().backend == "torch"
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)  # any import of it now fails
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    image, probs, _ = _two_colour_scene(size=24)
+    assert dense_crf(image, probs).shape == probs.shape
+    with pytest.raises(ImportError):
+        dense_crf(image, probs, CrfConfig(backend="pydensecrf"))
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="crf backend must be one of"):
+        CrfConfig(backend="densecrf")
+    with pytest.raises(ValueError, match="downsample"):
+        CrfConfig(downsample=0)
+
+
+@pytest.mark.parametrize("size, downsample, factor", [((375, 500), 4, 4), ((213, 320), 4, 3), ((64, 64), 4, 1),
+                                                      ((1000, 800), 1, 1), ((127, 900), 8, 1)])
+def test_grid_factor_keeps_small_images_at_full_size(size, downsample, factor):
+    assert grid_factor(*size, downsample) == factor
+
+
+@pytest.mark.parametrize("d, least_correlation", [(2, 0.98), (5, 0.9)])
+def test_lattice_filter_approximates_the_gaussian(d, least_correlation):
+    """Normalised as the CRF uses it, the lattice filter follows the exact Gaussian sum."""
+    g = torch.Generator().manual_seed(d)
+    features = torch.randn(400, d, generator=g) * 2
+    values = torch.rand(400, 2, generator=g)
+    kernel = torch.exp(-torch.cdist(features, features) ** 2 / 2)
+    lattice = PermutohedralLattice(features)
+    norm = lattice.filter(torch.ones(400, 1)).rsqrt()
+    exact_norm = kernel.sum(1, keepdim=True).rsqrt()
+    approx = norm * lattice.filter(norm * values)
+    exact = exact_norm * (kernel @ (exact_norm * values))
+    assert torch.corrcoef(torch.stack([approx.flatten(), exact.flatten()]))[0, 1] > least_correlation
+    # points at one place: the filter sums them (up to the lattice's constant scale)
+    same = PermutohedralLattice(torch.zeros(10, d)).filter(torch.ones(10, 1))
+    torch.testing.assert_close(same, torch.full_like(same, float(same[0])))

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
 from wsss_ray.cam import ClipES
-from wsss_ray.config import ClipESConfig, CrfConfig, PostConfig
+from wsss_ray.config import ClipESConfig, CrfConfig, LabelJobConfig, PostConfig
 from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import cams_to_probs, probs_to_mask
@@ -101,3 +102,21 @@ def test_from_spec_resolves_settings_as_the_job_does(tiny_dir, batch):
         assert np.array_equal(r.mask, probs_to_mask(cams_to_probs(r.cams, 3), lab.class_ids(lab_names))[0])
     with pytest.raises(ValueError, match="unknown clip_es settings"):
         Labeler.from_spec(f"local-dir:{tiny_dir}", "toyworld", settings={"caa_on": False})
+
+
+def test_precision_names(monkeypatch):
+    from wsss_ray.labeler import autocast_dtype
+
+    assert autocast_dtype("fp32", "cpu") is None
+    assert autocast_dtype("bf16", "cpu") == torch.bfloat16
+    assert autocast_dtype("fp16", "cuda") == torch.float16
+    assert autocast_dtype("auto", "cuda") is None  # not measured equal on GPUs yet: float32 there
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert autocast_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert autocast_dtype("auto", "cpu") is None
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype("half", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        LabelJobConfig(precision="half")

@@ -174,3 +174,30 @@ def test_gradcam_localises_the_evidence(score, hw, patch):
 
     anti = softmax_gradcam(model, enc, texts, [[1]], score=score)[0][0]
     assert torch.equal(anti, torch.zeros(gh, gw))
+
+
+def test_one_forward_equals_per_class_loop_on_mixed_target_counts(tiny_model):
+    """Images with 1..4 targets, chunked by target count under a small pair budget: each CAM is
+    the per-class loop's (one last-block forward and backward per class) to 1e-5."""
+    images = torch.randn(5, 3, 64, 80, generator=torch.Generator().manual_seed(3))
+    enc = encode(tiny_model, images)
+    texts = [_unit_rows(6, 128, seed=20 + i) for i in range(5)]
+    targets = [[0, 1, 2, 3], [5], [], [2, 4], [1, 3, 5]]
+    for max_pairs in (64, 3, 1):
+        one = softmax_gradcam(tiny_model, enc, texts, targets, max_pairs=max_pairs)
+        loop = gradcam_loop(tiny_model, enc, texts, targets)
+        assert [c.shape for c in one] == [(len(t), 8, 10) for t in targets]
+        for a, b in zip(one, loop):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_bf16_autocast_keeps_cams_float32_and_close(tiny_model, encoded):
+    """Under bf16 autocast the model runs in bf16, the CAM arithmetic in float32."""
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    texts = [_unit_rows(4, 128, seed=30)] * 2
+    full = softmax_gradcam(tiny_model, encode(tiny_model, images), texts, [[0, 1], [2]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = softmax_gradcam(tiny_model, encode(tiny_model, images), texts, [[0, 1], [2]])
+    assert all(c.dtype == torch.float32 for c in half)
+    for a, b in zip(full, half):
+        assert (a - b).abs().mean() < 0.05
