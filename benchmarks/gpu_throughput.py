@@ -5,12 +5,15 @@ Ray Train on the GPU (NCCL), and SemPLeS prompt learning on the GPU.
 
 - CAM images/s of CLIP-ES (CAA on, one scale, the ViT-B/16 defaults) with a randomly
   initialised ViT-B/16 at 500x375 (VOC size; 384x512 model input), two classes per
-  image, batch sizes 1..64, fp32 and fp16 autocast; the fp16 CAMs are compared with the
-  fp32 ones. GPU work alone (inputs already on the GPU, CAMs at grid size) and the
-  method's whole ``cams`` call (resizing, upsampling to the image, copy back).
+  image, batch sizes 1..64, fp32, fp16 and bf16 autocast; the half-precision CAMs are
+  compared with the fp32 ones. GPU work alone (inputs already on the GPU, CAMs at grid
+  size) and the method's whole ``cams`` call (resizing, upsampling to the image, copy back).
 - SemPLeS and FreeSeg CAM images/s at batch 16 (random prompts of ViT-B/16 width).
-- The labelling job (Ray Data, one CAM actor with ``num_gpus=1``, CRF off) on toy
-  images upscaled to 500x375, rows/s.
+- Both dense-CRF backends at 500x375: the torch backend on the GPU (default coarse grid
+  and full resolution) and pydensecrf on one CPU core, and the CPU cores one GPU's CAM
+  output would need with each.
+- The labelling job (Ray Data, one CAM actor with ``num_gpus=1``) on toy images upscaled
+  to 500x375, rows/s, with the CRF off and with the torch CRF in the GPU actor.
 - Ray Train: two epochs of the segmentation net with ``use_gpu`` (NCCL backend).
 - SemPLeS prompt learning with ``use_gpu`` on the toyclip.
 
@@ -88,11 +91,12 @@ def clip_es_cams(batches: list[int], repeats: int) -> dict:
     out = {"gpu": torch.cuda.get_device_name() if CUDA else "cpu", "torch": torch.__version__, "input": [384, 512],
            "classes_per_image": 2, "rows": []}
     ref = None
-    for dtype in ("fp32", "fp16") if CUDA else ("fp32",):   # half CAMs on CPU: see the CPU benchmarks
+    halves = {"fp16": torch.float16, "bf16": torch.bfloat16}
+    for dtype in ("fp32", "fp16", "bf16") if CUDA else ("fp32", "bf16"):
         for b in batches:
             x, i = x_all[:b], ids[:b]
             def grid():
-                with torch.autocast(DEVICE, dtype=HALF, enabled=dtype == "fp16"):
+                with torch.autocast(DEVICE, dtype=halves.get(dtype, HALF), enabled=dtype in halves):
                     return method._grid_cams(x, i)
             grid()
             _sync()
@@ -102,7 +106,7 @@ def clip_es_cams(batches: list[int], repeats: int) -> dict:
             _sync()
             gpu_s = (time.perf_counter() - t) / repeats
             def whole():
-                with torch.autocast(DEVICE, dtype=HALF, enabled=dtype == "fp16"):
+                with torch.autocast(DEVICE, dtype=halves.get(dtype, HALF), enabled=dtype in halves):
                     return method.cams(images[:b], i)
             whole()
             _sync()
@@ -117,7 +121,7 @@ def clip_es_cams(batches: list[int], repeats: int) -> dict:
             if dtype == "fp32" and b == max(batches):
                 ref = [c.float().cpu() for c in cams]
                 ref_full = full
-            if dtype == "fp16" and b == max(batches) and ref is not None:
+            if dtype in halves and b == max(batches) and ref is not None:
                 row["max_abs_diff_vs_fp32"] = round(max(float((a.float().cpu() - r).abs().max())
                                                         for a, r in zip(cams, ref)), 4)
                 agree = [float((f.argmax(0) == r.argmax(0)).mean()) for f, r in zip(full, ref_full)]
@@ -158,6 +162,42 @@ def methods_cams(batch: int, repeats: int) -> dict:
     return {"batch": batch, "fp32_cams_images_per_s": out}
 
 
+@part("crf_backends")
+def crf_backends(n: int) -> dict:
+    from wsss_ray.config import CrfConfig
+    from wsss_ray.crf import dense_crf
+
+    images, _ = voc_images(n, seed=100)
+    rng = np.random.default_rng(0)
+    small = torch.from_numpy(rng.random((n, 3, 24, 32)).astype(np.float32))
+    probs = torch.nn.functional.interpolate(small, size=(375, 500), mode="bilinear").numpy()
+    probs /= probs.sum(1, keepdims=True)
+    cams_per_s = max((r["gpu_images_per_s"] for r in RESULTS.get("clip_es_cams", {}).get("rows", [])
+                      if r.get("dtype") == "fp32"), default=None)
+    out = {"cams_images_per_s_fp32": cams_per_s, "rows": []}
+    torch.set_num_threads(1)
+    for name, config, device in (("pydensecrf, 1 CPU core", CrfConfig(backend="pydensecrf"), "cpu"),
+                                 ("torch, 1 CPU core", CrfConfig(), "cpu"),
+                                 ("torch on the GPU", CrfConfig(), DEVICE),
+                                 ("torch on the GPU, full resolution", CrfConfig(downsample=1), DEVICE)):
+        dense_crf(images[0], probs[0], config, device)
+        _sync()
+        t = time.perf_counter()
+        labels = [dense_crf(im, p, config, device).argmax(0) for im, p in zip(images, probs)]
+        _sync()
+        seconds = (time.perf_counter() - t) / n
+        row = {"backend": name, "s_per_image": round(seconds, 4)}
+        if cams_per_s and device == "cpu":
+            row["cpu_cores_per_gpu"] = round(cams_per_s * seconds, 1)
+        if name.startswith("pydensecrf"):
+            ref = labels
+        else:
+            row["pixels_as_pydensecrf"] = round(float(np.mean([(a == b).mean() for a, b in zip(labels, ref)])), 4)
+        out["rows"].append(row)
+    torch.set_num_threads(os.cpu_count())
+    return out
+
+
 @part("labelling_job")
 def labelling_job(n: int, work: Path) -> dict:
     import ray
@@ -181,10 +221,10 @@ def labelling_job(n: int, work: Path) -> dict:
     out = {}
     ray.init(num_cpus=os.cpu_count(), num_gpus=int(CUDA), include_dashboard=False, log_to_driver=False)
     try:
-        for gpus, label in ((float(CUDA), "gpu_actor"),):
+        for crf, label in ((0, "gpu_actor"), (10, "gpu_actor_with_crf")):
             config = resolve_label_job({"input": str(manifest), "output": str(work / f"out-{label}"),
                                         "model": f"local-dir:{model_dir}", "labelset": "toyworld",
-                                        "num_gpus": gpus, "batch_size": 16, "post": {"crf": {"iters": 0}}})
+                                        "num_gpus": float(CUDA), "batch_size": 16, "post": {"crf": {"iters": crf}}})
             summary = run(config, progress_interval=30)
             out[label] = {k: summary.get(k) for k in ("rows", "ok", "errors", "seconds", "rows_per_s")}
             out[label]["actors_gpus"] = ray.cluster_resources().get("GPU")
@@ -240,6 +280,7 @@ def main() -> int:
     RESULTS["date"] = time.strftime("%Y-%m-%d")
     clip_es_cams(batches, repeats)
     methods_cams(2 if args.quick else 16, repeats)
+    crf_backends(2 if args.quick else 16)
     labelling_job(8 if args.quick else 256, work)
     train_gpu(work)
     learn_prompts_gpu(work)

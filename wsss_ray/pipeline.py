@@ -3,7 +3,9 @@
 Each stage declares what it needs. ``decode`` and ``crf`` are CPU tasks. ``cam``
 is a pool of actors that build the labeller once each (``Labeler.from_config``:
 the model, the method, its prompts) and autoscales between the ``concurrency``
-bounds; it takes ``num_gpus`` GPUs per actor, so GPUs never wait on the CRF. A bad
+bounds; it takes ``num_gpus`` GPUs per actor. A GPU actor also runs the torch
+CRF backend on its GPU (``crf_in_actor``): at GPU CAM rates the CRF on CPU cores
+would need hundreds of them (docs/RESULTS.md). A bad
 item becomes an ``error`` row and never stops the job. The Parquet side (schema,
 atomic files, resume, progress) is ``wsss_ray.rows``, shared with prediction.
 
@@ -28,13 +30,22 @@ from wsss_ray.rows import (count_rows, decode_stage, evaluate_output, mark_error
                            output_table, png_rows, writable_batch, write_pending)
 
 
+def crf_in_actor(config: LabelJobConfig, device: str) -> bool:
+    """Whether the dense CRF runs in the CAM actor: when the actor has a GPU and the torch
+    backend can use it, so a GPU's output does not wait on CPU cores; else in CPU tasks."""
+    crf = config.post.crf
+    return device.startswith("cuda") and crf.backend == "torch" and crf.iters > 0
+
+
 class CamStage:
-    """CAMs -> per-pixel probabilities (actor: the labeller is built once)."""
+    """CAMs -> per-pixel probabilities (actor: the labeller is built once); on a GPU, also the CRF."""
 
     def __init__(self, config: LabelJobConfig, method_class: type | None = None):
         from wsss_ray.labeler import Labeler
 
-        self.labeler = Labeler.from_config(config, actor_device(config.num_gpus), method_class)
+        self.device = actor_device(config.num_gpus)
+        self.labeler = Labeler.from_config(config, self.device, method_class)
+        self.refine = crf_in_actor(config, self.device)
 
     def __call__(self, batch: dict) -> dict:
         batch = writable_batch(batch)
@@ -52,23 +63,32 @@ class CamStage:
         if todo:
             cams = self.labeler.cams([batch["pixels"][i] for i in todo], [list(batch["labels"][i]) for i in todo])
             for i, p in zip(todo, self.labeler.probs(cams)):
+                if self.refine:  # the CRF's marginals, computed here on the GPU
+                    from wsss_ray.crf import dense_crf
+
+                    p = dense_crf(batch["pixels"][i], p, self.labeler.post.crf, self.device)
                 probs[i] = p.astype(np.float16)
         blank = np.zeros((1, 1, 1), np.float16)
         batch["probs"] = objects([p if p is not None else blank for p in probs])
+        batch["refined"] = np.full(n, self.refine)
         return batch
 
 
 def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) -> pa.Table:
-    """Dense CRF, pseudo-mask and confidence PNGs (CPU tasks); the rows done go to `counter`."""
+    """Dense CRF (unless the CAM actor ran it), pseudo-mask and confidence PNGs (CPU tasks);
+    the rows done go to `counter`."""
     from wsss_ray.labeler import class_ids, refine
 
     labelset = load_labelset(config.labelset)
     batch = writable_batch(batch)
+    done_in_actor = dataclasses.replace(config.post, crf=dataclasses.replace(config.post.crf, iters=0))
+    refined_rows = batch.get("refined")
 
     def refined(i: int) -> tuple[np.ndarray, np.ndarray]:
         probs = batch["probs"][i].astype(np.float32)
         probs /= probs.sum(0, keepdims=True)  # float16 transport loses the exact normalisation
-        return refine(batch["pixels"][i], probs, class_ids(labelset, list(batch["labels"][i])), config.post)
+        post = done_in_actor if refined_rows is not None and refined_rows[i] else config.post
+        return refine(batch["pixels"][i], probs, class_ids(labelset, list(batch["labels"][i])), post)
 
     pngs = png_rows(batch, refined, "refinement")
     table = output_table(batch, pngs, labelset=config.labelset, model=config.model, method=config.method,

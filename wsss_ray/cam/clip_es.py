@@ -15,7 +15,7 @@ import torch
 
 from wsss_ray.cam import caa
 from wsss_ray.cam.base import TextCamMethod
-from wsss_ray.cam.gradcam import encode, softmax_gradcam
+from wsss_ray.cam.gradcam import Encoded, encode, softmax_gradcam
 from wsss_ray.clip import LoadedClip
 from wsss_ray.config import ClipESConfig
 from wsss_ray.labelset import Labelset
@@ -39,12 +39,15 @@ class ClipES(TextCamMethod):
         """The text rows an image's softmax runs over and the row of each of its classes."""
         return self.text.for_image(class_ids, self.config.softmax_over)
 
+    def gradcams(self, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]]) -> list[torch.Tensor]:
+        """Per image, the softmax-GradCAMs of its targets at grid size (one last-block forward per image)."""
+        return softmax_gradcam(self.clip.model, enc, texts, targets, self.config.score, self.config.max_pairs)
+
     def _grid_cams(self, x: torch.Tensor, ids: list[list[int]]) -> list[torch.Tensor]:
         cfg = self.config
         enc = encode(self.clip.model, x, self.caa_layers if cfg.caa else 0, cfg.caa_source)
         rows = [self.softmax_rows(i) for i in ids]
-        cams = softmax_gradcam(self.clip.model, enc, [r for r, _ in rows], [t for _, t in rows],
-                               cfg.score, cfg.max_pairs)
+        cams = self.gradcams(enc, [r for r, _ in rows], [t for _, t in rows])
         if cfg.caa:
             cams = [caa.refine(c, caa.affinity([a[b] for a in enc.attention], cfg.sinkhorn_iters,
                                                cfg.affinity_power), cfg.box_threshold)

@@ -1,0 +1,47 @@
+"""The CAM stage and the CRF stage of the labelling graph, called directly (no Ray cluster)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from wsss_ray.config import CrfConfig, LabelJobConfig, PostConfig
+from wsss_ray.masks import decode_png
+from wsss_ray.pipeline import CamStage, crf_in_actor, crf_stage
+from wsss_ray.rows import decode_stage
+from wsss_ray.toyworld import generate
+
+
+def _batch(manifest):
+    items = [json.loads(line) for line in manifest.read_text().splitlines()]
+    folder = os.path.dirname(manifest)
+    return {"id": np.array([i["id"] for i in items]), "image": np.array([os.path.join(folder, i["image"]) for i in items]),
+            "labels": [np.array(i["labels"]) for i in items], "status": np.array(["ok"] * len(items), object),
+            "error": np.array([None] * len(items), object)}
+
+
+@pytest.mark.parametrize("device, backend, iters, expected", [
+    ("cuda", "torch", 10, True), ("cuda:1", "torch", 10, True), ("cpu", "torch", 10, False),
+    ("cuda", "pydensecrf", 10, False), ("cuda", "torch", 0, False)])
+def test_crf_runs_in_the_actor_only_on_a_gpu_with_the_torch_backend(device, backend, iters, expected):
+    config = LabelJobConfig(post=PostConfig(crf=CrfConfig(backend=backend, iters=iters)))
+    assert crf_in_actor(config, device) is expected
+
+
+def test_crf_in_the_actor_gives_the_masks_of_crf_tasks(tmp_path):
+    """The GPU layout (CRF in the CAM actor, here forced on the CPU) labels as the CPU layout does."""
+    manifest = generate(tmp_path / "toy", 6, seed=2_000_000)
+    config = LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), precision="fp32")
+    stage = CamStage(config)
+    assert stage.refine is False  # a CPU actor leaves the CRF to CPU tasks
+    masks = {}
+    for refine in (False, True):
+        stage.refine = refine
+        batch = stage(decode_stage(_batch(manifest), max_pixels=10**8))
+        assert list(batch["refined"]) == [refine] * 6
+        table = crf_stage(batch, config, run_id="r").to_pylist()
+        assert all(row["status"] == "ok" for row in table)
+        masks[refine] = [decode_png(row["mask"]) for row in table]
+    agree = [(a == b).mean() for a, b in zip(masks[False], masks[True])]
+    assert min(agree) > 0.99  # float16 transport of the probabilities vs of the marginals
