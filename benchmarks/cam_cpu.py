@@ -19,17 +19,10 @@ import numpy as np
 import torch
 
 from wsss_ray.cam import ClipES
-from wsss_ray.cam.gradcam import gradcam_loop
+from wsss_ray.cam.clip_es import ClipESReferenceOrder
 from wsss_ray.clip import load_clip
 from wsss_ray.config import ClipESConfig
 from wsss_ray.labelset import load_labelset
-
-
-class LoopOrder(ClipES):
-    """The reference's order: the last block forward and backward once per class."""
-
-    def gradcams(self, enc, texts, targets):
-        return gradcam_loop(self.clip.model, enc, texts, targets, self.config.score)
 
 
 def timed(method, images, ids, batch: int, autocast, repeats: int) -> tuple[float, list[np.ndarray]]:
@@ -63,7 +56,7 @@ def main() -> None:
     ids = [[int(a), int(b)] for a, b in rng.choice(len(labelset), (args.images, 2))]
     ids = [i if i[0] != i[1] else [i[0], (i[0] + 1) % len(labelset)] for i in ids]
     fp32, bf16 = contextlib.nullcontext, lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    loop, one = LoopOrder(ClipESConfig(), clip, labelset), ClipES(ClipESConfig(), clip, labelset)
+    loop, one = ClipESReferenceOrder(ClipESConfig(), clip, labelset), ClipES(ClipESConfig(), clip, labelset)
 
     rows = [("per-class loop (reference order), float32, 1 thread", loop, 1, fp32, 1),
             ("one forward per image, float32, 1 thread", one, 1, fp32, 1),

@@ -1,10 +1,11 @@
-"""Images/s of CLIP-ES softmax-GradCAM: the reference's per-class loop vs the batched version.
+"""Images/s of CLIP-ES softmax-GradCAM: the reference's per-class loop vs one forward per image.
 
 Same model, same images, same text features, one run. The loop is how the
 reference implementation works (per image: blocks 0..L-2 once, then one
-last-block forward + backward per present class); the batched version encodes
-the whole batch once and runs every (image, class) pair through the last block
-in one forward + backward. CAMs are checked equal before timing.
+last-block forward + backward per present class); ``softmax_gradcam`` encodes
+the whole batch once, runs the last block forward once per image and takes each
+class's gradient by a vector-Jacobian product through that graph. CAMs are
+checked equal before timing.
 
     .venv/bin/python benchmarks/cam_throughput.py [--repeats 3]
 """
@@ -34,16 +35,16 @@ def reference_loop(model, x, rows):
     return out
 
 
-def batched(model, x, rows):
+def one_forward(model, x, rows):
     enc = encode(model, x)
     return softmax_gradcam(model, enc, [r for r, _ in rows], [t for _, t in rows])
 
 
 def bench(name, model, x, rows, repeats):
-    ref, new = reference_loop(model, x, rows), batched(model, x, rows)
+    ref, new = reference_loop(model, x, rows), one_forward(model, x, rows)
     err = max(float((a - b).abs().max()) for a, b in zip(ref, new))
     times = {}
-    for label, fn in (("per-class loop", reference_loop), ("batched", batched)):
+    for label, fn in (("per-class loop", reference_loop), ("one forward", one_forward)):
         best = float("inf")
         for _ in range(repeats):
             t = time.perf_counter()
@@ -52,7 +53,7 @@ def bench(name, model, x, rows, repeats):
         times[label] = x.shape[0] / best
     pairs = sum(len(t) for _, t in rows)
     print(f"| {name} | {x.shape[0]} images, {pairs} classes | {times['per-class loop']:.1f} | "
-          f"{times['batched']:.1f} | {times['batched'] / times['per-class loop']:.2f}x | {err:.1e} |", flush=True)
+          f"{times['one forward']:.1f} | {times['one forward'] / times['per-class loop']:.2f}x | {err:.1e} |", flush=True)
 
 
 def main() -> None:
@@ -63,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch threads: {args.threads}; best of {args.repeats}")
-    print("| model | batch | loop images/s | batched images/s | speed-up | max CAM difference |")
+    print("| model | batch | loop images/s | one forward images/s | speed-up | max CAM difference |")
     print("|---|---|---|---|---|---|")
 
     labelset = load_labelset("toyworld")

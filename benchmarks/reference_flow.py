@@ -79,17 +79,12 @@ def settings(work: Path, labelset: str, **overrides):
 
 def reference_method(config):
     """CLIP-ES as the reference runs it: float32, the last block forward and backward once per class."""
-    from wsss_ray.cam import ClipES
-    from wsss_ray.cam.gradcam import gradcam_loop
+    from wsss_ray.cam.clip_es import ClipESReferenceOrder
     from wsss_ray.clip import load_clip
     from wsss_ray.labelset import load_labelset
 
-    class ReferenceOrder(ClipES):
-        def gradcams(self, enc, texts, targets):
-            return gradcam_loop(self.clip.model, enc, texts, targets, self.config.score)
-
-    return ReferenceOrder(config.method_config, load_clip(config.model, config.pretrained),
-                          load_labelset(config.labelset))
+    return ClipESReferenceOrder(config.method_config, load_clip(config.model, config.pretrained),
+                                load_labelset(config.labelset))
 
 
 def reference_crf(image_path: str, cam_path: str, ids: list[int], post, out_path: str) -> None:
@@ -106,8 +101,8 @@ def reference_crf(image_path: str, cam_path: str, ids: list[int], post, out_path
     Path(out_path).write_bytes(encode_png(mask))
 
 
-def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, jobs: int, out: Path) -> float:
-    """Runs both reference phases; returns seconds, model loading included."""
+def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, jobs: int, out: Path) -> dict:
+    """Runs both reference phases; returns the seconds of the whole and of loading the model."""
     import torch
     from joblib import Parallel, delayed
 
@@ -117,6 +112,7 @@ def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, j
     torch.set_num_threads(threads)
     config = settings(work, labelset, precision="fp32")
     method = reference_method(config)
+    loaded = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     ids = {}
     for item in items:  # phase 1: every CAM, one image at a time, saved
@@ -125,22 +121,23 @@ def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, j
         np.save(out / f"{item['id']}.npy", cams)
     Parallel(n_jobs=jobs)(delayed(reference_crf)(str(work / i["image"]), str(out / f"{i['id']}.npy"), ids[i["id"]],
                                                  config.post, str(out / f"{i['id']}.png")) for i in items)
-    return time.perf_counter() - start
+    return {"seconds": time.perf_counter() - start, "loading": loaded - start}
 
 
-def ours_serial(work: Path, items: list[dict], labelset: str, out: Path) -> float:
-    """The labeller (the job's defaults), one image at a time on this thread; returns seconds."""
+def ours_serial(work: Path, items: list[dict], labelset: str, out: Path) -> dict:
+    """The labeller (the job's defaults), one image at a time on this thread; seconds as above."""
     from wsss_ray.labeler import Labeler
     from wsss_ray.masks import encode_png
     from wsss_ray.sources import load_image
 
     start = time.perf_counter()
     labeler = Labeler.from_config(settings(work, labelset))
+    loaded = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     for item in items:
         result = labeler.label([load_image(str(work / item["image"]))], [item["labels"]])[0]
         (out / f"{item['id']}.png").write_bytes(encode_png(result.mask))
-    return time.perf_counter() - start
+    return {"seconds": time.perf_counter() - start, "loading": loaded - start}
 
 
 def agreement(a: Path, b: Path, items: list[dict]) -> list[float]:
@@ -186,6 +183,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count(),
                         help="threads and pool size of the reference flow (the job uses the whole machine)")
     parser.add_argument("--work", help="keep the files here (default: a temporary folder)")
+    parser.add_argument("--part", type=int, choices=(1, 2), help="run only this part (default: both)")
     parser.add_argument("--as", dest="role", choices=("reference", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
@@ -197,13 +195,13 @@ def main() -> None:
         work = Path(args.work)
         items = [json.loads(l) for l in (work / "manifest.jsonl").read_text().splitlines()][:args.first]
         if args.role == "reference":
-            seconds = reference_flow(work, items, labelset, args.threads, args.jobs, Path(args.out))
+            timing = reference_flow(work, items, labelset, args.threads, args.jobs, Path(args.out))
         else:
             import torch
 
             torch.set_num_threads(args.threads)
-            seconds = ours_serial(work, items, labelset, Path(args.out))
-        print(json.dumps({"seconds": seconds, "images": len(items)}))
+            timing = ours_serial(work, items, labelset, Path(args.out))
+        print(json.dumps({**timing, "images": len(items)}))
         return
 
     from wsss_ray.labelset import load_labelset
@@ -212,57 +210,66 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        items = prepare(work, Path(args.data), args.repeat)
-        common = ["--work", str(work)]
+        if (work / "manifest.jsonl").is_file():  # prepared by an earlier run with the same --work
+            items = [json.loads(l) for l in (work / "manifest.jsonl").read_text().splitlines()]
+        else:
+            items = prepare(work, Path(args.data), args.repeat)
+        if args.part != 2:
+            per_image(work, items[:args.single], classes)
+        if args.part != 1:
+            whole_set(work, items, labelset, args.cpus, classes)
 
-        # 1. per image, one thread (the first --single images)
-        ref = run_self("--as", "reference", *common, "--first", str(args.single), "--threads", "1",
-                       "--jobs", "1", "--out", str(work / "ref1"), threads=1)
-        ours = run_self("--as", "ours", *common, "--first", str(args.single), "--threads", "1",
-                        "--out", str(work / "ours1"), threads=1)
-        first = items[:args.single]
-        agree = agreement(work / "ref1", work / "ours1", first)
-        print(f"1. per image, one thread, {len(first)} photos at 500x375 (model loading included):")
-        print("| flow | s/img | vs reference |")
-        print("|---|---|---|")
-        r, o = ref["seconds"] / ref["images"], ours["seconds"] / ours["images"]
-        print(f"| reference flow | {r:.3f} | 1.00x time |")
-        print(f"| this project's labeller | {o:.3f} | **{o / r:.2f}x time** ({r / o:.2f}x faster) |")
-        print(f"masks equal to the reference's on {100 * np.median(agree):.2f} % of pixels (median over photos; "
-              f"mean {100 * np.mean(agree):.2f} %, lowest {100 * min(agree):.2f} %); mIoU against the ground truth: "
-              f"reference {miou(work / 'ref1', work, first, classes):.4f}, "
-              f"ours {miou(work / 'ours1', work, first, classes):.4f}")
 
-        # 2. the whole set on --cpus cores
-        print(f"\n2. {len(items)} images (41 photos x {args.repeat}) at 500x375 on this machine's {args.cpus} cores, "
-              "wall time of the whole process:")
-        print("| flow | seconds | images/s | vs reference flow |")
-        print("|---|---|---|---|")
-        ref = run_self("--as", "reference", *common, "--threads", str(args.cpus), "--jobs", str(args.cpus),
-                       "--out", str(work / "ref"), threads=args.cpus)
-        rate = len(items) / ref["seconds"]
-        notes = []
-        print(f"| reference flow (torch {args.cpus} threads, then a pool of {args.cpus}) | {ref['seconds']:.1f} | "
-              f"{rate:.3f} | 1.00x |", flush=True)
-        for name, flags in JOB_LAYOUTS.items():
-            output = work / f"job-{len(flags)}"
-            cmd = [sys.executable, "jobs/pseudolabel.py", "--input", str(work / "manifest.jsonl"), "--labelset",
-                   labelset, "--model", MODEL, "--pretrained", str(work / "weights.pt"), "--output", str(output),
-                   "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", *flags]
-            start = time.perf_counter()
-            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            seconds = time.perf_counter() - start
-            if done.returncode:
-                print(f"| job, {name} | failed: {done.stderr[-500:]} | | |")
-                continue
-            summary = json.loads(done.stdout.strip().splitlines()[-1])
-            job_masks(output, work / f"masks-{len(flags)}")
-            agree = agreement(work / "ref", work / f"masks-{len(flags)}", items)
-            print(f"| job, {name} | {seconds:.1f} | {len(items) / seconds:.3f} | "
-                  f"**{len(items) / seconds / rate:.2f}x** |", flush=True)
-            notes.append(f"job, {name}: {summary['ok']} ok, mIoU {summary['miou']:.4f}, masks equal to the reference "
-                         f"flow's on {100 * np.median(agree):.2f} % of pixels (median)")
-        print("\n".join(notes + [f"reference flow: mIoU {miou(work / 'ref', work, items, classes):.4f}"]))
+def per_image(work: Path, items: list[dict], classes: int) -> None:
+    """Part 1: one thread, one image at a time, after the model is loaded."""
+    common = ["--work", str(work), "--first", str(len(items)), "--threads", "1"]
+    ref = run_self("--as", "reference", *common, "--jobs", "1", "--out", str(work / "ref1"), threads=1)
+    ours = run_self("--as", "ours", *common, "--out", str(work / "ours1"), threads=1)
+    agree = agreement(work / "ref1", work / "ours1", items)
+    print(f"1. per image, one thread, {len(items)} photos at 500x375 (after the model is loaded):")
+    print("| flow | s/img | vs reference | loading the model, s |")
+    print("|---|---|---|---|")
+    r = (ref["seconds"] - ref["loading"]) / ref["images"]
+    o = (ours["seconds"] - ours["loading"]) / ours["images"]
+    print(f"| reference flow | {r:.3f} | 1.00x time | {ref['loading']:.1f} |")
+    print(f"| this project's labeller | {o:.3f} | **{o / r:.2f}x time** ({r / o:.2f}x faster) | "
+          f"{ours['loading']:.1f} |")
+    print(f"masks equal to the reference's on {100 * np.median(agree):.2f} % of pixels (median over photos; "
+          f"mean {100 * np.mean(agree):.2f} %, lowest {100 * min(agree):.2f} %); mIoU against the ground truth: "
+          f"reference {miou(work / 'ref1', work, items, classes):.4f}, "
+          f"ours {miou(work / 'ours1', work, items, classes):.4f}", flush=True)
+
+
+def whole_set(work: Path, items: list[dict], labelset: str, cpus: int, classes: int) -> None:
+    """Part 2: every image, the reference flow on `cpus` cores against the job, whole processes timed."""
+    print(f"\n2. {len(items)} images at 500x375 on this machine's {cpus} cores, wall time of the whole process:")
+    print("| flow | seconds | images/s | vs reference flow |")
+    print("|---|---|---|---|")
+    ref = run_self("--as", "reference", "--work", str(work), "--threads", str(cpus), "--jobs", str(cpus),
+                   "--out", str(work / "ref"), threads=cpus)
+    rate = len(items) / ref["seconds"]
+    notes = []
+    print(f"| reference flow (torch {cpus} threads, then a pool of {cpus}) | {ref['seconds']:.1f} | "
+          f"{rate:.3f} | 1.00x |", flush=True)
+    for name, flags in JOB_LAYOUTS.items():
+        output = work / f"job-{len(flags)}"
+        cmd = [sys.executable, "jobs/pseudolabel.py", "--input", str(work / "manifest.jsonl"), "--labelset",
+               labelset, "--model", MODEL, "--pretrained", str(work / "weights.pt"), "--output", str(output),
+               "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", *flags]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode:
+            notes.append(f"job, {name}: failed: {done.stderr[-2000:]}")
+            continue
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        job_masks(output, work / f"masks-{len(flags)}")
+        agree = agreement(work / "ref", work / f"masks-{len(flags)}", items)
+        print(f"| job, {name} | {seconds:.1f} | {len(items) / seconds:.3f} | "
+              f"**{len(items) / seconds / rate:.2f}x** |", flush=True)
+        notes.append(f"job, {name}: {summary['ok']} ok, mIoU {summary['miou']:.4f}, masks equal to the reference "
+                     f"flow's on {100 * np.median(agree):.2f} % of pixels (median)")
+    print("\n".join(notes + [f"reference flow: mIoU {miou(work / 'ref', work, items, classes):.4f}"]))
 
 
 if __name__ == "__main__":

@@ -274,18 +274,18 @@ def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None 
 
 
 def block_forward(block: torch.nn.Module, x: torch.Tensor, capture: str | None = None,
-                  ln_1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  qkv: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """An open_clip ResidualAttentionBlock's output for tokens `x` (BxLxD), attention computed once.
 
     The same sums as ``block(x)``, written out so the attention weights the block uses
     can also be kept (``capture``, see :func:`block_attention`, head-averaged) without
-    running its projections a second time. `ln_1`, when given, is taken as
-    ``block.ln_1(x)``, so gradients can be asked for at the block's first layer norm.
+    running its projections a second time. `qkv`, when given, is taken as the block's
+    input projection of ``block.ln_1(x)`` (BxLx3D), so gradients can be asked for there.
     Returns (output tokens, captured BxLxL map or None).
     """
     if capture is not None and capture not in ATTENTION_SOURCES:
         raise ValueError(f"attention source must be one of {ATTENTION_SOURCES}, got {capture!r}")
-    q, k, v = _qkv(block, block.ln_1(x) if ln_1 is None else ln_1)
+    q, k, v = split_heads(block, in_projection(block, block.ln_1(x)) if qkv is None else qkv)
     w = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
     out = F.linear((w @ v).transpose(1, 2).flatten(2), block.attn.out_proj.weight, block.attn.out_proj.bias)
     x = x + block.ls_1(out)
@@ -302,18 +302,23 @@ ATTENTION_SOURCES = CAA_SOURCES
 
 def _heads(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v of an open_clip ResidualAttentionBlock for tokens `x` (BxLxD), each BxHxLx(D/H)."""
-    return _qkv(block, block.ln_1(x))
+    return split_heads(block, in_projection(block, block.ln_1(x)))
 
 
-def _qkv(block: torch.nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, k, v of a block from the output `h` of its ``ln_1``, each BxHxLx(D/H)."""
+def in_projection(block: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """A block's attention input projection (BxLx3D: q, k, v) of its ``ln_1`` output `h`."""
     attn = block.attn
     if not isinstance(attn, torch.nn.MultiheadAttention):
         raise ClipLoadError(f"attention capture supports open_clip's nn.MultiheadAttention blocks, "
                             f"not {type(attn).__name__}")
-    b, n, d = h.shape
-    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(b, n, 3, attn.num_heads, d // attn.num_heads)
-    return tuple(t.transpose(1, 2) for t in qkv.unbind(2))
+    return F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
+
+
+def split_heads(block: torch.nn.Module, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BxLx3D projections -> q, k, v, each BxHxLx(D/H)."""
+    b, n, d3 = qkv.shape
+    heads = block.attn.num_heads
+    return tuple(t.transpose(1, 2) for t in qkv.view(b, n, 3, heads, d3 // 3 // heads).unbind(2))
 
 
 def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool = True,

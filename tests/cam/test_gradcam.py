@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from wsss_ray.cam.gradcam import (
     encode,
+    explain,
     gradcam_loop,
     minmax,
     patch_aligned_size,
@@ -201,3 +202,35 @@ def test_bf16_autocast_keeps_cams_float32_and_close(tiny_model, encoded):
     assert all(c.dtype == torch.float32 for c in half)
     for a, b in zip(full, half):
         assert (a - b).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("source", ["attention", "keys"])
+def test_explain_keeps_the_last_blocks_attention(tiny_model, encoded, source):
+    """The last block's map comes from the gradient pass itself, equal to recomputing it."""
+    texts = [_unit_rows(n, 128, seed=i) for i, n in enumerate(TEXT_ROWS)]
+    out = explain(tiny_model, encoded, texts, [[0], [], [0, 2]], attention_source=source)
+    last = block_attention(tiny_model.visual.transformer.resblocks[-1], encoded.last_in, source=source)
+    assert out.attention[1] is None  # no targets, no pass
+    for b in (0, 2):
+        torch.testing.assert_close(out.attention[b], last[b], atol=1e-6, rtol=1e-5)
+    assert explain(tiny_model, encoded, texts, [[0], [], [0, 2]]).attention == [None] * 3
+
+
+@pytest.mark.parametrize("caa, atol", [(False, 1e-5), (True, 1e-4)])
+def test_clip_es_equals_the_reference_order(tiny_clip, caa, atol):
+    """CLIP-ES at two scales: one forward per image gives the per-class loop's CAMs. With CAA
+    the last block's map comes from a different (equal) computation, and Sinkhorn
+    normalisation, the squared affinity and min-max scaling amplify its rounding to ~2e-5."""
+    from wsss_ray.cam.clip_es import ClipES, ClipESReferenceOrder
+    from wsss_ray.config import ClipESConfig
+    from wsss_ray.labelset import load_labelset
+
+    config = ClipESConfig(scales=(1.0, 0.75), caa=caa, caa_layers=2)
+    labelset = load_labelset("toyworld")
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (56, 72, 3), dtype=np.uint8) for _ in range(3)]
+    ids = [[0, 3], [5], [1, 2, 4]]
+    one = ClipES(config, tiny_clip, labelset).cams(images, ids)
+    loop = ClipESReferenceOrder(config, tiny_clip, labelset).cams(images, ids)
+    for a, b in zip(one, loop):
+        np.testing.assert_allclose(a, b, atol=atol, rtol=0)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss_ray.clip import block_attention, block_forward, patch_size, pool_tokens, vit_tokens
+from wsss_ray.clip import block_attention, block_forward, in_projection, patch_size, pool_tokens, vit_tokens
 from wsss_ray.config import SCORES
 
 
@@ -55,14 +55,16 @@ class Encoded:
 
 
 @torch.no_grad()
-def encode(model, images: torch.Tensor, attention_layers: int = 0, attention_source: str = "attention") -> Encoded:
+def encode(model, images: torch.Tensor, attention_layers: int = 0, attention_source: str = "attention",
+           last_block: bool = True) -> Encoded:
     """Run all blocks but the last; capture the attention of the last `attention_layers` blocks
-    (the last block's too, computed from its input)."""
+    (the last block's too, computed from its input, unless `last_block` is False: then the
+    caller takes it from its own pass through that block, see :func:`explain`)."""
     blocks = model.visual.transformer.resblocks
     p = patch_size(model)
     last_in, attn = vit_tokens(model, images, stop_at=len(blocks) - 1,
                                capture=max(attention_layers - 1, 0), source=attention_source)
-    if attention_layers > 0:
+    if attention_layers > 0 and last_block:
         attn = attn + [block_attention(blocks[-1], last_in, source=attention_source)]
     return Encoded(last_in, attn, (images.shape[-2] // p, images.shape[-1] // p))
 
@@ -84,16 +86,17 @@ def full_precision(t: torch.Tensor):
     return torch.autocast(t.device.type, enabled=False)
 
 
-def _gradcam(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Grad-CAMs from Rx(1+N)xD activations and KxRx(1+N)xD gradients (class token dropped) -> KxRxghxgw in [0,1]."""
+def _gradcam(acts: torch.Tensor, weights: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Grad-CAMs from Rx(1+N)xD activations and KxRxD channel weights (class token dropped) -> KxRxghxgw in [0,1]."""
     with full_precision(acts):
-        return _gradcam_fp32(acts, grads, grid)
+        cam = F.relu(torch.einsum("krd,rnd->krn", weights.float(), acts[:, 1:].float()))  # ReLU(sum_c w_c A_c)
+        return minmax(cam.reshape(*cam.shape[:2], *grid))
 
 
-def _gradcam_fp32(acts: torch.Tensor, grads: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    weights = grads[:, :, 1:].float().mean(dim=2)                              # spatial mean per channel
-    cam = F.relu(torch.einsum("krd,rnd->krn", weights, acts[:, 1:].float()))  # ReLU(sum_c w_c A_c)
-    return minmax(cam.reshape(*cam.shape[:2], *grid))
+def _channel_weights(grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM's channel weights: the spatial mean of KxRx(1+N)xD gradients over the patch tokens -> KxRxD."""
+    with full_precision(grads):
+        return grads[:, :, 1:].float().mean(dim=2)
 
 
 def minmax(cam: torch.Tensor) -> torch.Tensor:
@@ -145,7 +148,7 @@ def _last_block_cams(model, enc: Encoded, texts: list[torch.Tensor], pairs: list
     with torch.enable_grad(), _capture_ln1(block) as store:
         s = _scores(model, block(x), text, valid, target, score)
         grads = torch.autograd.grad(s.sum(), store[0])[0]
-    return _gradcam(store[0].detach(), grads[None], enc.grid)[0]
+    return _gradcam(store[0].detach(), _channel_weights(grads[None]), enc.grid)[0]
 
 
 def _image_chunks(targets: list[list[int]], max_pairs: int) -> list[list[int]]:
@@ -159,10 +162,24 @@ def _image_chunks(targets: list[list[int]], max_pairs: int) -> list[list[int]]:
             for i in range(0, len(rows), max(1, max_pairs // k))]
 
 
+@dataclass
+class GradCams:
+    """What :func:`explain` returns: per image, its CAMs and the last block's attention map."""
+
+    cams: list[torch.Tensor]                # Kxghxgw in [0, 1]
+    attention: list[torch.Tensor | None]    # (1+N)x(1+N), head-averaged; None when not asked or no targets
+
+
 def _one_forward_cams(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]],
-                      rows: list[int], score: str) -> list[torch.Tensor]:
-    """CAMs of every target of images `rows` (each has the same number K of targets): one
-    last-block forward for them all, then K vector-Jacobian products through that one graph."""
+                      rows: list[int], score: str, attention_source: str | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """CAMs (RxKxghxgw) of every target of images `rows` (each has the same number K of targets):
+    one last-block forward for them all, then K vector-Jacobian products through that one graph.
+
+    The products stop at the block's input projection qkv = W_in ln_1(x) + b, the only
+    use of the target layer ln_1(x): its gradient is g_qkv W_in, and Grad-CAM needs only
+    its mean over the patches, (mean g_qkv) W_in. The pass also keeps the block's attention.
+    """
     block = model.visual.transformer.resblocks[-1]
     x = enc.last_in[rows]
     text, valid = _padded(texts, rows)
@@ -171,19 +188,22 @@ def _one_forward_cams(model, enc: Encoded, texts: list[torch.Tensor], targets: l
     picks = torch.eye(k, device=x.device)[:, None].expand(k, len(rows), k)  # picks[j]: each image's j-th target
     with torch.no_grad():
         acts = block.ln_1(x)  # the CLIP-ES target layer: the last block's ln_1 output
+        qkv = in_projection(block, acts)
     with torch.enable_grad():
-        acts.requires_grad_(True)
-        tokens, _ = block_forward(block, x, ln_1=acts)
+        qkv.requires_grad_(True)
+        tokens, attention = block_forward(block, x, capture=attention_source, qkv=qkv)
         s = _scores(model, tokens, text, valid, target, score)
-        grads = torch.stack([torch.autograd.grad(s, acts, grad_outputs=p, retain_graph=j < k - 1)[0]
+        grads = torch.stack([torch.autograd.grad(s, qkv, grad_outputs=p, retain_graph=j < k - 1)[0]
                              for j, p in enumerate(picks)])
-    cams = _gradcam(acts.detach(), grads, enc.grid)
-    return list(cams.transpose(0, 1))
+    with torch.no_grad(), full_precision(acts):
+        weights = _channel_weights(grads) @ block.attn.in_proj_weight.float()
+        cams = _gradcam(acts, weights, enc.grid).transpose(0, 1)
+    return cams, None if attention is None else attention.detach()
 
 
-def softmax_gradcam(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]],
-                    score: str = "softmax", max_pairs: int = 64) -> list[torch.Tensor]:
-    """CAMs of every (image, target) pair, the last block run once per image.
+def explain(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]], score: str = "softmax",
+            max_pairs: int = 64, attention_source: str | None = None) -> GradCams:
+    """Softmax-GradCAMs of every (image, target) pair, the last block run forward once per image.
 
     Args:
         enc: output of :func:`encode` for B images.
@@ -192,16 +212,25 @@ def softmax_gradcam(model, enc: Encoded, texts: list[torch.Tensor], targets: lis
         score: ``softmax`` (CLIP-ES) or ``logit`` (plain Grad-CAM of the raw similarity).
         max_pairs: bounds the gradients held at once: images x their most targets per pass
             (memory only; the CAMs do not depend on it).
-
-    Returns: per image, a Kxghxgw tensor in [0,1] (K = len(targets[b])).
+        attention_source: also keep the last block's attention of this kind (for CAA),
+            from the same pass (images without targets get None).
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    out = [enc.last_in.new_zeros((0, *enc.grid), dtype=torch.float32) for _ in targets]
+    cams = [enc.last_in.new_zeros((0, *enc.grid), dtype=torch.float32) for _ in targets]
+    attention: list[torch.Tensor | None] = [None] * len(targets)
     for rows in _image_chunks(targets, max_pairs):
-        for b, cams in zip(rows, _one_forward_cams(model, enc, texts, targets, rows, score)):
-            out[b] = cams
-    return out
+        maps, kept = _one_forward_cams(model, enc, texts, targets, rows, score, attention_source)
+        for i, b in enumerate(rows):
+            cams[b] = maps[i]
+            attention[b] = None if kept is None else kept[i]
+    return GradCams(cams, attention)
+
+
+def softmax_gradcam(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]],
+                    score: str = "softmax", max_pairs: int = 64) -> list[torch.Tensor]:
+    """Per image, a Kxghxgw tensor in [0,1] (K = len(targets[b])): :func:`explain`'s CAMs."""
+    return explain(model, enc, texts, targets, score, max_pairs).cams
 
 
 def gradcam_loop(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]],
@@ -209,3 +238,14 @@ def gradcam_loop(model, enc: Encoded, texts: list[torch.Tensor], targets: list[l
     """The reference implementation's order: one image, one class, one last-block pass at a time."""
     return [torch.cat([_last_block_cams(model, enc, texts, [(b, t)], score) for t in ts]) if ts
             else enc.last_in.new_zeros((0, *enc.grid), dtype=torch.float32) for b, ts in enumerate(targets)]
+
+
+def explain_loop(model, enc: Encoded, texts: list[torch.Tensor], targets: list[list[int]], score: str = "softmax",
+                 attention_source: str | None = None) -> GradCams:
+    """:func:`explain` in the reference's order (:func:`gradcam_loop`), for tests and benchmarks."""
+    cams = gradcam_loop(model, enc, texts, targets, score)
+    if attention_source is None:
+        return GradCams(cams, [None] * len(cams))
+    with torch.no_grad():
+        last = block_attention(model.visual.transformer.resblocks[-1], enc.last_in, source=attention_source)
+    return GradCams(cams, list(last))
