@@ -137,19 +137,22 @@ def mean_field(image: torch.Tensor, unary: torch.Tensor, iters: int, gauss_sxy: 
 
 
 def joint_bilateral_upsample(low: torch.Tensor, low_image: torch.Tensor, image: torch.Tensor,
-                             sigma_range: float, radius: int = 1) -> torch.Tensor:
+                             sigma_range: float, support: int = 3) -> torch.Tensor:
     """Upsample Cxhxw values to the HxW of `image` (HxWx3), each pixel a weighted mean of the
-    (2r+1)^2 nearest low-resolution cells: a spatial Gaussian one cell wide times a Gaussian of the
-    colour difference between the pixel and the cell (joint bilateral upsampling, Kopf et al. 2007)."""
+    `support` x `support` nearest low-resolution cells: a spatial Gaussian one cell wide times a
+    Gaussian of the colour difference between the pixel and the cell (joint bilateral upsampling,
+    Kopf et al. 2007). With 2x2 cells the real-photo mIoU moved 1 point from pydensecrf's at
+    320x213, so the default is 3x3."""
     c, hl, wl = low.shape
     h, w = image.shape[:2]
     dev = low.device
     # each pixel's position in cell units, its nearest cell and that cell's neighbours
     fy = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * hl / h - 0.5
     fx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * wl / w - 0.5
-    off = torch.arange(-radius, radius + 1, device=dev)
-    ny = fy.round().long().clamp(0, hl - 1)[:, None] + off                 # H x k
-    nx = fx.round().long().clamp(0, wl - 1)[:, None] + off                 # W x k
+    off = torch.arange(support, device=dev) - (support - 1) // 2
+    base = torch.round if support % 2 else torch.floor
+    ny = base(fy).long().clamp(0, hl - 1)[:, None] + off                   # H x k
+    nx = base(fx).long().clamp(0, wl - 1)[:, None] + off                   # W x k
     inside = ((ny >= 0) & (ny < hl))[:, None, :, None] & ((nx >= 0) & (nx < wl))[None, :, None, :]
     cells = (ny.clamp(0, hl - 1)[:, None, :, None] * wl + nx.clamp(0, wl - 1)[None, :, None, :]).reshape(h * w, -1)
     spatial = torch.exp(-((ny - fy[:, None]) ** 2)[:, None, :, None] / 2 - ((nx - fx[:, None]) ** 2)[None, :, None, :] / 2)
