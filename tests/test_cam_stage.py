@@ -16,7 +16,8 @@ from wsss_ray.toyworld import generate
 def _batch(manifest):
     items = [json.loads(line) for line in manifest.read_text().splitlines()]
     folder = os.path.dirname(manifest)
-    return {"id": np.array([i["id"] for i in items]), "image": np.array([os.path.join(folder, i["image"]) for i in items]),
+    return {"id": np.array([i["id"] for i in items]),
+            "image": np.array([os.path.join(folder, i["image"]) for i in items]),
             "labels": [np.array(i["labels"]) for i in items], "status": np.array(["ok"] * len(items), object),
             "error": np.array([None] * len(items), object)}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "wsss_ray"
-CORE = ["cam", "crf.py", "masks.py", "metrics.py", "labeler.py", "labelset.py", "clip.py", "sources.py", "files.py",
+CORE = ["cam", "crf.py", "lattice.py", "masks.py", "metrics.py", "labeler.py", "labelset.py", "clip.py", "sources.py", "files.py",
         "config.py", "toyworld", "train/__init__.py", "train/losses.py", "train/model.py", "train/transforms.py"]
 # Ray lives only here (DESIGN.md): the job graphs, their shared Parquet rows and resources, training, tuning.
 RAY_USERS = {"inputs.py", "pipeline.py", "rows.py", "resources.py", "ray_compat.py", "train/trainer.py", "train/predict.py",

@@ -85,7 +85,7 @@ class CrfConfig:
     bilateral_sxy: float = 67.0
     bilateral_srgb: float = 3.0
     bilateral_compat: float = 4.0
-    backend: str = "torch"      # torch: permutohedral lattice in torch, on the caller's device; pydensecrf: the reference
+    backend: str = "torch"      # torch: permutohedral lattice, on the caller's device; pydensecrf: the reference
     downsample: int = 4         # torch: mean field on a grid up to this many times coarser (1: full resolution)
 
     def __post_init__(self):

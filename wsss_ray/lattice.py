@@ -155,7 +155,8 @@ def joint_bilateral_upsample(low: torch.Tensor, low_image: torch.Tensor, image: 
     nx = base(fx).long().clamp(0, wl - 1)[:, None] + off                   # W x k
     inside = ((ny >= 0) & (ny < hl))[:, None, :, None] & ((nx >= 0) & (nx < wl))[None, :, None, :]
     cells = (ny.clamp(0, hl - 1)[:, None, :, None] * wl + nx.clamp(0, wl - 1)[None, :, None, :]).reshape(h * w, -1)
-    spatial = torch.exp(-((ny - fy[:, None]) ** 2)[:, None, :, None] / 2 - ((nx - fx[:, None]) ** 2)[None, :, None, :] / 2)
+    spatial = torch.exp(-((ny - fy[:, None]) ** 2)[:, None, :, None] / 2
+                        - ((nx - fx[:, None]) ** 2)[None, :, None, :] / 2)
     near = low_image.reshape(-1, 3).float()[cells]                         # N x k² x 3
     diff = (near - image.reshape(-1, 1, 3).float()).square_().sum(-1)
     weight = (spatial * inside).reshape(h * w, -1) * torch.exp(-diff / (2 * sigma_range ** 2))
