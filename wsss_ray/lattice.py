@@ -146,22 +146,28 @@ def joint_bilateral_upsample(low: torch.Tensor, low_image: torch.Tensor, image: 
     c, hl, wl = low.shape
     h, w = image.shape[:2]
     dev = low.device
-    # each pixel's position in cell units, its nearest cell and that cell's neighbours
+    # each pixel's position in cell units; per offset, the row/column of the cell it reads
     fy = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * hl / h - 0.5
     fx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * wl / w - 0.5
-    off = torch.arange(support, device=dev) - (support - 1) // 2
     base = torch.round if support % 2 else torch.floor
-    ny = base(fy).long().clamp(0, hl - 1)[:, None] + off                   # H x k
-    nx = base(fx).long().clamp(0, wl - 1)[:, None] + off                   # W x k
-    inside = ((ny >= 0) & (ny < hl))[:, None, :, None] & ((nx >= 0) & (nx < wl))[None, :, None, :]
-    cells = (ny.clamp(0, hl - 1)[:, None, :, None] * wl + nx.clamp(0, wl - 1)[None, :, None, :]).reshape(h * w, -1)
-    spatial = torch.exp(-((ny - fy[:, None]) ** 2)[:, None, :, None] / 2
-                        - ((nx - fx[:, None]) ** 2)[None, :, None, :] / 2)
-    near = low_image.reshape(-1, 3).float()[cells]                         # N x k² x 3
-    diff = (near - image.reshape(-1, 1, 3).float()).square_().sum(-1)
-    weight = (spatial * inside).reshape(h * w, -1) * torch.exp(-diff / (2 * sigma_range ** 2))
-    weight /= weight.sum(1, keepdim=True).clamp_min(1e-20)
-    return (low.reshape(c, -1)[:, cells] * weight).sum(-1).view(c, h, w)
+    cy, cx = base(fy).long(), base(fx).long()
+    planes = torch.cat([low, low_image.permute(2, 0, 1).float()])                # (C+3) x h x w
+    colour = image.permute(2, 0, 1).float()
+    total = torch.zeros(c, h, w, device=dev)
+    norm = torch.zeros(h, w, device=dev)
+    for dy in range(support):
+        ny = cy + dy - (support - 1) // 2
+        wy = torch.exp(-(ny - fy) ** 2 / 2) * ((ny >= 0) & (ny < hl))             # H
+        rows = planes.index_select(1, ny.clamp(0, hl - 1))                        # (C+3) x H x w
+        for dx in range(support):
+            nx = cx + dx - (support - 1) // 2
+            wx = torch.exp(-(nx - fx) ** 2 / 2) * ((nx >= 0) & (nx < wl))         # W
+            near = rows.index_select(2, nx.clamp(0, wl - 1))                      # (C+3) x H x W
+            diff = (near[c:] - colour).square_().sum(0)
+            weight = torch.exp_(diff.mul_(-0.5 / sigma_range ** 2)).mul_(wy[:, None] * wx[None, :])
+            total.addcmul_(near[:c], weight)
+            norm += weight
+    return total / norm.clamp_min(1e-20)
 
 
 MIN_GRID_SIDE = 64  # the coarse grid keeps at least this many cells on the image's short side
