@@ -21,7 +21,7 @@ autocast on CPUs with native bf16, the torch CRF backend).
    the pool) against ``jobs/pseudolabel.py`` on a local Ray with `--cpus` CPUs, in a few
    actor layouts. Wall time of each whole process, start-up and model loading included.
 
-    .venv/bin/python benchmarks/reference_flow.py [--repeat 2] [--single 10] [--cpus 2]
+    .venv/bin/python benchmarks/reference_flow.py [--repeat 4] [--single 20] [--cpus 2]
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ViT-B-16-quickgelu"
 JOB_LAYOUTS = {
-    "1 CAM actor (default)": [],
-    "2 CAM actors, --num-cpus 0.5": ["--concurrency", "2", "--num-cpus", "0.5"],
+    "1 CAM actor (the defaults)": [],
+    "2 CAM actors (--concurrency 2 --num-cpus 0.5)": ["--concurrency", "2", "--num-cpus", "0.5"],
+    "2 CAM actors, --batch-size 4": ["--concurrency", "2", "--num-cpus", "0.5", "--batch-size", "4"],
 }
 
 
@@ -178,8 +179,8 @@ def run_self(*args: str, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/real-sample/msrc"))
-    parser.add_argument("--repeat", type=int, default=2, help="copies of each photo in the whole-set runs")
-    parser.add_argument("--single", type=int, default=10, help="photos in the one-thread per-image comparison")
+    parser.add_argument("--repeat", type=int, default=4, help="copies of each photo in the whole-set runs")
+    parser.add_argument("--single", type=int, default=20, help="photos in the one-thread per-image comparison")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(),
                         help="threads and pool size of the reference flow (the job uses the whole machine)")
     parser.add_argument("--work", help="keep the files here (default: a temporary folder)")
@@ -252,7 +253,7 @@ def whole_set(work: Path, items: list[dict], labelset: str, cpus: int, classes: 
     print(f"| reference flow (torch {cpus} threads, then a pool of {cpus}) | {ref['seconds']:.1f} | "
           f"{rate:.3f} | 1.00x |", flush=True)
     for name, flags in JOB_LAYOUTS.items():
-        output = work / f"job-{len(flags)}"
+        output = work / f"job-{len(notes)}"
         cmd = [sys.executable, "jobs/pseudolabel.py", "--input", str(work / "manifest.jsonl"), "--labelset",
                labelset, "--model", MODEL, "--pretrained", str(work / "weights.pt"), "--output", str(output),
                "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", *flags]
@@ -263,8 +264,8 @@ def whole_set(work: Path, items: list[dict], labelset: str, cpus: int, classes: 
             notes.append(f"job, {name}: failed: {done.stderr[-2000:]}")
             continue
         summary = json.loads(done.stdout.strip().splitlines()[-1])
-        job_masks(output, work / f"masks-{len(flags)}")
-        agree = agreement(work / "ref", work / f"masks-{len(flags)}", items)
+        job_masks(output, work / f"masks-{len(notes)}")
+        agree = agreement(work / "ref", work / f"masks-{len(notes)}", items)
         print(f"| job, {name} | {seconds:.1f} | {len(items) / seconds:.3f} | "
               f"**{len(items) / seconds / rate:.2f}x** |", flush=True)
         notes.append(f"job, {name}: {summary['ok']} ok, mIoU {summary['miou']:.4f}, masks equal to the reference "
