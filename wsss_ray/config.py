@@ -71,7 +71,7 @@ class CrfConfig:
 
     Kernel defaults are the CLIP-ES reference's (deeplab-pytorch's kernel: gaussian 1/3,
     bilateral 67/3/4). Two backends run the same model (``wsss_ray.crf``): ``torch``
-    (the default: about 3x faster on a CPU at VOC size, and it can run on a GPU) and
+    (the default: about 5x faster on a CPU at VOC size, and it can run on a GPU) and
     ``pydensecrf`` (the reference implementation); their mIoU agrees within 0.5 points
     (docs/RESULTS.md). On the 44 sample photographs with CAM-like masks a lighter
     kernel (1/1, 20/10/1) scores a little higher (``benchmarks/crf_defaults.py``);
