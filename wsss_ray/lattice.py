@@ -11,9 +11,14 @@ The bilateral filter is the permutohedral lattice of Adams, Baek & Davis
 b/srgb) is splatted onto the d+1 vertices of its enclosing simplex, the lattice is
 blurred with a [1/2, 1, 1/2] kernel along each of its d+1 axes, and values are
 sliced back with the same barycentric weights. The lattice is built once per
-image and reused by every iteration, so an iteration is a few gathers and
-scatter-adds, which run on whatever device the tensors are on. The small
-Gaussian (position-only) kernel is an exact separable convolution instead.
+image and reused by every iteration, so an iteration is two sparse-dense products
+and a few gathers, on whatever device the tensors are on. The small Gaussian
+(position-only) kernel is an exact separable convolution instead.
+
+:func:`dense_crf_marginals` runs the mean field on a grid up to `downsample` times
+coarser (:func:`grid_factor`) and brings the marginals back to full size by joint
+bilateral upsampling: that, not the lattice, is what makes it faster than
+pydensecrf on a CPU (docs/RESULTS.md, "Dense-CRF backends").
 
 Pure torch; :func:`wsss_ray.crf.dense_crf` is the public entry point.
 """

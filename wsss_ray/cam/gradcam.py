@@ -12,9 +12,11 @@ the gradient; the CAM is ReLU(sum_c w_c A_c), min-max normalised to [0, 1].
 The reference runs the last block forward and backward once per class. Here it runs
 forward once per image (a batch of images with the same number K of classes at a
 time) and each class's gradient comes from one vector-Jacobian product through
-that shared graph: K backward passes, not K forward and K backward. The CAMs are
-the per-class ones to float rounding (tests pin 1e-5). ``gradcam_loop`` is the
-reference's per-class loop, kept for tests and benchmarks.
+that shared graph: K backward passes, not K forward and K backward. The products
+stop at the block's input projection, the only consumer of ``ln_1``'s output, and
+the same pass keeps the block's attention for CAA. The CAMs are the per-class ones
+to float rounding (tests pin 1e-5). ``gradcam_loop`` is the reference's per-class
+loop, kept for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def full_precision(t: torch.Tensor):
 
 
 def _gradcam(acts: torch.Tensor, weights: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Grad-CAMs from Rx(1+N)xD activations and KxRxD channel weights (class token dropped) -> KxRxghxgw in [0,1]."""
+    """Grad-CAMs from Rx(1+N)xD activations and KxRxD channel weights (class token dropped)
+    -> KxRxghxgw in [0,1]."""
     with full_precision(acts):
         cam = F.relu(torch.einsum("krd,rnd->krn", weights.float(), acts[:, 1:].float()))  # ReLU(sum_c w_c A_c)
         return minmax(cam.reshape(*cam.shape[:2], *grid))
