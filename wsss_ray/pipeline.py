@@ -48,6 +48,8 @@ class CamStage:
         self.refine = crf_in_actor(config, self.device)
 
     def __call__(self, batch: dict) -> dict:
+        from wsss_ray.crf import dense_crf
+
         batch = writable_batch(batch)
         n = len(batch["id"])
         probs: list[np.ndarray | None] = [None] * n
@@ -64,8 +66,6 @@ class CamStage:
             cams = self.labeler.cams([batch["pixels"][i] for i in todo], [list(batch["labels"][i]) for i in todo])
             for i, p in zip(todo, self.labeler.probs(cams)):
                 if self.refine:  # the CRF's marginals, computed here on the GPU
-                    from wsss_ray.crf import dense_crf
-
                     p = dense_crf(batch["pixels"][i], p, self.labeler.post.crf, self.device)
                 probs[i] = p.astype(np.float16)
         blank = np.zeros((1, 1, 1), np.float16)
