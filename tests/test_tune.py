@@ -1,5 +1,6 @@
 """Ray Tune sweeps: search-space checks, the CAM cache, the best config's round trip, resume."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -95,6 +96,7 @@ def test_post_processing_trials_reuse_the_cams_and_cam_level_ones_compute(dev, t
     assert third["cam_cache_hit"] == 0 and len(calls) == 3
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
     assert CamCache.key(cam_level) != CamCache.key(post_only) == CamCache.key(apply_labels(base, {}))
+    assert CamCache.key(dataclasses.replace(base, precision="fp32")) != CamCache.key(base)  # CAMs depend on it
 
 
 def _sweep_job(args, env=None, **kw):

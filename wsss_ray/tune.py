@@ -124,8 +124,8 @@ def label_space_keys(base: LabelJobConfig) -> list[str]:
 class CamCache:
     """CAMs of the dev images, one file per distinct CAM-level setting, under a sweep's output.
 
-    The key hashes everything the CAMs depend on (model, labelset, method and the
-    method's settings); the file maps image id -> float16 KxHxW CAMs. Files are
+    The key hashes everything the CAMs depend on (model, labelset, method, the
+    method's settings and the precision the model runs in); the file maps image id -> float16 KxHxW CAMs. Files are
     written atomically, so trials that race on one key both end with a whole file.
     """
 
@@ -137,7 +137,7 @@ class CamCache:
         cam_keys, _ = label_keys(config)
         p = params(config)
         what = {"model": config.model, "pretrained": config.pretrained, "labelset": config.labelset,
-                "method": config.method, **{k: p[k] for k in cam_keys}}
+                "method": config.method, "precision": config.precision, **{k: p[k] for k in cam_keys}}
         return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
     def path(self, key: str) -> str:
