@@ -197,14 +197,12 @@ def dense_crf_marginals(image: torch.Tensor, probs: torch.Tensor, iters: int, ga
     """
     h, w = image.shape[:2]
     factor = grid_factor(h, w, downsample)
-    unary = -torch.log(probs.clamp(1e-5, 1))
-    if factor == 1:
-        return mean_field(image, unary, iters, gauss_sxy, gauss_compat, bilateral_sxy, bilateral_srgb,
-                          bilateral_compat)
-    size = (round(h / factor), round(w / factor))
-    small_image = F.interpolate(image.permute(2, 0, 1)[None].float(), size=size,
-                                mode="nearest-exact")[0].permute(1, 2, 0)
-    small = F.interpolate(probs[None], size=size, mode="area")[0]
-    q = mean_field(small_image, -torch.log(small.clamp(1e-5, 1)), iters, gauss_sxy / factor, gauss_compat,
+    grid_image, grid_probs = image, probs
+    if factor > 1:
+        size = (round(h / factor), round(w / factor))
+        grid_image = F.interpolate(image.permute(2, 0, 1)[None].float(), size=size,
+                                   mode="nearest-exact")[0].permute(1, 2, 0)
+        grid_probs = F.interpolate(probs[None], size=size, mode="area")[0]
+    q = mean_field(grid_image, -torch.log(grid_probs.clamp(1e-5, 1)), iters, gauss_sxy / factor, gauss_compat,
                    bilateral_sxy / factor, bilateral_srgb, bilateral_compat)
-    return joint_bilateral_upsample(q, small_image, image, 2 * bilateral_srgb)
+    return q if factor == 1 else joint_bilateral_upsample(q, grid_image, image, 2 * bilateral_srgb)
