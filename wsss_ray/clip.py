@@ -283,18 +283,32 @@ def block_forward(block: torch.nn.Module, x: torch.Tensor, capture: str | None =
     input projection of ``block.ln_1(x)`` (BxLx3D), so gradients can be asked for there.
     Returns (output tokens, captured BxLxL map or None).
     """
-    if capture is not None and capture not in ATTENTION_SOURCES:
-        raise ValueError(f"attention source must be one of {ATTENTION_SOURCES}, got {capture!r}")
+    if capture is not None:
+        _check_source(capture)
     q, k, v = split_heads(block, in_projection(block, block.ln_1(x)) if qkv is None else qkv)
-    w = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)  # scaled before: NxN fewer products
+    w = _attention_weights(q, k, "attention")
     out = F.linear((w @ v).transpose(1, 2).flatten(2), block.attn.out_proj.weight, block.attn.out_proj.bias)
     x = x + block.ls_1(out)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     if capture is None:
         return x, None
-    if capture == "keys":
-        w = torch.softmax(k @ k.transpose(-2, -1) * k.shape[-1] ** -0.5, dim=-1)
-    return x, w.sum(1) / w.shape[1]  # the head mean (.mean is 5x slower on bf16 CPU tensors)
+    return x, _head_mean(w if capture == "attention" else _attention_weights(q, k, capture))
+
+
+def _check_source(source: str) -> None:
+    if source not in ATTENTION_SOURCES:
+        raise ValueError(f"attention source must be one of {ATTENTION_SOURCES}, got {source!r}")
+
+
+def _attention_weights(q: torch.Tensor, k: torch.Tensor, source: str) -> torch.Tensor:
+    """Per-head BxHxLxL weights: softmax(q kᵀ/√d) for ``attention``, softmax(k kᵀ/√d) for ``keys``."""
+    q = k if source == "keys" else q
+    return torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)  # scaled before: NxN fewer products
+
+
+def _head_mean(w: torch.Tensor) -> torch.Tensor:
+    """BxHxLxL -> BxLxL (a sum then a division: .mean is 5x slower on bf16 CPU tensors)."""
+    return w.sum(1) / w.shape[1]
 
 
 ATTENTION_SOURCES = CAA_SOURCES
@@ -330,12 +344,10 @@ def block_attention(block: torch.nn.Module, x: torch.Tensor, average_heads: bool
     the block's attention softmax(q kᵀ/√d); ``"keys"`` is softmax(k kᵀ/√d), the patch
     self-similarity in key space. Returns BxLxL averaged over heads, or BxHxLxL.
     """
-    if source not in ATTENTION_SOURCES:
-        raise ValueError(f"attention source must be one of {ATTENTION_SOURCES}, got {source!r}")
+    _check_source(source)
     q, k, _ = _heads(block, x)
-    q = k if source == "keys" else q
-    w = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
-    return w.sum(1) / w.shape[1] if average_heads else w
+    w = _attention_weights(q, k, source)
+    return _head_mean(w) if average_heads else w
 
 
 def value_attention(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
