@@ -71,7 +71,7 @@ class CamMethod:
         class ids to per-image Kxghxgw maps in [0, 1]. Images are grouped by their
         patch-aligned size at each scale, so a batch may mix sizes. On a CPU the model
         takes at most CPU_TOKENS_PER_PASS patch tokens at a time: ViT-B/16 at 500x375
-        (768 tokens) on one core took 1.06 s per image alone, 1.16 in fours and 1.32 in
+        (768 tokens) on one core took 1.09 s per image alone, 1.17 in fours and 1.30 in
         sixteens (larger passes leave the caches), while toyclip's 64-token images run
         fastest many at a time.
         """
