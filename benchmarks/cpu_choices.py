@@ -40,7 +40,8 @@ def toyclip(samples) -> None:
     print("| precision | CRF backend | mIoU | ms/img |\n|---|---|---|---|")
     for precision in ("fp32", "bf16"):
         for backend in ("pydensecrf", "torch"):
-            labeler = Labeler.from_spec("toyclip", "toyworld", precision=precision, post={"crf": {"backend": backend}})
+            labeler = Labeler.from_spec("toyclip", "toyworld", precision=precision,
+                                        post={"crf": {"backend": backend}})
             start = time.perf_counter()
             miou = evaluate(labeler, samples).miou
             print(f"| {precision} | {backend} | {miou:.4f} | {(time.perf_counter() - start) / len(samples) * 1e3:.1f} |",
