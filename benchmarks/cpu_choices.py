@@ -44,8 +44,8 @@ def toyclip(samples) -> None:
                                         post={"crf": {"backend": backend}})
             start = time.perf_counter()
             miou = evaluate(labeler, samples).miou
-            print(f"| {precision} | {backend} | {miou:.4f} | {(time.perf_counter() - start) / len(samples) * 1e3:.1f} |",
-                  flush=True)
+            ms = (time.perf_counter() - start) / len(samples) * 1e3
+            print(f"| {precision} | {backend} | {miou:.4f} | {ms:.1f} |", flush=True)
 
 
 def passes(samples) -> None:
