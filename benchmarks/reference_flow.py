@@ -21,7 +21,7 @@ autocast on CPUs with native bf16, the torch CRF backend).
    the pool) against ``jobs/pseudolabel.py`` on a local Ray with `--cpus` CPUs, in a few
    actor layouts. Wall time of each whole process, start-up and model loading included.
 
-    .venv/bin/python benchmarks/reference_flow.py [--repeat 4] [--single 20] [--cpus 2]
+    .venv/bin/python benchmarks/reference_flow.py [--repeat 4] [--single 20] [--cpus 2] [--layouts 0 1 2]
 """
 
 from __future__ import annotations
@@ -185,6 +185,8 @@ def main() -> None:
                         help="threads and pool size of the reference flow (the job uses the whole machine)")
     parser.add_argument("--work", help="keep the files here (default: a temporary folder)")
     parser.add_argument("--part", type=int, choices=(1, 2), help="run only this part (default: both)")
+    parser.add_argument("--layouts", type=int, nargs="+", choices=range(len(JOB_LAYOUTS)),
+                        default=list(range(len(JOB_LAYOUTS))), help="the job layouts of part 2, by position")
     parser.add_argument("--as", dest="role", choices=("reference", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
@@ -218,7 +220,7 @@ def main() -> None:
         if args.part != 2:
             per_image(work, items[:args.single], classes)
         if args.part != 1:
-            whole_set(work, items, labelset, args.cpus, classes)
+            whole_set(work, items, labelset, args.cpus, classes, args.layouts)
 
 
 def per_image(work: Path, items: list[dict], classes: int) -> None:
@@ -241,7 +243,7 @@ def per_image(work: Path, items: list[dict], classes: int) -> None:
           f"ours {miou(work / 'ours1', work, items, classes):.4f}", flush=True)
 
 
-def whole_set(work: Path, items: list[dict], labelset: str, cpus: int, classes: int) -> None:
+def whole_set(work: Path, items: list[dict], labelset: str, cpus: int, classes: int, layouts: list[int]) -> None:
     """Part 2: every image, the reference flow on `cpus` cores against the job, whole processes timed."""
     print(f"\n2. {len(items)} images at 500x375 on this machine's {cpus} cores, wall time of the whole process:")
     print("| flow | seconds | images/s | vs reference flow |")
@@ -252,7 +254,7 @@ def whole_set(work: Path, items: list[dict], labelset: str, cpus: int, classes: 
     notes = []
     print(f"| reference flow (torch {cpus} threads, then a pool of {cpus}) | {ref['seconds']:.1f} | "
           f"{rate:.3f} | 1.00x |", flush=True)
-    for name, flags in JOB_LAYOUTS.items():
+    for name, flags in (list(JOB_LAYOUTS.items())[i] for i in layouts):
         output = work / f"job-{len(notes)}"
         cmd = [sys.executable, "jobs/pseudolabel.py", "--input", str(work / "manifest.jsonl"), "--labelset",
                labelset, "--model", MODEL, "--pretrained", str(work / "weights.pt"), "--output", str(output),

@@ -16,7 +16,7 @@ import ray
 from wsss_ray.masks import decode_png
 from wsss_ray.config import CrfConfig, LabelJobConfig, PostConfig
 from wsss_ray.pipeline import CamStage, run
-from wsss_ray.rows import OUTPUT_SCHEMA, Progress, read_output
+from wsss_ray.rows import OUTPUT_SCHEMA, Progress, evaluate_output, read_output
 from wsss_ray.toyworld import generate
 
 pytestmark = pytest.mark.slow
@@ -47,8 +47,10 @@ def test_toy_world_run_schema_rows_and_resume(ray_local, tmp_path):
     allowed = {0} | {["boat", "plane", "car", "cow", "bird", "chair", "bottle", "sheep"].index(l) + 1
                           for l in row["labels"]}
     assert set(np.unique(mask)) <= allowed
+    # scored as the batches finished; the same as a second pass over the output, which a resumed run makes
+    assert summary["miou"] == evaluate_output(str(out), str(manifest), 9, truth=12) > 0
     again = run(LabelJobConfig(input=str(manifest), output=str(out), batch_size=4))
-    assert again["rows"] == 0 and again["skipped"] == 12
+    assert again["rows"] == 0 and again["skipped"] == 12 and again["miou"] == summary["miou"]
     assert _table(out).num_rows == 12  # every id exactly once
     assert set(t.column("run_id").to_pylist()) == {summary["run_id"]}
 
@@ -205,8 +207,10 @@ def test_progress_counts_rows_as_they_leave_the_last_stage(ray_local):
     count_rows(None, 5)                      # stages run without a counter (tests, notebooks) count nothing
 
 
-def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local):
-    """The CRF stage reports its batch's rows before any Parquet file is written."""
+def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local, tmp_path):
+    """The CRF stage reports its batch's rows, and the confusion of those with ground truth,
+    before any Parquet file is written."""
+    from wsss_ray.masks import encode_png
     from wsss_ray.pipeline import crf_stage
     from wsss_ray.rows import RowCounter, objects
 
@@ -218,12 +222,20 @@ def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local):
              "error": np.array([None, None], dtype=object), "pixels": objects([image, image]),
              "height": np.array([4, 4], np.int32), "width": np.array([5, 5], np.int32),
              "probs": objects([probs, probs])}
+    truth = np.zeros((4, 5), np.uint8)
+    truth[:, :2] = 4                                              # cow on 8 pixels, background on 12
+    (tmp_path / "a.png").write_bytes(encode_png(truth))
+    batch["mask"] = np.array([str(tmp_path / "a.png"), None], dtype=object)  # only "a" has ground truth
     config = LabelJobConfig(input="x", post=PostConfig(crf=CrfConfig(iters=0)))
     table = crf_stage(batch, config, "run", counter)
     assert table.num_rows == 2 and table.column("status").to_pylist() == ["ok", "ok"]
     assert decode_png(table.column("mask")[0].as_py()).max() == 4   # cow (index 3) + 1 wins everywhere
     _wait_for(lambda: ray.get(counter.counts.remote())["done"] == 2)
     assert ray.get(counter.counts.remote())["done"] == 2
+    confusion, scored = ray.get(counter.scores.remote())
+    expected = np.zeros((9, 9), np.int64)
+    expected[0, 4], expected[4, 4] = 12, 8                        # rows: truth, columns: prediction
+    assert scored == 1 and np.array_equal(confusion, expected)
 
 
 @pytest.mark.parametrize("cpus, holders, expected", [

@@ -26,7 +26,7 @@ from wsss_ray.config import METHOD_CONFIGS, LabelJobConfig, params
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_retry_keywords
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.rows import (count_rows, decode_stage, evaluate_output, mark_error, objects, output_overlays,
+from wsss_ray.rows import (batch_confusion, count_rows, decode_stage, mark_error, objects, output_overlays,
                            output_table, png_rows, writable_batch, write_pending)
 
 
@@ -93,7 +93,8 @@ def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) ->
     pngs = png_rows(batch, refined, "refinement")
     table = output_table(batch, pngs, labelset=config.labelset, model=config.model, method=config.method,
                          run_id=run_id)
-    count_rows(counter, table.num_rows)
+    truths = batch.get("mask", [None] * table.num_rows)  # the items' ground-truth paths
+    count_rows(counter, table.num_rows, *batch_confusion(list(truths), table, len(labelset) + 1))
     return table
 
 
@@ -151,8 +152,7 @@ def run(config: LabelJobConfig, run_id: str | None = None, cam_stage: type = Cam
     summary = write_pending(config.input, config.output, run_id,
                             lambda items, counter: build_dataset(config, items, run_id, cam_stage, counter),
                             config.batch_size, config.rows_per_file, config.concurrency[1], config.limit,
-                            progress_interval)
-    summary["miou"] = evaluate_output(config.output, config.input, len(labelset) + 1, summary["truth"])
+                            progress_interval, num_classes=len(labelset) + 1)
     return summary
 
 

@@ -18,7 +18,7 @@ import math
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -202,10 +202,14 @@ class RowCounter:
     """
 
     def __init__(self):
-        self.done = self.pending = self.skipped = self.truth = self.partitions = 0
+        self.done = self.pending = self.skipped = self.truth = self.partitions = self.scored = 0
+        self.confusion: np.ndarray | None = None
 
-    def add(self, rows: int) -> None:
+    def add(self, rows: int, confusion: np.ndarray | None = None, scored: int = 0) -> None:
         self.done += rows
+        if confusion is not None:
+            self.confusion = confusion if self.confusion is None else self.confusion + confusion
+            self.scored += scored
 
     def add_pending(self, rows: int, skipped: int, truth: int) -> None:
         self.pending += rows
@@ -217,11 +221,38 @@ class RowCounter:
         return {"done": self.done, "pending": self.pending, "skipped": self.skipped, "truth": self.truth,
                 "partitions": self.partitions}
 
+    def scores(self) -> tuple[np.ndarray | None, int]:
+        """The confusion matrix summed over finished batches, and how many ground-truth rows it counts."""
+        return self.confusion, self.scored
 
-def count_rows(counter, rows: int) -> None:
-    """Tell a job's :class:`RowCounter` (if any) that `rows` rows left its last stage; never waits."""
+
+def count_rows(counter, rows: int, confusion: np.ndarray | None = None, scored: int = 0) -> None:
+    """Tell a job's :class:`RowCounter` (if any) that `rows` rows left its last stage, with the
+    confusion matrix of the `scored` rows among them that have ground truth; never waits."""
     if counter is not None:
-        counter.add.remote(rows)
+        counter.add.remote(rows, confusion, scored)
+
+
+def batch_confusion(truths: list, table: pa.Table, num_classes: int) -> tuple[np.ndarray | None, int]:
+    """A finished batch's confusion matrix against its ground truth (`truths`: a mask path or None
+    per row of `table`) and the number of rows it counts; (None, 0) when a mask cannot be read,
+    so the job falls back to :func:`evaluate_output` (which reports the unreadable mask)."""
+    rows = [(t, s, m) for t, s, m in zip(truths, table.column("status").to_pylist(),
+                                         table.column("mask").to_pylist()) if t is not None]
+    if not rows:
+        return None, 0
+    try:
+        return accumulate(truth_pairs(rows), num_classes), len(rows)
+    except Exception:  # noqa: BLE001 - a bad ground-truth path must not lose the batch's labels
+        return None, 0
+
+
+def truth_pairs(rows: Iterable[tuple[str, str, bytes | None]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ground truth, written mask) for (truth path, status, mask PNG) rows; an error row is all background,
+    so a failing labeller cannot look better."""
+    for truth, status, mask in rows:
+        gt = load_mask(truth)
+        yield gt, decode_png(mask) if status == "ok" else np.zeros_like(gt)
 
 
 class Progress:
@@ -305,7 +336,7 @@ def block_rows(rows: int, batch_size: int, rows_per_file: int, holders: int) -> 
 def write_pending(source: str, output: str, run_id: str,
                   graph: Callable[[ray.data.Dataset, Any], ray.data.Dataset], batch_size: int, rows_per_file: int,
                   holders: int = 1, limit: int | None = None, progress_interval: float = 10.0,
-                  tag: str = "pseudolabel") -> dict:
+                  tag: str = "pseudolabel", num_classes: int | None = None) -> dict:
     """Write the items of SOURCE not yet under `output` through the dataset ``graph(items, counter)`` builds.
 
     The driver skeleton every Parquet-writing job shares, with nothing on the driver
@@ -317,6 +348,12 @@ def write_pending(source: str, output: str, run_id: str,
     blocks of :func:`block_rows` (up to `rows_per_file`, fewer when the input is small
     for its `holders` actors); the output is written in files of `rows_per_file`
     rows. The summary's ``truth`` is the number of input items with a ground-truth mask.
+
+    With `num_classes`, the summary also has the output's ``miou`` against the ground
+    truth. The last stage reports each batch's confusion matrix with its rows
+    (:func:`batch_confusion`), so when this run wrote the whole output, each batch once,
+    the score needs no second pass; otherwise (a resumed output, a retried batch, an
+    unreadable mask) :func:`evaluate_output` reads the output again.
     """
     remove_temporaries(output)
     items, partitions, estimated = read_items(source, limit)
@@ -329,11 +366,17 @@ def write_pending(source: str, output: str, run_id: str,
         # Files of rows_per_file rows (the unit of resume) gather the blocks that left the last stage.
         graph(todo, counter).repartition(target_num_rows_per_block=rows_per_file).write_datasink(sink)
     counts = ray.get(counter.counts.remote())
+    confusion, scored = ray.get(counter.scores.remote())
     ray.kill(counter)
     seconds = round(time.time() - start, 2)
     rate = round(sink.counts["rows"] / seconds, 2) if seconds else None
-    return {**sink.counts, "skipped": counts["skipped"], "truth": counts["truth"], "output": output,
-            "run_id": run_id, "seconds": seconds, "rows_per_s": rate}
+    summary = {**sink.counts, "skipped": counts["skipped"], "truth": counts["truth"], "output": output,
+               "run_id": run_id, "seconds": seconds, "rows_per_s": rate}
+    if num_classes is not None:
+        whole = counts["skipped"] == 0 and counts["done"] == sink.counts["rows"] and scored == counts["truth"]
+        summary["miou"] = (round(scores(confusion).miou, 4) if whole and confusion is not None and confusion.any()
+                           else evaluate_output(output, source, num_classes, counts["truth"]))
+    return summary
 
 
 # ------------------------------------------------------------------ reading results
@@ -371,12 +414,9 @@ def confusion_block(table: pa.Table, num_classes: int) -> dict:
     truth = table.filter(has_truth).select(["id", "truth"])
     written = table.filter(pc.invert(has_truth)).select(["id", "status", "mask"])
 
-    def pairs():
-        for row in truth.join(written, "id", join_type="inner").to_pylist():
-            gt = load_mask(row["truth"])
-            yield gt, decode_png(row["mask"]) if row["status"] == "ok" else np.zeros_like(gt)
-
-    return {"confusion": accumulate(pairs(), num_classes)[None]}
+    joined = truth.join(written, "id", join_type="inner").to_pylist()
+    return {"confusion": accumulate(truth_pairs((r["truth"], r["status"], r["mask"]) for r in joined),
+                                    num_classes)[None]}
 
 
 def evaluate_output(output: str, source: str, num_classes: int, truth: int) -> float | None:
