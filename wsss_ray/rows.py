@@ -30,6 +30,7 @@ import ray
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
+from wsss_ray.claim import OutputClaim, claim_stands
 from wsss_ray.files import atomic_write, filesystem, is_temporary, read_bytes
 from wsss_ray.masks import decode_png, encode_png
 from wsss_ray.metrics import accumulate, scores
@@ -130,12 +131,19 @@ class AtomicParquetSink(Datasink):
     Files are written through :func:`wsss_ray.files.atomic_write`, so a killed job
     never leaves a half-written file that a re-run would read. The name is a hash of
     the ids it holds, so a retried write task replaces its own file instead of
-    duplicating rows.
+    duplicating rows. With `run_id`, a file is moved into place only while that run's
+    claim on the output stands (``wsss_ray.claim``): a write task that outlives its
+    killed driver cannot add rows that the run taking over writes too.
     """
 
-    def __init__(self, output: str):
-        self.output = output
+    def __init__(self, output: str, run_id: str | None = None):
+        self.output, self.run_id = output, run_id
         self.counts = {"rows": 0, "ok": 0, "errors": 0}
+
+    def _claim_stands(self) -> None:
+        if self.run_id is not None and not claim_stands(self.output, self.run_id):
+            raise ClaimLost(f"run {self.run_id}'s claim on {self.output} was taken over by another run; "
+                            f"this run's remaining files are dropped, the other run writes them")
 
     def on_write_start(self, schema=None) -> None:
         fs, path = filesystem(self.output)
@@ -150,7 +158,7 @@ class AtomicParquetSink(Datasink):
         table = pa.concat_tables(tables)
         digest = hashlib.sha1("\n".join(sorted(table.column("id").to_pylist())).encode()).hexdigest()[:20]
         atomic_write(f"{self.output.rstrip('/')}/part-{digest}.parquet",
-                     lambda fs, tmp: pq.write_table(table, tmp, filesystem=fs))
+                     lambda fs, tmp: pq.write_table(table, tmp, filesystem=fs), check=self._claim_stands)
         ok = pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0
         return {"rows": table.num_rows, "ok": ok, "errors": table.num_rows - ok}
 
@@ -182,6 +190,18 @@ def read_output(output: str, columns: list[str] | None = None) -> pa.Table | Non
     if not files:
         return None
     return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=columns)
+
+
+class ClaimLost(RuntimeError):
+    """This run's claim on its output was taken over; its writes stop."""
+
+
+def on_this_node():
+    """A scheduling strategy that keeps a job's own actors (counters) on the driver's node,
+    which outlives any worker node a cluster may lose."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def remove_temporaries(output: str) -> None:
@@ -355,23 +375,25 @@ def write_pending(source: str, output: str, run_id: str,
     the score needs no second pass; otherwise (a resumed output, a retried batch, an
     unreadable mask) :func:`evaluate_output` reads the output again.
     """
-    remove_temporaries(output)
-    items, partitions, estimated = read_items(source, limit)
-    start = time.time()
-    counter = RowCounter.remote()
-    sink = AtomicParquetSink(output)
-    with Progress(counter, partitions, progress_interval, tag=tag):
-        todo = pending(items, partitions, parquet_files(output),
-                       block_rows(estimated, batch_size, rows_per_file, holders), counter)
-        # Files of rows_per_file rows (the unit of resume) gather the blocks that left the last stage.
-        graph(todo, counter).repartition(target_num_rows_per_block=rows_per_file).write_datasink(sink)
+    with OutputClaim(output, run_id) as claim:  # one run writes an output at a time
+        remove_temporaries(output)
+        items, partitions, estimated = read_items(source, limit)
+        start = time.time()
+        counter = RowCounter.options(scheduling_strategy=on_this_node()).remote()
+        sink = AtomicParquetSink(output, run_id)
+        with Progress(counter, partitions, progress_interval, tag=tag):
+            todo = pending(items, partitions, parquet_files(output),
+                           block_rows(estimated, batch_size, rows_per_file, holders), counter)
+            # Files of rows_per_file rows (the unit of resume) gather the blocks that left the last stage.
+            graph(todo, counter).repartition(target_num_rows_per_block=rows_per_file).write_datasink(sink)
+        remove_temporaries(output)  # left by write tasks of nodes lost mid-run (their retries wrote the rows)
     counts = ray.get(counter.counts.remote())
     confusion, scored = ray.get(counter.scores.remote())
     ray.kill(counter)
     seconds = round(time.time() - start, 2)
     rate = round(sink.counts["rows"] / seconds, 2) if seconds else None
     summary = {**sink.counts, "skipped": counts["skipped"], "truth": counts["truth"], "output": output,
-               "run_id": run_id, "seconds": seconds, "rows_per_s": rate}
+               "run_id": run_id, "seconds": seconds, "rows_per_s": rate, "took_over": claim.took_over}
     if num_classes is not None:
         whole = counts["skipped"] == 0 and counts["done"] == sink.counts["rows"] and scored == counts["truth"]
         summary["miou"] = (round(scores(confusion).miou, 4) if whole and confusion is not None and confusion.any()

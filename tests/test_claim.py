@@ -1,0 +1,150 @@
+"""One writer per output: claims, their heartbeat, stale takeover and racing runs (local files, no Ray)."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from wsss_ray.claim import OutputBusy, OutputClaim, claim_path, claim_stands, read_claims
+
+
+def _fake_claim(output, run_id, host="elsewhere", pid=1, age=0.0):
+    now = time.time()
+    path = claim_path(str(output), run_id)
+    (output / path.rsplit("/", 1)[1]).write_text(json.dumps(
+        {"run_id": run_id, "host": host, "pid": pid, "started": now - age - 5, "heartbeat": now - age}))
+
+
+def test_a_second_run_on_a_held_output_refuses_naming_the_holder(tmp_path):
+    with OutputClaim(str(tmp_path), "first") as first:
+        assert claim_stands(str(tmp_path), "first") and first.took_over == []
+        with pytest.raises(OutputBusy, match=r"being written by run first \(host .*pass another --output"):
+            with OutputClaim(str(tmp_path), "second"):
+                pass
+        assert [c.run_id for c in read_claims(str(tmp_path))] == ["first"]  # the refused run left nothing
+    assert read_claims(str(tmp_path)) == [] and not claim_stands(str(tmp_path), "first")
+    with OutputClaim(str(tmp_path), "second") as second:  # free again once the first run is done
+        assert second.took_over == []
+
+
+def test_a_live_claim_from_another_host_holds_until_its_heartbeat_is_older_than_the_ttl(tmp_path):
+    _fake_claim(tmp_path, "remote", age=30)
+    with pytest.raises(OutputBusy, match="run remote"):
+        with OutputClaim(str(tmp_path), "mine", ttl=60):
+            pass
+    with OutputClaim(str(tmp_path), "mine", ttl=20, grace=0) as claim:  # 30 s without a heartbeat: dead
+        assert claim.took_over == ["remote"] and not claim_stands(str(tmp_path), "remote")
+
+
+def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
+    import socket
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _fake_claim(tmp_path, "killed", host=socket.gethostname(), pid=int(gone.stdout))
+    with OutputClaim(str(tmp_path), "rerun", grace=0) as claim:
+        assert claim.took_over == ["killed"]
+
+
+def test_the_heartbeat_renews_the_claim_and_stops_once_it_is_taken_over(tmp_path):
+    with OutputClaim(str(tmp_path), "beating", heartbeat=0.05) as claim:
+        first = read_claims(str(tmp_path))[0].heartbeat
+        time.sleep(0.3)
+        assert read_claims(str(tmp_path))[0].heartbeat > first
+        (tmp_path / claim_path(str(tmp_path), "beating").rsplit("/", 1)[1]).unlink()  # another run took it over
+        time.sleep(0.3)
+        assert read_claims(str(tmp_path)) == []  # not written back
+        claim._stop.set()
+
+
+def test_of_runs_that_start_at_once_exactly_one_writes(tmp_path):
+    for attempt in range(5):
+        output = tmp_path / str(attempt)
+        output.mkdir()
+        barrier, entered, refused = threading.Barrier(3), [], []
+
+        def start(run_id):
+            barrier.wait()
+            try:
+                with OutputClaim(str(output), run_id):
+                    entered.append(run_id)
+                    time.sleep(1.5)  # longer than a withdrawn run waits before it looks again
+            except OutputBusy:
+                refused.append(run_id)
+
+        threads = [threading.Thread(target=start, args=(f"run{i}",)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(entered) == 1 and len(refused) == 2, (entered, refused)
+
+
+def _rows(ids):
+    import pyarrow as pa
+
+    return pa.table({"id": ids, "status": ["ok"] * len(ids)})
+
+
+def test_a_write_task_that_outlives_its_killed_driver_adds_nothing_after_a_takeover(tmp_path):
+    """The late write of a killed run: its claim is gone, so its file never lands beside the re-run's."""
+    import socket
+
+    from wsss_ray.rows import AtomicParquetSink, ClaimLost, parquet_files
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _fake_claim(tmp_path, "killed", host=socket.gethostname(), pid=int(gone.stdout))
+    late = AtomicParquetSink(str(tmp_path), run_id="killed")
+    late.write([_rows(["a", "b"])], None)                 # before the takeover its writes still land
+    assert len(parquet_files(str(tmp_path))[1]) == 1
+    with OutputClaim(str(tmp_path), "rerun", grace=0):
+        with pytest.raises(ClaimLost, match="run killed's claim .* was taken over"):
+            late.write([_rows(["c", "d"])], None)
+        AtomicParquetSink(str(tmp_path), run_id="rerun").write([_rows(["c", "d"])], None)
+    files = parquet_files(str(tmp_path))[1]
+    assert len(files) == 2 and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f.rsplit("/", 1)[1] for f in files])              # no temporary left behind either
+
+
+def test_the_claim_is_checked_after_the_file_is_written_just_before_it_is_moved(tmp_path, monkeypatch):
+    import wsss_ray.rows as rows
+
+    with OutputClaim(str(tmp_path), "slow"):
+        real = rows.pq.write_table
+
+        def write_then_lose_the_claim(table, where, filesystem):  # taken over while the file was being written
+            real(table, where, filesystem=filesystem)
+            (tmp_path / claim_path(str(tmp_path), "slow").rsplit("/", 1)[1]).unlink()
+
+        monkeypatch.setattr(rows.pq, "write_table", write_then_lose_the_claim)
+        with pytest.raises(rows.ClaimLost):
+            rows.AtomicParquetSink(str(tmp_path), run_id="slow").write([_rows(["a"])], None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_labelling_job_refuses_an_output_another_run_holds_before_any_work(tmp_path):
+    import ray
+
+    from wsss_ray.config import LabelJobConfig
+    from wsss_ray.pipeline import run
+    from wsss_ray.toyworld import generate
+
+    manifest = generate(tmp_path / "toy", 2, seed=2_000_700)
+    out = tmp_path / "out"
+    with OutputClaim(str(out), "holder"):
+        with pytest.raises(OutputBusy, match="is being written by run holder"):
+            run(LabelJobConfig(input=str(manifest), output=str(out)))
+        assert [p.name for p in out.iterdir()] == ["_claim-holder.json"] and not ray.is_initialized()
+
+
+def test_a_job_error_is_one_line_and_exit_status_2(capsys):
+    from wsss_ray.errors import exit_on_job_error
+
+    with pytest.raises(SystemExit) as exit_:
+        with exit_on_job_error("pseudolabel"):
+            raise OutputBusy("output o is being written by run r; wait for it to finish or pass another --output")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("[pseudolabel] error: output o is being written by run r; wait for it to "
+                                       "finish or pass another --output\n")

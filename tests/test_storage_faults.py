@@ -1,0 +1,131 @@
+"""Object-store faults against moto behind a faulty proxy (tests/s3_faults.py): transient
+errors are retried until they succeed, permanent ones fail at once with one sentence."""
+
+import boto3
+import pytest
+
+from s3_faults import FaultyS3
+from wsss_ray.claim import OutputClaim, OutputUnwritable, read_claims
+from wsss_ray.files import atomic_write, filesystem, read_bytes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def moto(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    url = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="toy")
+    yield url
+    server.stop()
+
+
+def test_transient_errors_are_retried_until_the_request_succeeds(moto, monkeypatch):
+    with FaultyS3(moto, transient=4) as proxy:  # 503 SlowDown, reset, 503, reset, then through
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        atomic_write("s3://toy/out/a.bin", b"labels")
+        assert read_bytes("s3://toy/out/a.bin") == b"labels"
+        assert proxy.injected["slow_down"] > 0 and proxy.injected["reset"] > 0
+        assert {m for m, _ in proxy.seen} >= {"PUT", "GET", "HEAD"}  # writes, reads and lookups all met faults
+
+
+def test_only_transient_errors_are_tried_again():
+    from wsss_ray.files import retry_transient
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate.")
+        return "written"
+
+    assert retry_transient(flaky, backoff=0.01) == "written" and len(calls) == 3
+    denied = []
+
+    def forbidden():
+        denied.append(1)
+        raise OSError("AWS Error ACCESS_DENIED during PutObject operation: Access Denied")
+
+    with pytest.raises(OSError, match="ACCESS_DENIED"):
+        retry_transient(forbidden, backoff=0.01)
+    assert len(denied) == 1
+
+
+def test_a_missing_bucket_fails_the_claim_at_once_with_one_sentence(moto, monkeypatch):
+    with FaultyS3(moto) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        with pytest.raises(OutputUnwritable, match=r"cannot write to the output s3://nope/out: .*check the path or "
+                                                   r"bucket name and that these credentials may write there"):
+            with OutputClaim("s3://nope/out", "run"):
+                pass
+        assert sum(proxy.seen.values()) <= 3, proxy.seen  # a lookup or two, no retries (they would be 10)
+
+
+def test_credentials_that_may_not_write_fail_the_claim_at_once(moto, monkeypatch):
+    with FaultyS3(moto, deny_writes=True) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        with pytest.raises(OutputUnwritable, match="cannot write to the output s3://toy/out: .*ACCESS_DENIED"):
+            with OutputClaim("s3://toy/out", "run"):
+                pass
+        assert proxy.injected["denied"] >= 1 and sum(proxy.seen.values()) <= 4, proxy.seen
+        assert read_claims("s3://toy/out") == []
+
+
+def test_claims_on_object_storage_refuse_a_second_run_and_take_over_a_stale_one(moto, monkeypatch):
+    import json
+    import time
+
+    from wsss_ray.claim import OutputBusy
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
+    with OutputClaim("s3://toy/out", "first"):
+        with pytest.raises(OutputBusy, match="is being written by run first"):
+            with OutputClaim("s3://toy/out", "second"):
+                pass
+    stale = {"run_id": "lost", "host": "spot-node", "pid": 7, "started": time.time() - 600, "heartbeat": time.time() - 300}
+    fs, path = filesystem("s3://toy/out/_claim-lost.json")
+    with fs.open_output_stream(path) as f:
+        f.write(json.dumps(stale).encode())
+    with OutputClaim("s3://toy/out", "third", grace=0) as claim:
+        assert claim.took_over == ["lost"] and [c.run_id for c in read_claims("s3://toy/out")] == ["third"]
+
+
+def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto, monkeypatch, tmp_path):
+    """Input and output on S3, every request failing twice first: the job finishes as if nothing happened."""
+    import ray
+
+    from wsss_ray.config import LabelJobConfig
+    from wsss_ray.pipeline import run
+    from wsss_ray.rows import read_output
+    from wsss_ray.toyworld import generate
+
+    local = generate(tmp_path / "toy", 6, seed=2_000_800).parent
+    client = boto3.client("s3", endpoint_url=moto)
+    for path in local.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), "toy", f"collection/{path.relative_to(local)}")
+    with FaultyS3(moto, transient=2) as proxy:
+        env = {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_REGION": "us-east-1"}
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": env})
+        try:
+            summary = run(LabelJobConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out",
+                                         batch_size=3))
+        finally:
+            ray.shutdown()
+        assert proxy.injected["slow_down"] + proxy.injected["reset"] >= 10
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
+    assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 6, 0) and summary["miou"] > 0
+    ids = read_output("s3://toy/out", ["id"]).column("id").to_pylist()
+    assert sorted(ids) == [f"toy{2_000_800 + i:07d}" for i in range(6)]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="toy", Prefix="out/")["Contents"]]
+    assert all(k.startswith("out/part-") for k in keys if k != "out/"), keys  # no claim, no temporary left
