@@ -99,6 +99,30 @@ def test_mlflow_run_has_params_metrics_and_artifacts(ray_local, tmp_path):
     assert set(_table(tmp_path / "out").column("run_id").to_pylist()) == {summary["mlflow_run_id"]}
 
 
+def test_labelling_goes_on_when_mlflow_is_down_and_keeps_its_summary_beside_the_output(ray_local, tmp_path, capsys):
+    import socket
+
+    from wsss_ray import tracking
+    from wsss_ray.pipeline import run_tracked
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once the socket is closed
+    manifest = generate(tmp_path / "toy", 6, seed=2_000_250)
+    out = tmp_path / "out"
+    summary = run_tracked(LabelJobConfig(input=str(manifest), output=str(out), batch_size=3), down)
+    assert (summary["rows"], summary["ok"]) == (6, 6) and _table(out).num_rows == 6
+    assert capsys.readouterr().err.count(f"MLflow at {down} cannot be reached") == 1
+    record = json.loads((out / "_tracking" / f"{summary['mlflow_run_id']}.json").read_text())
+    assert record["dicts"]["summary.json"]["rows"] == 6 and record["params"]["model"] == "toyclip"
+    assert set(_table(out).column("run_id").to_pylist()) == {summary["mlflow_run_id"]} == {record["run_id"]}
+    store = f"sqlite:///{tmp_path / 'later.db'}"
+    [replayed] = tracking.replay(str(out), store)
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(store).get_run(replayed).data.metrics["rows"] == 6
+
+
 def test_a_crashed_cam_actor_is_restarted_and_no_row_is_lost(ray_local, tmp_path):
     marker = tmp_path / "crashed"
 

@@ -163,7 +163,7 @@ def run_tracked(config: LabelJobConfig, mlflow_uri: str | None = None, **run_kwa
     """
     from wsss_ray import tracking
 
-    with tracking.start_run("pseudolabel", params(config), mlflow_uri) as mlrun:
+    with tracking.start_run("pseudolabel", params(config), mlflow_uri, output=config.output) as mlrun:
         summary = run(config, run_id=mlrun.info.run_id, **run_kwargs)
         summary["mlflow_run_id"] = mlrun.info.run_id
         tracking.log_summary(summary)

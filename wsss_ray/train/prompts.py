@@ -351,7 +351,7 @@ def run_tracked(config: LearnPromptsConfig, mlflow_uri: str | None = None) -> di
     """:func:`run` inside an MLflow run of experiment ``learn_prompts``: loss curve, words, prompts file."""
     from wsss_ray import tracking
 
-    with tracking.start_run("learn_prompts", flatten(config), mlflow_uri) as mlrun:
+    with tracking.start_run("learn_prompts", flatten(config), mlflow_uri, output=config.output) as mlrun:
         summary = run(config)
         history = summary.pop("history")
         tracking.log_epochs(history)

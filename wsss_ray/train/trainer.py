@@ -299,7 +299,7 @@ def run_tracked(config: TrainConfig, mlflow_uri: str | None = None, epoch_hook: 
     from wsss_ray import tracking
     from wsss_ray.train.predict import prediction_grid
 
-    with tracking.start_run("train", flatten(config), mlflow_uri) as mlrun:
+    with tracking.start_run("train", flatten(config), mlflow_uri, output=config.output) as mlrun:
         pairs = val_pairs(config)
         summary = run(config, epoch_hook, pairs)
         history = summary.pop("history")

@@ -1,0 +1,104 @@
+"""A tracking server that is down, or goes away mid-run: the run goes on offline, keeps its
+record beside the output, and ``python -m wsss_ray.tracking replay`` logs it later, once."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import numpy as np
+import pytest
+
+from wsss_ray import tracking
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_a_job(run) -> None:
+    tracking.log_epochs([{"epoch": 0, "loss": 1.5}, {"epoch": 1, "loss": 0.5}])
+    tracking.log_summary({"rows": 6, "miou": 0.25, "output": "o"}, exclude={"loss"})
+    tracking.log_text("a\nb", "prompts.txt")
+    tracking.log_image(np.full((4, 4, 3), 200, np.uint8), "overlays.png")
+
+
+def test_a_server_that_is_down_leaves_a_record_that_replays_once(tmp_path, capsys):
+    down = f"http://127.0.0.1:{_free_port()}"
+    out = tmp_path / "out"
+    with tracking.start_run("pseudolabel", {"model": "toyclip", "post.crf.iters": 10}, down, output=str(out)) as run:
+        _log_a_job(run)
+    err = capsys.readouterr().err
+    assert err.count("warning: MLflow at " + down + " cannot be reached") == 1
+    assert f"replay {out}" in err
+    record = json.loads((out / "_tracking" / f"{run.info.run_id}.json").read_text())
+    assert record["params"] == {"model": "toyclip", "post.crf.iters": 10} and record["mlflow_run_id"] is None
+    assert (out / "_tracking" / run.info.run_id / "overlays.png").is_file()
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking.main(["replay", str(out), "--mlflow-uri", store]) == 0
+    replayed = json.loads(capsys.readouterr().out)["replayed"]
+    assert len(replayed) == 1
+    mlflow.set_tracking_uri(store)
+    client = mlflow.MlflowClient()
+    got = client.get_run(replayed[0])
+    assert got.data.params == {"model": "toyclip", "post.crf.iters": "10"}
+    assert got.data.metrics == {"rows": 6.0, "miou": 0.25, "loss": 0.5}
+    assert [m.value for m in client.get_metric_history(replayed[0], "loss")] == [1.5, 0.5]
+    assert got.data.tags["wsss_ray.run_id"] == run.info.run_id and got.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(replayed[0])} == {"summary.json", "prompts.txt", "overlays.png"}
+    assert tracking.replay(str(out), store) == []  # a second replay logs nothing twice
+
+
+def test_replay_refuses_while_the_server_is_still_down(tmp_path):
+    down = f"http://127.0.0.1:{_free_port()}"
+    with tracking.start_run("train", {"epochs": 2}, down, output=str(tmp_path)) as run:
+        _log_a_job(run)
+    with pytest.raises(SystemExit) as exit_:
+        tracking.main(["replay", str(tmp_path)])
+    assert exit_.value.code == 2
+
+
+@pytest.mark.slow
+def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, capsys):
+    port = _free_port()
+    uri, store = f"http://127.0.0.1:{port}", f"sqlite:///{tmp_path / 'server.db'}"
+
+    def serve():
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+                                   "--default-artifact-root", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+                                   "--port", str(port), "--workers", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                return server
+            except OSError:
+                time.sleep(0.5)
+        server.kill()
+        raise RuntimeError("mlflow server did not start")
+
+    server = serve()
+    try:
+        with tracking.start_run("pseudolabel", {"model": "toyclip"}, uri, output=str(tmp_path / "out")) as run:
+            server.terminate()
+            server.wait()
+            _log_a_job(run)  # the server went away after the params
+    finally:
+        server.kill()
+    assert capsys.readouterr().err.count("cannot be reached") == 1
+    server = serve()
+    try:
+        assert tracking.replay(str(tmp_path / "out")) == [run.info.run_id]  # the run it had started, continued
+        client = mlflow.MlflowClient(uri)
+        got = client.get_run(run.info.run_id)
+        assert got.data.params == {"model": "toyclip"} and got.data.metrics["miou"] == 0.25
+        assert got.info.status == "FINISHED"
+    finally:
+        server.terminate()
+        server.wait()
