@@ -49,6 +49,7 @@ def test_toy_world_run_schema_rows_and_resume(ray_local, tmp_path):
     assert set(np.unique(mask)) <= allowed
     # scored as the batches finished; the same as a second pass over the output, which a resumed run makes
     assert summary["miou"] == evaluate_output(str(out), str(manifest), 9, truth=12) > 0
+    assert summary["retried_batches"] == 0 and summary["took_over"] == []
     again = run(LabelJobConfig(input=str(manifest), output=str(out), batch_size=4))
     assert again["rows"] == 0 and again["skipped"] == 12 and again["miou"] == summary["miou"]
     assert _table(out).num_rows == 12  # every id exactly once
@@ -127,17 +128,24 @@ def test_a_crashed_cam_actor_is_restarted_and_no_row_is_lost(ray_local, tmp_path
     marker = tmp_path / "crashed"
 
     class CrashOnce(CamStage):  # defined here so Ray pickles it by value
-        def __call__(self, batch):
-            if not marker.exists():
-                marker.touch()
-                os._exit(1)  # the actor process dies mid-batch, as on an OOM kill
-            return super().__call__(batch)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            cams = self.labeler.cams
+
+            def crash_once(*a, **k):
+                if not marker.exists():
+                    marker.touch()
+                    os._exit(1)  # the actor process dies mid-batch, as on an OOM kill
+                return cams(*a, **k)
+
+            self.labeler.cams = crash_once
 
     manifest = generate(tmp_path / "toy", 6, seed=2_000_300)
     summary = run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3),
                   cam_stage=CrashOnce)
     assert marker.exists()
     assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 6, 0)
+    assert summary["retried_batches"] == 1  # the batch the actor died in, run again on its restart
     assert sorted(_table(tmp_path / "out").column("id").to_pylist()) == [f"toy{2_000_300 + i:07d}" for i in range(6)]
 
 
@@ -280,3 +288,16 @@ def test_blocks_are_a_file_for_large_collections_and_smaller_so_every_actor_gets
     assert block_rows(200, 16, 4096, holders=1) == 50            # about four blocks per actor
     assert block_rows(1_000, 16, 4096, holders=4) == 63
     assert block_rows(20, 16, 4096, holders=4) == 16             # never below one batch
+
+
+def test_an_input_that_kills_every_actor_fails_the_job_instead_of_hanging(ray_local, tmp_path):
+    """Actor restarts are bounded (task retries are not, so a lost node's actor can come back)."""
+    class Poison(CamStage):  # defined here so Ray pickles it by value
+        def __call__(self, batch):
+            if any(str(i).endswith("3") for i in batch["id"]):
+                os._exit(1)
+            return super().__call__(batch)
+
+    manifest = generate(tmp_path / "toy", 6, seed=2_000_300)
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3), cam_stage=Poison)

@@ -26,7 +26,7 @@ from wsss_ray.config import METHOD_CONFIGS, LabelJobConfig, params
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_retry_keywords
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.rows import (batch_confusion, count_rows, decode_stage, mark_error, objects, output_overlays,
+from wsss_ray.rows import (batch_confusion, count_attempt, count_rows, decode_stage, mark_error, objects, output_overlays,
                            output_table, png_rows, writable_batch, write_pending)
 
 
@@ -40,16 +40,18 @@ def crf_in_actor(config: LabelJobConfig, device: str) -> bool:
 class CamStage:
     """CAMs -> per-pixel probabilities (actor: the labeller is built once); on a GPU, also the CRF."""
 
-    def __init__(self, config: LabelJobConfig, method_class: type | None = None):
+    def __init__(self, config: LabelJobConfig, method_class: type | None = None, counter=None):
         from wsss_ray.labeler import Labeler
 
         self.device = actor_device(config.num_gpus)
         self.labeler = Labeler.from_config(config, self.device, method_class)
         self.refine = crf_in_actor(config, self.device)
+        self.counter = counter
 
     def __call__(self, batch: dict) -> dict:
         from wsss_ray.crf import dense_crf
 
+        count_attempt(self.counter, "cam", batch["id"])
         batch = writable_batch(batch)
         n = len(batch["id"])
         probs: list[np.ndarray | None] = [None] * n
@@ -79,6 +81,7 @@ def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) ->
     the rows done go to `counter`."""
     from wsss_ray.labeler import class_ids, refine
 
+    count_attempt(counter, "crf", batch["id"])
     labelset = load_labelset(config.labelset)
     batch = writable_batch(batch)
     done_in_actor = dataclasses.replace(config.post, crf=dataclasses.replace(config.post.crf, iters=0))
@@ -129,7 +132,7 @@ def build_dataset(config: LabelJobConfig, items: ray.data.Dataset, run_id: str, 
                            batch_size=config.batch_size, num_cpus=task_cpus)
     lo, hi = config.concurrency
     with actor_retry_keywords() as retries:  # a CAM actor that dies is restarted, its batch retried
-        ds = ds.map_batches(cam_stage, fn_constructor_kwargs={"config": config,
+        ds = ds.map_batches(cam_stage, fn_constructor_kwargs={"config": config, "counter": counter,
                                                               "method_class": added_method(config.method)},
                             batch_size=config.batch_size,
                             compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),

@@ -1,8 +1,12 @@
 """Workarounds for known Ray 2.60 issues, each in one place with its reason.
 
 - Ray Data's default for actor pools is unbounded actor restarts and task retries,
-  which turns a poison input into a hang; :data:`ACTOR_RETRIES` bounds them. Ray
-  2.60 offers only the keyword form, which it warns about (to go in 2.64).
+  which turns a poison input (one that kills its actor every time) into a hang;
+  :data:`ACTOR_RETRIES` bounds the restarts. Task retries stay unbounded: an actor
+  whose node is lost restarts elsewhere, and until it is up (seconds: a new
+  process, the model loaded) each submission fails with ActorUnavailableError and
+  uses up one retry, so a bounded count fails the job on a node loss. Ray 2.60
+  offers only the keyword form, which it warns about (to go in 2.64).
 - Every Ray Data actor pool makes the driver's core worker log an error-level line,
   "Actor ... has constructor arguments in the object store and max_restarts > 0"
   (ray-project/ray#57733: Ray Data itself passes its map function by reference).
@@ -20,7 +24,7 @@ import threading
 import warnings
 from typing import Iterator
 
-ACTOR_RETRIES = {"max_restarts": 3, "max_task_retries": 3}
+ACTOR_RETRIES = {"max_restarts": 3, "max_task_retries": -1}
 KNOWN_HARMLESS = (b"has constructor arguments in the object store and max_restarts > 0",)
 
 

@@ -13,6 +13,7 @@ the collection (``wsss_ray.inputs`` has the input side).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import sys
@@ -224,6 +225,15 @@ class RowCounter:
     def __init__(self):
         self.done = self.pending = self.skipped = self.truth = self.partitions = self.scored = 0
         self.confusion: np.ndarray | None = None
+        self.attempts: collections.Counter = collections.Counter()
+
+    def attempt(self, stage: str, batch: str) -> None:
+        self.attempts[stage, batch] += 1
+
+    def retried(self) -> int:
+        """Batches that a stage started more than once: retried after a failure (a lost node,
+        a dead actor) or recomputed because their output was lost with a node."""
+        return sum(1 for n in self.attempts.values() if n > 1)
 
     def add(self, rows: int, confusion: np.ndarray | None = None, scored: int = 0) -> None:
         self.done += rows
@@ -251,6 +261,16 @@ def count_rows(counter, rows: int, confusion: np.ndarray | None = None, scored: 
     confusion matrix of the `scored` rows among them that have ground truth; never waits."""
     if counter is not None:
         counter.add.remote(rows, confusion, scored)
+
+
+def count_attempt(counter, stage: str, ids) -> None:
+    """Tell a job's :class:`RowCounter` (if any) that `stage` starts the batch of these ids.
+
+    It waits for the counter's answer (a millisecond), so the attempt is on record
+    even when the process dies a moment later.
+    """
+    if counter is not None:
+        ray.get(counter.attempt.remote(stage, hashlib.sha1("\n".join(sorted(map(str, ids))).encode()).hexdigest()[:20]))
 
 
 def batch_confusion(truths: list, table: pa.Table, num_classes: int) -> tuple[np.ndarray | None, int]:
@@ -364,7 +384,9 @@ def write_pending(source: str, output: str, run_id: str,
     Ray Data, drop ids already written and mark repeated ones inside the dataset
     (``wsss_ray.inputs``), write atomically with a progress line, and count what this
     run (`run_id`) wrote. The graph's last stage calls ``count_rows(counter, n)`` for
-    each batch it finishes, which is what the progress line shows. Work flows in
+    each batch it finishes, which is what the progress line shows; its costly stages
+    call ``count_attempt`` as they start a batch, so the summary's ``retried_batches``
+    says how many batches ran again after a failure (a lost node, a dead actor). Work flows in
     blocks of :func:`block_rows` (up to `rows_per_file`, fewer when the input is small
     for its `holders` actors); the output is written in files of `rows_per_file`
     rows. The summary's ``truth`` is the number of input items with a ground-truth mask.
@@ -389,11 +411,13 @@ def write_pending(source: str, output: str, run_id: str,
         remove_temporaries(output)  # left by write tasks of nodes lost mid-run (their retries wrote the rows)
     counts = ray.get(counter.counts.remote())
     confusion, scored = ray.get(counter.scores.remote())
+    retried = ray.get(counter.retried.remote())
     ray.kill(counter)
     seconds = round(time.time() - start, 2)
     rate = round(sink.counts["rows"] / seconds, 2) if seconds else None
     summary = {**sink.counts, "skipped": counts["skipped"], "truth": counts["truth"], "output": output,
-               "run_id": run_id, "seconds": seconds, "rows_per_s": rate, "took_over": claim.took_over}
+               "run_id": run_id, "seconds": seconds, "rows_per_s": rate, "retried_batches": retried,
+               "took_over": claim.took_over}
     if num_classes is not None:
         whole = counts["skipped"] == 0 and counts["done"] == sink.counts["rows"] and scored == counts["truth"]
         summary["miou"] = (round(scores(confusion).miou, 4) if whole and confusion is not None and confusion.any()

@@ -26,7 +26,7 @@ from wsss_ray.config import PredictConfig
 from wsss_ray.files import filesystem, is_file, local_file
 from wsss_ray.masks import overlay_grid
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.rows import count_rows, decode_stage, output_table, png_rows, writable_batch, write_pending
+from wsss_ray.rows import count_attempt, count_rows, decode_stage, output_table, png_rows, writable_batch, write_pending
 from wsss_ray.sources import load_image
 from wsss_ray.train.model import SegNet, load_checkpoint
 from wsss_ray.train.trainer import MODEL_FILE, best_checkpoint
@@ -80,6 +80,7 @@ class SegmentStage:
         self.checkpoint, self.run_id, self.counter = checkpoint, run_id, counter
 
     def __call__(self, batch: dict) -> pa.Table:
+        count_attempt(self.counter, "segment", batch["id"])
         batch = writable_batch(batch)
         pngs = png_rows(batch, lambda i: segment(self.model, batch["pixels"][i], self.device), "segmentation")
         table = output_table(batch, pngs, labelset=self.meta.get("labelset"), model=self.checkpoint,
