@@ -40,11 +40,13 @@ def parse(argv: list[str] | None = None) -> tuple[PredictConfig, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     config, _ = parse(argv)
+    from wsss_ray.claim import check_output
     from wsss_ray.errors import exit_on_job_error
     from wsss_ray.ray_compat import quiet_known_ray_errors
     from wsss_ray.train.predict import run
 
     with quiet_known_ray_errors(), exit_on_job_error("predict"):
+        check_output(config.output)  # a held or unwritable output fails before Ray and MLflow start
         ray.init(ignore_reinit_error=True)
         print(json.dumps(run(config)), flush=True)
     return 0

@@ -66,11 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     config, mlflow_uri = parse(argv)
     import ray
 
+    from wsss_ray.claim import check_output
     from wsss_ray.errors import exit_on_job_error
     from wsss_ray.pipeline import run_tracked
     from wsss_ray.ray_compat import quiet_known_ray_errors
 
     with quiet_known_ray_errors(), exit_on_job_error("pseudolabel"):
+        check_output(config.output)  # a held or unwritable output fails before Ray and MLflow start
         ray.init(ignore_reinit_error=True)
         print(json.dumps(run_tracked(config, mlflow_uri)), flush=True)
     return 0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from wsss_ray.claim import OutputBusy, OutputClaim, claim_path, claim_stands, read_claims
+from wsss_ray.claim import OutputBusy, OutputClaim, check_output, claim_path, claim_stands, read_claims
 
 
 def _fake_claim(output, run_id, host="elsewhere", pid=1, age=0.0):
@@ -148,3 +148,16 @@ def test_a_job_error_is_one_line_and_exit_status_2(capsys):
     assert exit_.value.code == 2
     assert capsys.readouterr().err == ("[pseudolabel] error: output o is being written by run r; wait for it to "
                                        "finish or pass another --output\n")
+
+
+def test_the_jobs_check_their_output_before_ray_starts_and_leave_nothing(tmp_path):
+    check_output(str(tmp_path / "new"))                    # a folder that does not exist yet is writable
+    assert list((tmp_path / "new").iterdir()) == []
+    with OutputClaim(str(tmp_path / "new"), "holder"):
+        with pytest.raises(OutputBusy, match="being written by run holder"):
+            check_output(str(tmp_path / "new"))
+    (tmp_path / "file").write_text("not a folder")
+    from wsss_ray.claim import OutputUnwritable
+
+    with pytest.raises(OutputUnwritable, match="cannot write to the output .*file"):
+        check_output(str(tmp_path / "file"))

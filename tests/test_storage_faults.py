@@ -5,7 +5,7 @@ import boto3
 import pytest
 
 from s3_faults import FaultyS3
-from wsss_ray.claim import OutputClaim, OutputUnwritable, read_claims
+from wsss_ray.claim import OutputClaim, OutputUnwritable, check_output, read_claims
 from wsss_ray.files import atomic_write, filesystem, read_bytes
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,9 @@ def test_a_missing_bucket_fails_the_claim_at_once_with_one_sentence(moto, monkey
                                                    r"bucket name and that these credentials may write there"):
             with OutputClaim("s3://nope/out", "run"):
                 pass
-        assert sum(proxy.seen.values()) <= 3, proxy.seen  # a lookup or two, no retries (they would be 10)
+        with pytest.raises(OutputUnwritable, match="cannot write to the output s3://nope/out"):
+            check_output("s3://nope/out")  # what the jobs call before Ray starts
+        assert sum(proxy.seen.values()) <= 8, proxy.seen  # both calls: a few lookups, no retries (10 a request)
 
 
 def test_credentials_that_may_not_write_fail_the_claim_at_once(moto, monkeypatch):

@@ -26,6 +26,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -104,6 +105,34 @@ def read_claims(output: str) -> list[Claim]:
     return claims
 
 
+def _refuse_if_held(output: str, ttl: float) -> None:
+    live = [c for c in read_claims(output) if not c.dead(time.time(), ttl)]
+    if live:
+        holder = min(live, key=lambda c: c.started)
+        raise OutputBusy(f"output {output} is being written by {holder.describe(time.time())}; wait for it to "
+                         f"finish or pass another --output (a claim with no heartbeat for {ttl:.0f} s is taken over)")
+
+
+def _unwritable(output: str, error: OSError) -> OutputUnwritable:
+    return OutputUnwritable(f"cannot write to the output {output}: {error}; check the path or bucket name and that "
+                            f"these credentials may write there")
+
+
+def check_output(output: str, ttl: float = TTL_S) -> None:
+    """Fail fast, before Ray or MLflow start: raise :class:`OutputBusy` when a live run holds
+    `output`, :class:`OutputUnwritable` when a probe file cannot be written there. The run's own
+    claim, taken later, still decides."""
+    output = output.rstrip("/")
+    _refuse_if_held(output, ttl)
+    probe = f"{output}/_probe-{uuid.uuid4().hex}"
+    try:
+        atomic_write(probe, b"")
+        fs, path = filesystem(probe)
+        fs.delete_file(path)
+    except OSError as e:
+        raise _unwritable(output, e) from e
+
+
 class OutputClaim:
     """This run's claim on `output`: ``with OutputClaim(output, run_id) as claim: ...`` (see the module).
 
@@ -139,19 +168,13 @@ class OutputClaim:
             try:
                 self._write()
             except OSError as e:  # transient errors were retried already (files.filesystem)
-                raise OutputUnwritable(f"cannot write to the output {self.output}: {e}; check the path or bucket "
-                                       f"name and that these credentials may write there") from e
+                raise _unwritable(self.output, e) from e
             claims = [c for c in read_claims(self.output) if c.run_id != self.run_id]
             if all(c.dead(time.time(), self.ttl) for c in claims):
                 break
             self._delete(self.run_id)  # another run holds the output, or is racing for it
             time.sleep(random.uniform(0.1, 1.0))
-            live = [c for c in read_claims(self.output) if not c.dead(time.time(), self.ttl)]
-            if live:
-                holder = min(live, key=lambda c: c.started)
-                raise OutputBusy(f"output {self.output} is being written by {holder.describe(time.time())}; "
-                                 f"wait for it to finish or pass another --output (a claim with no heartbeat "
-                                 f"for {self.ttl:.0f} s is taken over)")
+            _refuse_if_held(self.output, self.ttl)
         else:
             raise OutputBusy(f"output {self.output}: {RACE_ATTEMPTS} attempts to claim it met other runs starting "
                              f"on it; start one run per output")
@@ -180,4 +203,5 @@ class OutputClaim:
         self._delete(self.run_id)
 
 
-__all__ = ["CLAIM_PREFIX", "Claim", "OutputBusy", "OutputUnwritable", "OutputClaim", "claim_path", "claim_stands", "read_claims"]
+__all__ = ["CLAIM_PREFIX", "Claim", "OutputBusy", "OutputClaim", "OutputUnwritable", "check_output", "claim_path",
+           "claim_stands", "read_claims"]
