@@ -102,3 +102,16 @@ def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, ca
     finally:
         server.terminate()
         server.wait()
+
+
+def test_a_job_that_fails_offline_keeps_its_record_marked_failed(tmp_path):
+    down = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(RuntimeError, match="labelling broke"):
+        with tracking.start_run("pseudolabel", {"model": "toyclip"}, down, output=str(tmp_path)) as run:
+            tracking.log_metrics({"rows": 3.0})
+            raise RuntimeError("labelling broke")
+    record = json.loads((tmp_path / "_tracking" / f"{run.info.run_id}.json").read_text())
+    assert record["status"] == "FAILED" and record["metrics"] == [{"values": {"rows": 3.0}, "step": None}]
+    store = f"sqlite:///{tmp_path / 'later.db'}"
+    [replayed] = tracking.replay(str(tmp_path), store)
+    assert mlflow.MlflowClient(store).get_run(replayed).info.status == "FAILED"

@@ -172,8 +172,8 @@ def start_run(experiment: str, params: dict, uri: str | None = None, run_name: s
         _active = None
         if run is not None:
             tracker.call(lambda: mlflow.end_run(status))
-        if status == "FINISHED":
-            tracker.keep()
+        tracker.record["status"] = status
+        tracker.keep()  # a failed job's record too: what it had logged, marked FAILED
 
 
 def _log(record: Callable[[dict], None], log: Callable[[], Any]) -> None:
@@ -320,7 +320,7 @@ def _replay_one(record: dict, uri: str) -> str:
         client.log_artifact(run_id, local_file(f["path"]), f["folder"])
     for checkpoint in record["models"]:
         client.log_artifact(run_id, local_file(checkpoint), "checkpoint")
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, record.get("status", "FINISHED"))
     return run_id
 
 
