@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import socket
 import tempfile
 import threading
 import time
@@ -32,7 +33,11 @@ from ray.cluster_utils import Cluster
 
 
 def start_cluster(workers: int, cpus: int) -> Cluster:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": True})
+    with socket.socket() as s:  # the state API needs a dashboard; not on 8265, which another Ray may hold
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": True,
+                                                            "dashboard_port": port})
     for _ in range(workers):
         cluster.add_node(num_cpus=cpus)
     cluster.wait_for_nodes()
@@ -51,7 +56,8 @@ def lose_node_running(cluster: Cluster, class_part: str, cpus: int, after: float
     from ray.util.state import list_actors
 
     def victim():
-        nodes = {a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+        nodes = {a.node_id for a in list_actors(address=f"http://{cluster.webui_url}",
+                                                filters=[("state", "=", "ALIVE")], limit=10_000)
                  if class_part in a.class_name and a.node_id}
         return next((n for n in cluster.worker_nodes if n.node_id in nodes), None)
 

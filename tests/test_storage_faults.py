@@ -1,6 +1,8 @@
 """Object-store faults against moto behind a faulty proxy (tests/s3_faults.py): transient
 errors are retried until they succeed, permanent ones fail at once with one sentence."""
 
+import uuid
+
 import boto3
 import pytest
 
@@ -12,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def moto(monkeypatch):
+def store(monkeypatch):
+    """A moto server on loopback and a bucket of this test's own: (url, bucket)."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -21,16 +24,18 @@ def moto(monkeypatch):
     for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
     url = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="toy")
-    yield url
+    bucket = f"faults-{uuid.uuid4().hex[:12]}"  # moto's servers in one process share their buckets
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket=bucket)
+    yield url, bucket
     server.stop()
 
 
-def test_transient_errors_are_retried_until_the_request_succeeds(moto, monkeypatch):
+def test_transient_errors_are_retried_until_the_request_succeeds(store, monkeypatch):
+    moto, bucket = store
     with FaultyS3(moto, transient=4) as proxy:  # 503 SlowDown, reset, 503, reset, then through
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        atomic_write("s3://toy/out/a.bin", b"labels")
-        assert read_bytes("s3://toy/out/a.bin") == b"labels"
+        atomic_write(f"s3://{bucket}/out/a.bin", b"labels")
+        assert read_bytes(f"s3://{bucket}/out/a.bin") == b"labels"
         assert proxy.injected["slow_down"] > 0 and proxy.injected["reset"] > 0
         assert {m for m, _ in proxy.seen} >= {"PUT", "GET", "HEAD"}  # writes, reads and lookups all met faults
 
@@ -58,7 +63,8 @@ def test_only_transient_errors_are_tried_again():
     assert len(denied) == 1
 
 
-def test_a_missing_bucket_fails_the_claim_at_once_with_one_sentence(moto, monkeypatch):
+def test_a_missing_bucket_fails_the_claim_at_once_with_one_sentence(store, monkeypatch):
+    moto, bucket = store
     with FaultyS3(moto) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         with pytest.raises(OutputUnwritable, match=r"cannot write to the output s3://nope/out: .*check the path or "
@@ -70,36 +76,39 @@ def test_a_missing_bucket_fails_the_claim_at_once_with_one_sentence(moto, monkey
         assert sum(proxy.seen.values()) <= 8, proxy.seen  # both calls: a few lookups, no retries (10 a request)
 
 
-def test_credentials_that_may_not_write_fail_the_claim_at_once(moto, monkeypatch):
+def test_credentials_that_may_not_write_fail_the_claim_at_once(store, monkeypatch):
+    moto, bucket = store
     with FaultyS3(moto, deny_writes=True) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        with pytest.raises(OutputUnwritable, match="cannot write to the output s3://toy/out: .*ACCESS_DENIED"):
-            with OutputClaim("s3://toy/out", "run"):
+        with pytest.raises(OutputUnwritable, match=f"cannot write to the output s3://{bucket}/out: .*ACCESS_DENIED"):
+            with OutputClaim(f"s3://{bucket}/out", "run"):
                 pass
         assert proxy.injected["denied"] >= 1 and sum(proxy.seen.values()) <= 4, proxy.seen
-        assert read_claims("s3://toy/out") == []
+        assert read_claims(f"s3://{bucket}/out") == []
 
 
-def test_claims_on_object_storage_refuse_a_second_run_and_take_over_a_stale_one(moto, monkeypatch):
+def test_claims_on_object_storage_refuse_a_second_run_and_take_over_a_stale_one(store, monkeypatch):
+    moto, bucket = store
     import json
     import time
 
     from wsss_ray.claim import OutputBusy
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
-    with OutputClaim("s3://toy/out", "first"):
+    with OutputClaim(f"s3://{bucket}/out", "first"):
         with pytest.raises(OutputBusy, match="is being written by run first"):
-            with OutputClaim("s3://toy/out", "second"):
+            with OutputClaim(f"s3://{bucket}/out", "second"):
                 pass
-    stale = {"run_id": "lost", "host": "spot-node", "pid": 7, "started": time.time() - 600, "heartbeat": time.time() - 300}
-    fs, path = filesystem("s3://toy/out/_claim-lost.json")
+    stale = {"run_id": "lost", "host": "spot-node", "pid": 7, "started": time.time() - 600,
+             "heartbeat": time.time() - 300}
+    fs, path = filesystem(f"s3://{bucket}/out/_claim-lost.json")
     with fs.open_output_stream(path) as f:
         f.write(json.dumps(stale).encode())
-    with OutputClaim("s3://toy/out", "third", grace=0) as claim:
-        assert claim.took_over == ["lost"] and [c.run_id for c in read_claims("s3://toy/out")] == ["third"]
+    with OutputClaim(f"s3://{bucket}/out", "third", grace=0) as claim:
+        assert claim.took_over == ["lost"] and [c.run_id for c in read_claims(f"s3://{bucket}/out")] == ["third"]
 
 
-def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto, monkeypatch, tmp_path):
+def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(store, monkeypatch, tmp_path):
     """Input and output on S3, every request failing twice first: the job finishes as if nothing happened."""
     import ray
 
@@ -108,11 +117,12 @@ def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto, m
     from wsss_ray.rows import read_output
     from wsss_ray.toyworld import generate
 
+    moto, bucket = store
     local = generate(tmp_path / "toy", 6, seed=2_000_800).parent
     client = boto3.client("s3", endpoint_url=moto)
     for path in local.rglob("*"):
         if path.is_file():
-            client.upload_file(str(path), "toy", f"collection/{path.relative_to(local)}")
+            client.upload_file(str(path), bucket, f"collection/{path.relative_to(local)}")
     with FaultyS3(moto, transient=2) as proxy:
         env = {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_REGION": "us-east-1"}
@@ -120,14 +130,14 @@ def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto, m
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": env})
         try:
-            summary = run(LabelJobConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out",
-                                         batch_size=3))
+            summary = run(LabelJobConfig(input=f"s3://{bucket}/collection/manifest.jsonl",
+                                         output=f"s3://{bucket}/out", batch_size=3))
         finally:
             ray.shutdown()
         assert proxy.injected["slow_down"] + proxy.injected["reset"] >= 10
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
     assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 6, 0) and summary["miou"] > 0
-    ids = read_output("s3://toy/out", ["id"]).column("id").to_pylist()
+    ids = read_output(f"s3://{bucket}/out", ["id"]).column("id").to_pylist()
     assert sorted(ids) == [f"toy{2_000_800 + i:07d}" for i in range(6)]
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="toy", Prefix="out/")["Contents"]]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]]
     assert all(k.startswith("out/part-") for k in keys if k != "out/"), keys  # no claim, no temporary left

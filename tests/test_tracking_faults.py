@@ -92,6 +92,7 @@ def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, ca
     finally:
         server.kill()
     assert capsys.readouterr().err.count("cannot be reached") == 1
+    assert mlflow.active_run() is None  # ended here too, so the next job in this process starts cleanly
     server = serve()
     try:
         assert tracking.replay(str(tmp_path / "out")) == [run.info.run_id]  # the run it had started, continued

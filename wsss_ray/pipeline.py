@@ -26,8 +26,8 @@ from wsss_ray.config import METHOD_CONFIGS, LabelJobConfig, params
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_retry_keywords
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.rows import (batch_confusion, count_attempt, count_rows, decode_stage, mark_error, objects, output_overlays,
-                           output_table, png_rows, writable_batch, write_pending)
+from wsss_ray.rows import (batch_confusion, count_attempt, count_rows, decode_stage, mark_error, objects,
+                           output_overlays, output_table, png_rows, writable_batch, write_pending)
 
 
 def crf_in_actor(config: LabelJobConfig, device: str) -> bool:

@@ -170,8 +170,11 @@ def start_run(experiment: str, params: dict, uri: str | None = None, run_name: s
         status = "FINISHED"
     finally:
         _active = None
-        if run is not None:
-            tracker.call(lambda: mlflow.end_run(status))
+        if run is not None:  # always: end_run also takes the run off MLflow's stack of active runs
+            try:
+                mlflow.end_run(status)
+            except Exception as e:  # noqa: BLE001
+                tracker.fail(e)
         tracker.record["status"] = status
         tracker.keep()  # a failed job's record too: what it had logged, marked FAILED
 
