@@ -33,6 +33,7 @@ from ray.cluster_utils import Cluster
 
 
 def start_cluster(workers: int, cpus: int) -> Cluster:
+    ray.shutdown()  # a Ray this process had joined before (a test's, an implicit ray.init) would take the driver
     with socket.socket() as s:  # the state API needs a dashboard; not on 8265, which another Ray may hold
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
