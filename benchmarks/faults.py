@@ -127,30 +127,23 @@ def main() -> None:
 
 def s3_rows(tmp: Path, manifest: str, n: int) -> list[tuple]:
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    from s3_faults import FaultyS3
+    from s3_faults import CREDENTIALS, FaultyS3, moto_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    moto = f"http://{host}:{port}"
-    keys = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-    os.environ.update(keys)
-    client = boto3.client("s3", endpoint_url=moto)
-    client.create_bucket(Bucket="toy")
-    local = Path(manifest).parent
-    for path in local.rglob("*"):
-        if path.is_file():
-            client.upload_file(str(path), "toy", f"collection/{path.relative_to(local)}")
+    os.environ.update(CREDENTIALS)
     store = f"sqlite:///{tmp / 'mlflow-s3.db'}"
     common = ["--input", "s3://toy/collection/manifest.jsonl", "--batch-size", "4", "--mlflow-uri", store]
     rows = []
-    try:
+    with moto_server("toy") as moto:
+        client = boto3.client("s3", endpoint_url=moto)
+        local = Path(manifest).parent
+        for path in local.rglob("*"):
+            if path.is_file():
+                client.upload_file(str(path), "toy", f"collection/{path.relative_to(local)}")
         timings = {}
         for name, transient in (("clean", 0), ("flaky", 2)):
             with FaultyS3(moto, transient=transient) as proxy:
-                env = {**keys, "AWS_ENDPOINT_URL": proxy.url}
+                env = {**CREDENTIALS, "AWS_ENDPOINT_URL": proxy.url}
                 timings[name] = job([*common, "--output", f"s3://toy/out-{name}"], env)
                 injected = sum(proxy.injected.values())
         os.environ["AWS_ENDPOINT_URL"] = moto
@@ -161,14 +154,11 @@ def s3_rows(tmp: Path, manifest: str, n: int) -> list[tuple]:
                      f"{flaky_s - clean_s:+.1f} s (against {clean_s:.1f} s on S3 without failures)"))
         with FaultyS3(moto) as proxy:
             missing_s, missing, err = job([*common, "--output", "s3://no-such-bucket/out"],
-                                          {**keys, "AWS_ENDPOINT_URL": proxy.url})
+                                          {**CREDENTIALS, "AWS_ENDPOINT_URL": proxy.url})
         assert missing is None and "cannot write to the output s3://no-such-bucket/out" in err, err[-2000:]
         rows.append(("permanent S3 error", "--output in a bucket that does not exist",
                      "refused before any image, one sentence", 0, 0, f"failed after {missing_s:.1f} s"))
-    finally:
-        server.stop()
     return rows
-
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ import argparse
 import os
 import shutil
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,8 @@ import pyarrow.parquet as pq
 
 from wsss_ray.files import filesystem
 from wsss_ray.rows import OUTPUT_SCHEMA, parquet_files
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # s3_faults.moto_server
 
 
 def table(start: int, n: int, rng: np.random.Generator) -> pa.Table:
@@ -77,29 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out)
             print(results[-1], flush=True)
         if args.s3_rows:
-            import logging
+            from s3_faults import CREDENTIALS, moto_server
 
-            from moto.server import ThreadedMotoServer
-
-            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-            server.start()
-            host, port = server.get_host_and_port()
-            os.environ.update({"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
-                               "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"})
-            import boto3
-
-            boto3.client("s3").create_bucket(Bucket="bench")
-            try:
+            with moto_server("bench") as url:
+                os.environ.update({**CREDENTIALS, "AWS_ENDPOINT_URL": url})
                 for per_file in args.rows_per_file:
                     out = f"s3://bench/out-{per_file}"
                     write(out, args.s3_rows, per_file)
                     results.append({"where": "S3 (moto, loopback)", "rows": args.s3_rows, "rows_per_file": per_file,
                                     **timed(out)})
                     print(results[-1], flush=True)
-            finally:
-                server.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("\n| where | rows | rows per file | files | list s | read ids s | read all s |\n|---|---|---|---|---|---|---|")

@@ -4,9 +4,13 @@ Everything runs on CPU and offline; no fixture sets HF_HUB_OFFLINE (test_clip ch
 fast-fail path without it).
 """
 
+import uuid
+
 import numpy as np
 import pytest
 import torch
+
+from s3_faults import CREDENTIALS, moto_server
 
 from wsss_ray.clip import create_toyclip, load_clip, save_local_dir
 
@@ -34,3 +38,17 @@ def tiny_clip(tiny_dir):
 def rng():
     return np.random.default_rng(1234)
 
+
+
+@pytest.fixture
+def moto_s3(monkeypatch):
+    """A moto S3 server on loopback and a bucket of this test's own: (url, bucket).
+
+    The credentials are set in the environment; AWS_ENDPOINT_URL is left to the test,
+    which points it at the server or at a faulty proxy in front of it.
+    """
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    with moto_server(bucket) as url:
+        yield url, bucket

@@ -1,6 +1,7 @@
-"""An S3 endpoint that fails on purpose: a proxy in front of moto, for fault tests.
+"""S3 endpoints on loopback for tests and benchmarks: moto, and a proxy in front of it
+that fails on purpose.
 
-Each distinct request (method and path with query) first gets ``transient`` failures,
+``moto_server`` starts moto with some buckets. In ``FaultyS3``, each distinct request (method and path with query) first gets ``transient`` failures,
 alternately a 503 SlowDown (S3's throttling answer) and a connection closed without
 an answer, then goes through to moto. ``deny_writes`` answers every PUT, POST and
 DELETE with 403 AccessDenied, as S3 does for credentials without write permission.
@@ -8,16 +9,46 @@ DELETE with 403 AccessDenied, as S3 does for credentials without write permissio
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
+import logging
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from urllib.parse import urlsplit
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
 
 SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
              b"<Message>Please reduce your request rate.</Message></Error>")
 ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
                  b"<Message>Access Denied</Message></Error>")
+
+
+@contextlib.contextmanager
+def moto_server(*buckets: str) -> Iterator[str]:
+    """A moto S3 server on a free loopback port with ``buckets`` created; yields its URL.
+
+    moto's servers in one process share their buckets, so callers that start several
+    should give each its own bucket names. Clients need ``CREDENTIALS`` (any values do).
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        client = boto3.client("s3", endpoint_url=url, region_name=CREDENTIALS["AWS_REGION"],
+                              aws_access_key_id="test", aws_secret_access_key="test")
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+        yield url
+    finally:
+        server.stop()
 
 
 class FaultyS3:

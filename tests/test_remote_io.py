@@ -8,6 +8,7 @@ import boto3
 import pytest
 import ray
 
+from s3_faults import CREDENTIALS
 from wsss_ray.config import LabelJobConfig
 from wsss_ray.pipeline import run
 from wsss_ray.rows import read_output
@@ -17,48 +18,44 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    boto3.client("s3").create_bucket(Bucket="toy")
-    yield env
-    server.stop()
+def s3(moto_s3, monkeypatch):
+    """moto with the job's environment: (bucket, the variables a Ray worker needs)."""
+    url, bucket = moto_s3
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    return bucket, {**CREDENTIALS, "AWS_ENDPOINT_URL": url}
 
 
 def test_pipeline_reads_and_writes_s3(s3, tmp_path):
+    bucket, env = s3
     local = generate(tmp_path / "toy", 6, seed=2_000_600).parent
     client = boto3.client("s3")
     for path in local.rglob("*"):
         if path.is_file():
-            client.upload_file(str(path), "toy", f"collection/{path.relative_to(local)}")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": s3})
+            client.upload_file(str(path), bucket, f"collection/{path.relative_to(local)}")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     try:
-        summary = run(LabelJobConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out", batch_size=3))
-        again = run(LabelJobConfig(input="s3://toy/collection/manifest.jsonl", output="s3://toy/out", batch_size=3))
+        config = LabelJobConfig(input=f"s3://{bucket}/collection/manifest.jsonl", output=f"s3://{bucket}/out",
+                                batch_size=3)
+        summary = run(config)
+        again = run(config)
     finally:
         ray.shutdown()
     assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 6, 0)
     assert summary["miou"] is not None and summary["miou"] > 0
     assert (again["rows"], again["skipped"]) == (0, 6)
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="toy", Prefix="out/")["Contents"]]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]]
     assert keys and all(k.startswith("out/part-") and k.endswith(".parquet") for k in keys if k != "out/")
-    table = read_output("s3://toy/out", ["id", "image", "status"])
+    table = read_output(f"s3://{bucket}/out", ["id", "image", "status"])
     assert sorted(table.column("id").to_pylist()) == [f"toy{2_000_600 + i:07d}" for i in range(6)]
-    assert all(i.startswith("s3://toy/collection/images/") for i in table.column("image").to_pylist())
+    assert all(i.startswith(f"s3://{bucket}/collection/images/") for i in table.column("image").to_pylist())
 
 
 def test_local_file_copies_a_remote_file_and_leaves_a_local_path_alone(s3, tmp_path):
     from wsss_ray.files import local_file
 
-    boto3.client("s3").put_object(Bucket="toy", Key="runs/best/model.pt", Body=b"checkpoint bytes")
-    copy = local_file("s3://toy/runs/best/model.pt")
+    bucket, _ = s3
+    boto3.client("s3").put_object(Bucket=bucket, Key="runs/best/model.pt", Body=b"checkpoint bytes")
+    copy = local_file(f"s3://{bucket}/runs/best/model.pt")
     assert copy.endswith("/model.pt") and not copy.startswith("s3://")
     assert open(copy, "rb").read() == b"checkpoint bytes"
     here = str(tmp_path / "model.pt")

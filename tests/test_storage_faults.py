@@ -1,8 +1,6 @@
 """Object-store faults against moto behind a faulty proxy (tests/s3_faults.py): transient
 errors are retried until they succeed, permanent ones fail at once with one sentence."""
 
-import uuid
-
 import boto3
 import pytest
 
@@ -13,25 +11,8 @@ from wsss_ray.files import atomic_write, filesystem, read_bytes
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def store(monkeypatch):
-    """A moto server on loopback and a bucket of this test's own: (url, bucket)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    url = f"http://{host}:{port}"
-    bucket = f"faults-{uuid.uuid4().hex[:12]}"  # moto's servers in one process share their buckets
-    boto3.client("s3", endpoint_url=url).create_bucket(Bucket=bucket)
-    yield url, bucket
-    server.stop()
-
-
-def test_transient_errors_are_retried_until_the_request_succeeds(store, monkeypatch):
-    moto, bucket = store
+def test_transient_errors_are_retried_until_the_request_succeeds(moto_s3, monkeypatch):
+    moto, bucket = moto_s3
     with FaultyS3(moto, transient=4) as proxy:  # 503 SlowDown, reset, 503, reset, then through
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         atomic_write(f"s3://{bucket}/out/a.bin", b"labels")
@@ -63,8 +44,8 @@ def test_only_transient_errors_are_tried_again():
     assert len(denied) == 1
 
 
-def test_a_missing_bucket_fails_the_claim_at_once_with_one_sentence(store, monkeypatch):
-    moto, bucket = store
+def test_a_missing_bucket_fails_the_claim_at_once_with_one_sentence(moto_s3, monkeypatch):
+    moto, bucket = moto_s3
     with FaultyS3(moto) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         with pytest.raises(OutputUnwritable, match=r"cannot write to the output s3://nope/out: .*check the path or "
@@ -76,8 +57,8 @@ def test_a_missing_bucket_fails_the_claim_at_once_with_one_sentence(store, monke
         assert sum(proxy.seen.values()) <= 8, proxy.seen  # both calls: a few lookups, no retries (10 a request)
 
 
-def test_credentials_that_may_not_write_fail_the_claim_at_once(store, monkeypatch):
-    moto, bucket = store
+def test_credentials_that_may_not_write_fail_the_claim_at_once(moto_s3, monkeypatch):
+    moto, bucket = moto_s3
     with FaultyS3(moto, deny_writes=True) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         with pytest.raises(OutputUnwritable, match=f"cannot write to the output s3://{bucket}/out: .*ACCESS_DENIED"):
@@ -87,8 +68,8 @@ def test_credentials_that_may_not_write_fail_the_claim_at_once(store, monkeypatc
         assert read_claims(f"s3://{bucket}/out") == []
 
 
-def test_claims_on_object_storage_refuse_a_second_run_and_take_over_a_stale_one(store, monkeypatch):
-    moto, bucket = store
+def test_claims_on_object_storage_refuse_a_second_run_and_take_over_a_stale_one(moto_s3, monkeypatch):
+    moto, bucket = moto_s3
     import json
     import time
 
@@ -108,7 +89,7 @@ def test_claims_on_object_storage_refuse_a_second_run_and_take_over_a_stale_one(
         assert claim.took_over == ["lost"] and [c.run_id for c in read_claims(f"s3://{bucket}/out")] == ["third"]
 
 
-def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(store, monkeypatch, tmp_path):
+def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto_s3, monkeypatch, tmp_path):
     """Input and output on S3, every request failing twice first: the job finishes as if nothing happened."""
     import ray
 
@@ -117,7 +98,7 @@ def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(store, 
     from wsss_ray.rows import read_output
     from wsss_ray.toyworld import generate
 
-    moto, bucket = store
+    moto, bucket = moto_s3
     local = generate(tmp_path / "toy", 6, seed=2_000_800).parent
     client = boto3.client("s3", endpoint_url=moto)
     for path in local.rglob("*"):
