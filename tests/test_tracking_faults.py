@@ -86,9 +86,11 @@ def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, ca
     server = serve()
     try:
         with tracking.start_run("pseudolabel", {"model": "toyclip"}, uri, output=str(tmp_path / "out")) as run:
+            assert tracking.log_child_run(run.info.run_id, "trial a", {"x": 1}, {"miou": 0.5}) is not None
             server.terminate()
             server.wait()
-            _log_a_job(run)  # the server went away after the params
+            _log_a_job(run)  # the server went away after the params and the first trial
+            assert tracking.log_child_run(run.info.run_id, "trial b", {"x": 2}, {"miou": 0.75}) is None
     finally:
         server.kill()
     assert capsys.readouterr().err.count("cannot be reached") == 1
@@ -100,6 +102,8 @@ def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, ca
         got = client.get_run(run.info.run_id)
         assert got.data.params == {"model": "toyclip"} and got.data.metrics["miou"] == 0.25
         assert got.info.status == "FINISHED"
+        children = client.search_runs([got.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+        assert sorted(c.info.run_name for c in children) == ["trial a", "trial b"]  # each once
     finally:
         server.terminate()
         server.wait()
@@ -116,3 +120,20 @@ def test_a_job_that_fails_offline_keeps_its_record_marked_failed(tmp_path):
     store = f"sqlite:///{tmp_path / 'later.db'}"
     [replayed] = tracking.replay(str(tmp_path), store)
     assert mlflow.MlflowClient(store).get_run(replayed).info.status == "FAILED"
+
+
+def test_a_sweeps_trial_runs_are_kept_offline_and_made_under_its_run_by_the_replay(tmp_path):
+    down = f"http://127.0.0.1:{_free_port()}"
+    with tracking.start_run("tune", {"num_samples": 2}, down, output=str(tmp_path)) as run:
+        assert tracking.is_offline(run)
+        assert tracking.log_child_run(run.info.run_id, "trial a", {"post.bg_power": 0.5},
+                                      {"miou": 0.25, "note": "not a number"}) is None
+        tracking.log_child_run(run.info.run_id, "trial b", {"post.bg_power": 2.0}, {"miou": 0.5}, failed=True)
+    store = f"sqlite:///{tmp_path / 'later.db'}"
+    [parent] = tracking.replay(str(tmp_path), store)
+    client = mlflow.MlflowClient(store)
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted((c.info.run_name, c.data.params, c.data.metrics, c.info.status) for c in children) == [
+        ("trial a", {"post.bg_power": "0.5"}, {"miou": 0.25}, "FINISHED"),
+        ("trial b", {"post.bg_power": "2.0"}, {"miou": 0.5}, "FAILED")]

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,6 +140,32 @@ def test_a_sweep_logs_every_trial_and_its_best_config_runs_the_labelling_job(dev
     assert labelled["ok"] == 6
     child_of_best = max(children, key=lambda c: c.data.metrics["miou"])
     assert labelled["miou"] == pytest.approx(child_of_best.data.metrics["miou"], abs=0.02)  # float16 CAM cache
+
+
+@pytest.mark.slow
+def test_a_sweep_goes_on_while_mlflow_is_down_and_its_trials_replay_as_child_runs(dev, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from wsss_ray import tracking
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    out = tmp_path / "sweep"
+    result = _sweep_job(["--input", dev[0], "--space", _space(tmp_path, "post.bg_power: {choice: [0.5, 2.0]}\n"),
+                         "--num-samples", "2", "--max-concurrent", "1", "--searcher", "random", "--output", str(out),
+                         "--mlflow-uri", down])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count(f"MLflow at {down} cannot be reached") == 1
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["trials"] == 2 and (out / "best_config.yaml").is_file()
+    store = f"sqlite:///{tmp_path / 'later.db'}"
+    [parent] = tracking.replay(str(out), store)
+    client = MlflowClient(store)
+    children = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    tried = [json.loads(f.read_text())["post.bg_power"] for f in sorted(out.glob("trial_*/params.json"))]
+    assert len(tried) == 2 and sorted(float(c.data.params["post.bg_power"]) for c in children) == sorted(tried)
+    assert max(c.data.metrics["miou"] for c in children) == pytest.approx(summary["best_miou"], abs=1e-4)
 
 
 @pytest.mark.slow

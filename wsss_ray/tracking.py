@@ -13,7 +13,7 @@ working directory.
 Tracking is never the product. When the tracking server cannot be reached at the
 start, or stops answering during a run, the job goes on: it warns once, keeps what
 it would have logged in a record beside its output (``OUTPUT/_tracking/RUN_ID.json``,
-images beside it), and ``python -m wsss_ray.tracking replay OUTPUT`` logs that
+images beside it; a sweep's trial runs too), and ``python -m wsss_ray.tracking replay OUTPUT`` logs that
 record into MLflow later, once (a replayed record says where it went).
 """
 
@@ -37,8 +37,8 @@ import pyarrow.fs as pafs
 
 from wsss_ray.config import flatten
 
-__all__ = ["flatten", "log_child_run", "log_epochs", "log_file", "log_image", "log_metrics", "log_segmentation_model",
-           "log_summary", "log_text", "reachable", "replay", "start_run"]
+__all__ = ["flatten", "is_offline", "log_child_run", "log_epochs", "log_file", "log_image", "log_metrics",
+           "log_segmentation_model", "log_summary", "log_text", "reachable", "replay", "start_run"]
 
 DEFAULT_STORE = "outputs/mlflow.db"
 
@@ -78,7 +78,7 @@ class _Tracker:
     def __init__(self, experiment: str, params: dict, uri: str, run_name: str | None, output: str | None, tag: str):
         self.uri, self.output, self.tag = uri, output, tag
         self.record = {"experiment": experiment, "uri": uri, "run_name": run_name, "params": _param_values(params),
-                       "metrics": [], "dicts": {}, "texts": {}, "images": {}, "files": [], "models": [],
+                       "metrics": [], "dicts": {}, "texts": {}, "images": {}, "files": [], "models": [], "children": [],
                        "mlflow_run_id": None, "run_id": None, "unreachable": None}
         self.online = True
 
@@ -188,19 +188,38 @@ def _log(record: Callable[[dict], None], log: Callable[[], Any]) -> None:
     _active.call(log)
 
 
-def log_child_run(parent_run_id: str, name: str, params: dict, metrics: dict, failed: bool = False) -> str:
-    """A finished run nested under `parent_run_id` (one per sweep trial): params, metrics; returns its id."""
+def log_child_run(parent_run_id: str, name: str, params: dict, metrics: dict, failed: bool = False) -> str | None:
+    """A finished run nested under `parent_run_id` (one per sweep trial): params, metrics.
+
+    Returns its MLflow id, or None when the parent run is offline; then the child is kept
+    in the parent's record and made by the replay.
+    """
+    child = {"name": name, "params": _param_values(params), "metrics": _numbers(metrics), "failed": failed,
+             "mlflow_run_id": None}
+
+    def log() -> None:
+        child["mlflow_run_id"] = _create_child(mlflow.MlflowClient(), parent_run_id, child)
+
+    _log(lambda r: r["children"].append(child), log)
+    return child["mlflow_run_id"]
+
+
+def _create_child(client, parent_run_id: str, child: dict) -> str:
     from mlflow.entities import Metric, Param
 
-    client = mlflow.MlflowClient()
     parent = client.get_run(parent_run_id)
-    run = client.create_run(parent.info.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id})
+    run = client.create_run(parent.info.experiment_id, run_name=child["name"],
+                            tags={"mlflow.parentRunId": parent_run_id})
     now = int(time.time() * 1000)
-    client.log_batch(run.info.run_id,
-                     params=[Param(k, str(v)) for k, v in _param_values(params).items()],
-                     metrics=[Metric(k, v, now, 0) for k, v in _numbers(metrics).items()])
-    client.set_terminated(run.info.run_id, "FAILED" if failed else "FINISHED")
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in child["params"].items()],
+                     metrics=[Metric(k, v, now, 0) for k, v in child["metrics"].items()])
+    client.set_terminated(run.info.run_id, "FAILED" if child["failed"] else "FINISHED")
     return run.info.run_id
+
+
+def is_offline(run) -> bool:
+    """Whether `run` (from `start_run`) stands in for an MLflow run that could not be started."""
+    return isinstance(run, _Run)
 
 
 def _numbers(d: dict, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, float]:
@@ -323,6 +342,9 @@ def _replay_one(record: dict, uri: str) -> str:
         client.log_artifact(run_id, local_file(f["path"]), f["folder"])
     for checkpoint in record["models"]:
         client.log_artifact(run_id, local_file(checkpoint), "checkpoint")
+    for child in record.get("children", []):
+        if child["mlflow_run_id"] is None:  # the others were logged before the server went away
+            _create_child(client, run_id, child)
     client.set_terminated(run_id, record.get("status", "FINISHED"))
     return run_id
 

@@ -393,8 +393,9 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
     state = _read_state(out)
     start = time.time()
     with tracking.start_run("tune", tracking.flatten(sweep), mlflow_uri, run_name=f"sweep {root[1]}",
-                            run_id=state.get("mlflow_run_id")) as mlrun:
-        atomic_write(f"{out}/{STATE_FILE}", json.dumps({"mlflow_run_id": mlrun.info.run_id}).encode())
+                            run_id=state.get("mlflow_run_id"), output=out, tag="tune") as mlrun:
+        if not tracking.is_offline(mlrun):  # a resumed sweep continues this MLflow run
+            atomic_write(f"{out}/{STATE_FILE}", json.dumps({"mlflow_run_id": mlrun.info.run_id}).encode())
         run_config = tune.RunConfig(name=root[1], storage_path=root[0], verbose=0,
                                     callbacks=[_TrialRuns(mlrun.info.run_id, to_params, metric)])
         if tune.Tuner.can_restore(out):
