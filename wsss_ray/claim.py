@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from wsss_ray.errors import JobError
-from wsss_ray.files import atomic_write, filesystem
+from wsss_ray.files import atomic_write, filesystem, list_files
 
 CLAIM_PREFIX = "_claim-"  # readers of an output skip names that start with "_"
 TTL_S = 60.0        # a claim whose heartbeat is older than this is dead
@@ -90,12 +90,10 @@ def claim_stands(output: str, run_id: str) -> bool:
 
 def read_claims(output: str) -> list[Claim]:
     """Every readable claim on `output` (a claim being replaced may be missing for a moment)."""
-    fs, root = filesystem(output)
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        return []
+    fs, infos = list_files(output)
     claims = []
-    for info in fs.get_file_info(pafs.FileSelector(root)):
-        if info.type != pafs.FileType.File or not info.base_name.startswith(CLAIM_PREFIX):
+    for info in infos:
+        if not info.base_name.startswith(CLAIM_PREFIX):
             continue
         try:
             with fs.open_input_stream(info.path) as f:

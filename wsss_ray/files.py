@@ -43,6 +43,16 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     return fs, inner
 
 
+def list_files(folder: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """The filesystem of `folder` (local or URI) and the files directly in it, sorted by path
+    (none before the folder exists)."""
+    fs, path = filesystem(folder)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return fs, []
+    infos = fs.get_file_info(pafs.FileSelector(path))
+    return fs, sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+
+
 class RetryingS3FileSystem(pafs.S3FileSystem):
     """pyarrow's S3 filesystem with :data:`S3_ATTEMPTS` tries per request, kept when pickled
     to Ray workers (pyarrow's own pickling drops the retry strategy)."""

@@ -32,7 +32,7 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from wsss_ray.claim import OutputClaim, claim_stands
-from wsss_ray.files import atomic_write, filesystem, is_temporary, read_bytes
+from wsss_ray.files import atomic_write, filesystem, is_temporary, list_files, read_bytes
 from wsss_ray.masks import decode_png, encode_png
 from wsss_ray.metrics import accumulate, scores
 from wsss_ray.inputs import pending, read_items
@@ -170,17 +170,9 @@ class AtomicParquetSink(Datasink):
                 self.counts[key] += returned[key]
 
 
-def _files(output: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
-    """The files directly under `output` (none before it exists)."""
-    fs, path = filesystem(output)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
-        return fs, []
-    return fs, [i for i in fs.get_file_info(pafs.FileSelector(path)) if i.type == pafs.FileType.File]
-
-
 def parquet_files(output: str) -> tuple[pafs.FileSystem, list[str]]:
     """The complete Parquet files under `output` (hidden and temporary names skipped), sorted."""
-    fs, infos = _files(output)
+    fs, infos = list_files(output)
     return fs, sorted(i.path for i in infos if i.base_name.endswith(".parquet")
                       and not i.base_name.startswith((".", "_")))
 
@@ -207,7 +199,7 @@ def on_this_node():
 
 def remove_temporaries(output: str) -> None:
     """Drop the half-written files of a killed run (one job writes to an output at a time)."""
-    fs, infos = _files(output)
+    fs, infos = list_files(output)
     for info in infos:
         if is_temporary(info.base_name):
             fs.delete_file(info.path)

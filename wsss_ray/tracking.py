@@ -33,7 +33,6 @@ from typing import Any, Callable
 
 import mlflow
 import numpy as np
-import pyarrow.fs as pafs
 
 from wsss_ray.config import flatten
 
@@ -284,13 +283,11 @@ def replay(output: str, uri: str | None = None) -> list[str]:
     run is made, tagged ``wsss_ray.run_id`` (the id in the output's rows). Each record
     is marked with where it went, so a second replay logs nothing twice.
     """
-    from wsss_ray.files import atomic_write, filesystem, read_bytes
+    from wsss_ray.files import atomic_write, list_files, read_bytes
 
-    fs, folder = filesystem(f"{output.rstrip('/')}/{RECORDS}")
-    if fs.get_file_info(folder).type != pafs.FileType.Directory:
-        return []
+    _, infos = list_files(f"{output.rstrip('/')}/{RECORDS}")
     runs = []
-    for info in sorted(fs.get_file_info(pafs.FileSelector(folder)), key=lambda i: i.path):
+    for info in infos:
         if not info.base_name.endswith(".json") or info.base_name.startswith("."):
             continue
         path = f"{output.rstrip('/')}/{RECORDS}/{info.base_name}"
