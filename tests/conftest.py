@@ -39,7 +39,6 @@ def rng():
     return np.random.default_rng(1234)
 
 
-
 @pytest.fixture
 def moto_s3(monkeypatch):
     """A moto S3 server on loopback and a bucket of this test's own: (url, bucket).
