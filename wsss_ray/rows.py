@@ -172,9 +172,8 @@ class AtomicParquetSink(Datasink):
 
 def parquet_files(output: str) -> tuple[pafs.FileSystem, list[str]]:
     """The complete Parquet files under `output` (hidden and temporary names skipped), sorted."""
-    fs, infos = list_files(output)
-    return fs, sorted(i.path for i in infos if i.base_name.endswith(".parquet")
-                      and not i.base_name.startswith((".", "_")))
+    fs, infos = list_files(output)  # sorted by path
+    return fs, [i.path for i in infos if i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))]
 
 
 def read_output(output: str, columns: list[str] | None = None) -> pa.Table | None:
