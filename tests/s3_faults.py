@@ -1,9 +1,10 @@
 """S3 endpoints on loopback for tests and benchmarks: moto, and a proxy in front of it
 that fails on purpose.
 
-``moto_server`` starts moto with some buckets. In ``FaultyS3``, each distinct request (method and path with query) first gets ``transient`` failures,
-alternately a 503 SlowDown (S3's throttling answer) and a connection closed without
-an answer, then goes through to moto. ``deny_writes`` answers every PUT, POST and
+``moto_server`` starts moto with some buckets. In ``FaultyS3``, each distinct request
+(method and path with query) first gets ``transient`` failures, alternately a 503
+SlowDown (S3's throttling answer) and a connection closed without an answer, then
+goes through to moto. ``deny_writes`` answers every PUT, POST and
 DELETE with 403 AccessDenied, as S3 does for credentials without write permission.
 """
 
@@ -43,7 +44,8 @@ def moto_server(*buckets: str) -> Iterator[str]:
         host, port = server.get_host_and_port()
         url = f"http://{host}:{port}"
         client = boto3.client("s3", endpoint_url=url, region_name=CREDENTIALS["AWS_REGION"],
-                              aws_access_key_id="test", aws_secret_access_key="test")
+                              aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
         for bucket in buckets:
             client.create_bucket(Bucket=bucket)
         yield url
