@@ -3,18 +3,25 @@
 The cluster is Ray's own multi-node test cluster on this machine
 (``ray.cluster_utils.Cluster``): a head with 0 CPUs (the driver and the job's
 counters live there) and `--workers` worker nodes of `--cpus` CPUs, each its own
-raylet with its own object store and worker processes. Once the job is under way
-(its CAM actors labelling for `--kill-after` seconds; for training, epoch 2
-started, so epoch 1's checkpoint exists), the node that runs a CAM actor (a training worker) is removed
-without warning: its raylet and every process on it are killed, and the objects in
-its store are lost. A replacement node joins, as an autoscaler would start one.
+raylet with its own object store and worker processes. Once the job is under way,
+a node is removed without warning: its raylet and every process on it are killed,
+and the objects in its store are lost. A replacement node joins, as an autoscaler
+would start one.
+
+- Labelling: each CAM actor holds its `--nth` batch for `--hold` seconds once the
+  batch is labelled (as a GPU-sized batch would take), after writing its node's id
+  to a marker file; the node of the first actor to do so is lost while the batch is
+  held, so a batch is certainly in flight there, whatever the machine's load. Both
+  runs hold the batches, so they compare like with like.
+- Training: the node of a training worker is lost 2 s into epoch 2, so epoch 1's
+  checkpoint exists.
 
 Each job runs twice on a fresh cluster, without and with the node loss, and the
 script prints what the fault table in docs/RESULTS.md reports: rows lost and
 duplicated, the summary's retried batches, half-written files left, the time from
 the kill to the job's end, and the whole job's time against the run without the kill.
 
-    .venv/bin/python benchmarks/node_loss.py [--n 400] [--kill-after 5] [--workers 2] [--cpus 2]
+    .venv/bin/python benchmarks/node_loss.py [--n 400] [--hold 2] [--workers 2] [--cpus 2]
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import socket
 import tempfile
 import threading
@@ -51,30 +59,59 @@ def stop_cluster(cluster: Cluster) -> None:
     cluster.shutdown()
 
 
-def lose_node_running(cluster: Cluster, class_part: str, cpus: int, after: float = 0.0) -> dict:
-    """`after` seconds once an actor whose class name contains `class_part` is alive on a worker
-    node, kill that node; a new node joins."""
-    from ray.util.state import list_actors
-
-    def victim():
-        nodes = {a.node_id for a in list_actors(address=f"http://{cluster.webui_url}",
-                                                filters=[("state", "=", "ALIVE")], limit=10_000)
-                 if class_part in a.class_name and a.node_id}
-        return next((n for n in cluster.worker_nodes if n.node_id in nodes), None)
-
+def lose_node(cluster: Cluster, victims, cpus: int, what: str) -> dict:
+    """Kill the first worker node whose id `victims()` returns (polled for up to 2 minutes);
+    a new node joins. `what` names the awaited work in the error if none comes."""
     deadline = time.time() + 120
-    while victim() is None:
+    while (node := next((n for n in cluster.worker_nodes if n.node_id in victims()), None)) is None:
         if time.time() > deadline:
-            raise RuntimeError(f"no live {class_part} actor on a worker node")
-        time.sleep(0.1)
-    time.sleep(after)
-    node = victim()
-    if node is None:
-        raise RuntimeError(f"the {class_part} actors finished before the node could be lost; label more images")
+            raise RuntimeError(f"no {what} on a worker node within 2 minutes")
+        time.sleep(0.05)
     killed = time.time()
     cluster.remove_node(node, allow_graceful=False)
     cluster.add_node(num_cpus=cpus)
-    return {"killed_at": killed, "node": node.node_id}
+    loss = {"killed_at": killed, "node": node.node_id}
+
+    def notice() -> None:  # how long Ray takes to mark the node dead
+        while any(n["NodeID"] == node.node_id and n["Alive"] for n in ray.nodes()):
+            time.sleep(0.2)
+        loss["marked_dead_after"] = time.time() - killed
+
+    threading.Thread(target=notice, daemon=True).start()
+    return loss
+
+
+def actor_nodes(cluster: Cluster, class_part: str):
+    """The ids of the nodes with a live actor whose class name contains `class_part` (for :func:`lose_node`)."""
+    from ray.util.state import list_actors
+
+    return lambda: {a.node_id for a in list_actors(address=f"http://{cluster.webui_url}",
+                                                   filters=[("state", "=", "ALIVE")], limit=10_000)
+                    if class_part in a.class_name and a.node_id}
+
+
+def marked_nodes(marks: Path):
+    """The ids of the nodes that :func:`holding_cam_stage` actors marked (for :func:`lose_node`)."""
+    return lambda: {p.name.split("-")[0] for p in marks.iterdir()}
+
+
+def holding_cam_stage(marks: Path, hold: float, nth: int) -> type:
+    """The job's CAM actor, but each actor holds its `nth` batch `hold` seconds once the batch is
+    labelled and its attempt is on record, after marking its node in `marks` (``NODE-PID`` files)."""
+    from wsss_ray.pipeline import CamStage
+
+    class HoldingCamStage(CamStage):  # defined in a function, so Ray pickles it by value
+        batches = 0
+
+        def __call__(self, batch: dict) -> dict:
+            batch = super().__call__(batch)
+            self.batches += 1
+            if self.batches == nth:
+                (marks / f"{ray.get_runtime_context().get_node_id()}-{os.getpid()}").touch()
+                time.sleep(hold)
+            return batch
+
+    return HoldingCamStage
 
 
 def _in_thread(target) -> tuple[threading.Thread, dict]:
@@ -91,19 +128,22 @@ def _in_thread(target) -> tuple[threading.Thread, dict]:
     return thread, out
 
 
-def label(manifest: str, output: Path, cluster: Cluster, kill: bool, cpus: int, kill_after: float = 5.0) -> dict:
-    """The labelling job (2 CAM actors), with or without losing the node of one of them."""
+def label(manifest: str, output: Path, cluster: Cluster, kill: bool, cpus: int, hold: float = 2.0,
+          nth: int = 3) -> dict:
+    """The labelling job (2 CAM actors, each holding its `nth` batch `hold` s), with or without
+    losing the node of the first actor to hold one, while it holds it."""
     from wsss_ray.config import LabelJobConfig
     from wsss_ray.files import is_temporary
     from wsss_ray.pipeline import run
     from wsss_ray.rows import read_output
 
+    marks = output.parent / f"{output.name}-marks"
+    marks.mkdir()
     config = LabelJobConfig(input=manifest, output=str(output), batch_size=4, rows_per_file=8, concurrency=(2, 2))
     start = time.time()
-    thread, out = _in_thread(lambda: run(config, progress_interval=3600))
-    loss = None
-    if kill:
-        loss = lose_node_running(cluster, "CamStage", cpus, after=kill_after)
+    thread, out = _in_thread(lambda: run(config, cam_stage=holding_cam_stage(marks, hold, nth),
+                                         progress_interval=3600))
+    loss = lose_node(cluster, marked_nodes(marks), cpus, "CAM actor holding a batch") if kill else None
     thread.join()
     if "error" in out:
         raise out["error"]
@@ -113,7 +153,8 @@ def label(manifest: str, output: Path, cluster: Cluster, kill: bool, cpus: int, 
     return {"summary": out["result"], "seconds": done - start, "ids": ids,
             "duplicated": sum(c - 1 for c in counts.values()),
             "temporaries": [p.name for p in output.iterdir() if is_temporary(p.name)],
-            "kill_to_done": done - loss["killed_at"] if loss else None}
+            "kill_to_done": done - loss["killed_at"] if loss else None,
+            "marked_dead_after": loss and loss.get("marked_dead_after")}
 
 
 def train(labelled: Path, val: str, output: Path, cluster: Cluster, kill: bool, cpus: int, epochs: int = 3) -> dict:
@@ -131,14 +172,15 @@ def train(labelled: Path, val: str, output: Path, cluster: Cluster, kill: bool, 
         while thread.is_alive() and "2 " not in (starts.read_text() if starts.exists() else ""):
             time.sleep(0.05)
         time.sleep(2)  # mid-epoch, after the controller has registered epoch 1's checkpoint
-        loss = lose_node_running(cluster, "RayTrainWorker", cpus)
+        loss = lose_node(cluster, actor_nodes(cluster, "RayTrainWorker"), cpus, "live training worker")
     thread.join()
     if "error" in out:
         raise out["error"]
     done = time.time()
     begun = [tuple(map(int, line.split())) for line in starts.read_text().splitlines()]
     return {"summary": out["result"], "seconds": done - start, "epoch_starts": begun,
-            "kill_to_done": done - loss["killed_at"] if loss else None}
+            "kill_to_done": done - loss["killed_at"] if loss else None,
+            "marked_dead_after": loss and loss.get("marked_dead_after")}
 
 
 def _epoch_log(path: str):
@@ -153,7 +195,8 @@ def _epoch_log(path: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=400, help="toy-world images to label")
-    parser.add_argument("--kill-after", type=float, default=5.0, help="seconds of labelling before the node goes")
+    parser.add_argument("--hold", type=float, default=2.0, help="seconds each CAM actor holds its --nth batch")
+    parser.add_argument("--nth", type=int, default=3, help="the batch each CAM actor holds")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of each worker node")
     args = parser.parse_args()
@@ -168,22 +211,22 @@ def main() -> None:
             cluster = start_cluster(args.workers, args.cpus)
             try:
                 runs["label", kill] = label(manifest, root / f"label-{kill}", cluster, kill, args.cpus,
-                                            args.kill_after)
+                                            args.hold, args.nth)
                 runs["train", kill] = train(root / "label-False", val, root / f"train-{kill}", cluster, kill,
                                             args.cpus)
             finally:
                 stop_cluster(cluster)
         print("| job | node lost | rows lost | rows duplicated | retried batches | half-written files | "
-              "kill -> done, s | job, s | extra time, s |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for (job, kill), r in runs.items():
-            base = runs[job, False]
-            after = "" if r["kill_to_done"] is None else f"{r['kill_to_done']:.1f}"
+              "kill -> node marked dead, s | kill -> done, s | job, s | extra time, s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for job, kill in sorted(runs):
+            r, base = runs[job, kill], runs[job, False]
+            after = " | ".join("" if r[k] is None else f"{r[k]:.1f}" for k in ("marked_dead_after", "kill_to_done"))
             cells = (f"{args.n - len(set(r['ids']))} | {r['duplicated']} | {r['summary']['retried_batches']} | "
                      f"{len(r['temporaries'])}" if job == "label" else "| | |")
             name = f"labelling, {args.n} images" if job == "label" else "training, 3 epochs"
-            print(f"| {name} | {'yes' if kill else 'no'} | {cells} | {after} | {r['seconds']:.1f} | "
-                  f"{r['seconds'] - base['seconds']:+.1f} |")
+            extra = f"{r['seconds'] - base['seconds']:+.1f}" if kill else ""
+            print(f"| {name} | {'yes' if kill else 'no'} | {cells} | {after} | {r['seconds']:.1f} | {extra} |")
         print(json.dumps({f"{job} {'kill' if kill else 'no kill'}": {
             "epoch_starts": r.get("epoch_starts"), "summary": {k: v for k, v in r["summary"].items()
                                                                if k not in ("history",)}}
