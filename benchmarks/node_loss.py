@@ -59,11 +59,14 @@ def stop_cluster(cluster: Cluster) -> None:
     cluster.shutdown()
 
 
-def lose_node(cluster: Cluster, victims, cpus: int, what: str) -> dict:
-    """Kill the first worker node whose id `victims()` returns (polled for up to 2 minutes);
-    a new node joins. `what` names the awaited work in the error if none comes."""
+def lose_node(cluster: Cluster, victims, cpus: int, what: str, job: threading.Thread) -> dict | None:
+    """Kill the first worker node whose id `victims()` returns while `job` runs (None if it
+    ended first, so the caller can raise its error); a new node joins. `what` names the
+    awaited work in the error if none comes within 2 minutes."""
     deadline = time.time() + 120
     while (node := next((n for n in cluster.worker_nodes if n.node_id in victims()), None)) is None:
+        if not job.is_alive():
+            return None
         if time.time() > deadline:
             raise RuntimeError(f"no {what} on a worker node within 2 minutes")
         time.sleep(0.05)
@@ -143,10 +146,12 @@ def label(manifest: str, output: Path, cluster: Cluster, kill: bool, cpus: int, 
     start = time.time()
     thread, out = _in_thread(lambda: run(config, cam_stage=holding_cam_stage(marks, hold, nth),
                                          progress_interval=3600))
-    loss = lose_node(cluster, marked_nodes(marks), cpus, "CAM actor holding a batch") if kill else None
+    loss = lose_node(cluster, marked_nodes(marks), cpus, "CAM actor holding a batch", thread) if kill else None
     thread.join()
     if "error" in out:
         raise out["error"]
+    if kill and loss is None:
+        raise RuntimeError("the job ended before a CAM actor held a batch; label more images")
     done = time.time()
     ids = read_output(str(output), ["id"]).column("id").to_pylist()
     counts = collections.Counter(ids)
@@ -172,10 +177,12 @@ def train(labelled: Path, val: str, output: Path, cluster: Cluster, kill: bool, 
         while thread.is_alive() and "2 " not in (starts.read_text() if starts.exists() else ""):
             time.sleep(0.05)
         time.sleep(2)  # mid-epoch, after the controller has registered epoch 1's checkpoint
-        loss = lose_node(cluster, actor_nodes(cluster, "RayTrainWorker"), cpus, "live training worker")
+        loss = lose_node(cluster, actor_nodes(cluster, "RayTrainWorker"), cpus, "live training worker", thread)
     thread.join()
     if "error" in out:
         raise out["error"]
+    if kill and loss is None:
+        raise RuntimeError("training ended before its node could be lost; train more epochs")
     done = time.time()
     begun = [tuple(map(int, line.split())) for line in starts.read_text().splitlines()]
     return {"summary": out["result"], "seconds": done - start, "epoch_starts": begun,
