@@ -60,6 +60,13 @@ def _param_values(params: dict) -> dict:
 
 
 RECORDS = "_tracking"  # under a job's output: runs kept while the tracking server was unreachable
+
+
+def records_folder(output: str) -> str:
+    """Where the runs kept while MLflow was unreachable lie: ``OUTPUT/_tracking``."""
+    return f"{output.rstrip('/')}/{RECORDS}"
+
+
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
@@ -86,7 +93,7 @@ class _Tracker:
         if self.online:
             self.online = False
             self.record["unreachable"] = f"{type(error).__name__}: {error}"[:500]
-            where = f"{self.output.rstrip('/')}/{RECORDS}" if self.output else RECORDS
+            where = records_folder(self.output or ".")
             print(f"[{self.tag}] warning: MLflow at {self.uri} cannot be reached ({type(error).__name__}); the job "
                   f"goes on and keeps its tracking record under {where}; once the server is back, run: python -m "
                   f"wsss_ray.tracking replay {self.output or '.'}", file=sys.stderr, flush=True)
@@ -104,7 +111,7 @@ class _Tracker:
             return None
         from wsss_ray.files import atomic_write
 
-        folder = f"{(self.output or '.').rstrip('/')}/{RECORDS}"
+        folder = records_folder(self.output or ".")
         for name, image in list(self.record["images"].items()):
             if isinstance(image, np.ndarray):
                 from PIL import Image
@@ -285,12 +292,13 @@ def replay(output: str, uri: str | None = None) -> list[str]:
     """
     from wsss_ray.files import atomic_write, list_files, read_bytes
 
-    _, infos = list_files(f"{output.rstrip('/')}/{RECORDS}")
+    folder = records_folder(output)
+    _, infos = list_files(folder)
     runs = []
     for info in infos:
         if not info.base_name.endswith(".json") or info.base_name.startswith("."):
             continue
-        path = f"{output.rstrip('/')}/{RECORDS}/{info.base_name}"
+        path = f"{folder}/{info.base_name}"  # info.path has no URI scheme on object stores
         record = json.loads(read_bytes(path))
         if record.get("replayed_to"):
             continue
