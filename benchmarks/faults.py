@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -107,9 +106,9 @@ def main() -> None:
                      args.n - len(counts), sum(c - 1 for c in counts.values()),
                      f"{rerun_s - base_s:+.1f} s (re-run against the baseline)"))
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            down = f"http://127.0.0.1:{s.getsockname()[1]}"
+        from loopback import free_port
+
+        down = f"http://127.0.0.1:{free_port()}"
         down_s, down_summary, err = job([*common, "--output", str(tmp / "untracked"), "--mlflow-uri", down])
         assert err.count("cannot be reached") == 1, err[-2000:]
         counts = ids_of(str(tmp / "untracked"))
@@ -159,6 +158,7 @@ def s3_rows(tmp: Path, manifest: str, n: int) -> list[tuple]:
         rows.append(("permanent S3 error", "--output in a bucket that does not exist",
                      "refused before any image, one sentence", 0, 0, f"failed after {missing_s:.1f} s"))
     return rows
+
 
 if __name__ == "__main__":
     main()

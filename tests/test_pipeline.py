@@ -13,6 +13,7 @@ import pyarrow.dataset as pads
 import pytest
 import ray
 
+from loopback import free_port
 from wsss_ray.masks import decode_png
 from wsss_ray.config import CrfConfig, LabelJobConfig, PostConfig
 from wsss_ray.pipeline import CamStage, run
@@ -101,14 +102,10 @@ def test_mlflow_run_has_params_metrics_and_artifacts(ray_local, tmp_path):
 
 
 def test_labelling_goes_on_when_mlflow_is_down_and_keeps_its_summary_beside_the_output(ray_local, tmp_path, capsys):
-    import socket
-
     from wsss_ray import tracking
     from wsss_ray.pipeline import run_tracked
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        down = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once the socket is closed
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     manifest = generate(tmp_path / "toy", 6, seed=2_000_250)
     out = tmp_path / "out"
     summary = run_tracked(LabelJobConfig(input=str(manifest), output=str(out), batch_size=3), down)

@@ -2,7 +2,6 @@
 record beside the output, and ``python -m wsss_ray.tracking replay`` logs it later, once."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,13 +11,8 @@ import mlflow
 import numpy as np
 import pytest
 
+from loopback import free_port
 from wsss_ray import tracking
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _log_a_job(run) -> None:
@@ -29,7 +23,7 @@ def _log_a_job(run) -> None:
 
 
 def test_a_server_that_is_down_leaves_a_record_that_replays_once(tmp_path, capsys):
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     out = tmp_path / "out"
     with tracking.start_run("pseudolabel", {"model": "toyclip", "post.crf.iters": 10}, down, output=str(out)) as run:
         _log_a_job(run)
@@ -56,7 +50,7 @@ def test_a_server_that_is_down_leaves_a_record_that_replays_once(tmp_path, capsy
 
 
 def test_replay_refuses_while_the_server_is_still_down(tmp_path):
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     with tracking.start_run("train", {"epochs": 2}, down, output=str(tmp_path)) as run:
         _log_a_job(run)
     with pytest.raises(SystemExit) as exit_:
@@ -66,7 +60,7 @@ def test_replay_refuses_while_the_server_is_still_down(tmp_path):
 
 @pytest.mark.slow
 def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, capsys):
-    port = _free_port()
+    port = free_port()
     uri, store = f"http://127.0.0.1:{port}", f"sqlite:///{tmp_path / 'server.db'}"
 
     def serve():
@@ -110,7 +104,7 @@ def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, ca
 
 
 def test_a_job_that_fails_offline_keeps_its_record_marked_failed(tmp_path):
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(RuntimeError, match="labelling broke"):
         with tracking.start_run("pseudolabel", {"model": "toyclip"}, down, output=str(tmp_path)) as run:
             tracking.log_metrics({"rows": 3.0})
@@ -123,7 +117,7 @@ def test_a_job_that_fails_offline_keeps_its_record_marked_failed(tmp_path):
 
 
 def test_a_sweeps_trial_runs_are_kept_offline_and_made_under_its_run_by_the_replay(tmp_path):
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     with tracking.start_run("tune", {"num_samples": 2}, down, output=str(tmp_path)) as run:
         assert tracking.is_offline(run)
         assert tracking.log_child_run(run.info.run_id, "trial a", {"post.bg_power": 0.5},

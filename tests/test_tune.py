@@ -4,7 +4,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loopback import free_port
 from wsss_ray.cam import ClipES
 from wsss_ray.config import LabelJobConfig, SweepConfig, TrainConfig, resolve_label_job
 from wsss_ray.sources import load_image, read_source
@@ -148,9 +148,7 @@ def test_a_sweep_goes_on_while_mlflow_is_down_and_its_trials_replay_as_child_run
 
     from wsss_ray import tracking
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    down = f"http://127.0.0.1:{free_port()}"
     out = tmp_path / "sweep"
     result = _sweep_job(["--input", dev[0], "--space", _space(tmp_path, "post.bg_power: {choice: [0.5, 2.0]}\n"),
                          "--num-samples", "2", "--max-concurrent", "1", "--searcher", "random", "--output", str(out),
