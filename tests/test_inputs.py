@@ -91,7 +91,8 @@ def test_pending_block_drops_written_ids_and_keeps_the_first_of_repeated_ones(ra
         ("a", "m2", 1, "ok"), ("b", "m0", 50, "ok"), ("b", "m1", 2, "error"), ("b", "m1", 9, "error")]
     assert out[2]["error"] == "duplicate id 'b' in the input; ids must be unique"
     assert "written" not in out[0]
-    assert ray.get(counter.counts.remote()) == {"done": 0, "pending": 4, "skipped": 1, "truth": 2, "partitions": 1}
+    assert ray.get(counter.counts.remote()) == {"done": 0, "pending": 4, "skipped": 1, "truth": 2, "partitions": 1,
+                                                "started": {}}
 
 
 def test_pending_resumes_and_marks_repeats_across_many_blocks(ray_local, tmp_path):

@@ -146,6 +146,54 @@ def test_a_crashed_cam_actor_is_restarted_and_no_row_is_lost(ray_local, tmp_path
     assert sorted(_table(tmp_path / "out").column("id").to_pylist()) == [f"toy{2_000_300 + i:07d}" for i in range(6)]
 
 
+def test_a_large_photo_and_an_image_whose_labelling_raises_cost_nothing_but_that_row(ray_local, tmp_path):
+    """One batch: toy images, a 12-megapixel photo of one of them, and an image whose labelling
+    raises as an out-of-memory error would; only the last becomes an error row."""
+    from PIL import Image
+
+    from wsss_ray.config import resolve_label_job
+    from wsss_ray.labeler import Labeler
+    from wsss_ray.sources import read_manifest
+
+    class OutOfMemoryOnOneImage(CamStage):  # defined here so Ray pickles it by value
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            cams = self.labeler.method.cams
+
+            def cams_or_out_of_memory(images, class_ids):
+                if any(image.shape[:2] == (41, 50) for image in images):
+                    raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                                       "89466192008 bytes. Error code 12 (Cannot allocate memory)")
+                return cams(images, class_ids)
+
+            self.labeler.method.cams = cams_or_out_of_memory
+
+    manifest = generate(tmp_path / "toy", 4, seed=2_000_500)
+    items = read_manifest(str(manifest))
+    Image.open(items[0].image).resize((4000, 3000), Image.BICUBIC).save(tmp_path / "large.jpg", quality=90)
+    Image.fromarray(np.zeros((41, 50, 3), np.uint8)).save(tmp_path / "odd.png")
+    with open(manifest, "a") as f:
+        f.write(json.dumps({"id": "large", "image": str(tmp_path / "large.jpg"), "labels": list(items[0].labels)}) + "\n")
+        f.write(json.dumps({"id": "odd", "image": str(tmp_path / "odd.png"), "labels": ["cow"]}) + "\n")
+    config = resolve_label_job({"input": str(manifest), "output": str(tmp_path / "out"), "batch_size": 6})
+    summary = run(config, cam_stage=OutOfMemoryOnOneImage)  # toyclip's own settings, as the job runs them
+    assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 5, 1)
+    rows = {r["id"]: r for r in _table(tmp_path / "out").to_pylist()}
+    assert rows["odd"]["error"] == ("labelling failed: RuntimeError: DefaultCPUAllocator: can't allocate memory: "
+                                    "you tried to allocate 89466192008 bytes. Error code 12 (Cannot allocate memory)")
+    large = decode_png(rows["large"]["mask"])
+    assert large.shape == (3000, 4000) and (rows["large"]["height"], rows["large"]["width"]) == (3000, 4000)
+    assert decode_png(rows["large"]["confidence"]).shape == (3000, 4000)
+    # the same picture at 64x64 and at 12 megapixels gets about the same mask
+    small = np.asarray(Image.fromarray(decode_png(rows[items[0].id]["mask"])).resize((4000, 3000), Image.NEAREST))
+    assert (small == large).mean() > 0.9
+    # the rest of the batch is labelled as the labeller labels each image alone
+    labeler = Labeler.from_spec()
+    for it in items:
+        alone = labeler.label([np.asarray(Image.open(it.image).convert("RGB"))], [list(it.labels)])[0]
+        assert (decode_png(rows[it.id]["mask"]) == alone.mask).mean() > 0.99
+
+
 def _descendants(pid: int) -> list[int]:
     """Every live process below `pid`, read from /proc (Ray starts some in sessions of their own)."""
     children: dict[int, list[int]] = {}
@@ -232,8 +280,22 @@ def test_progress_counts_rows_as_they_leave_the_last_stage(ray_local):
     count_rows(counter, 9)                   # a retried batch counted twice never shows more than the total
     _wait_for(lambda: "10/10 rows" in progress.line())
     assert progress.line().startswith("[pseudolabel] 10/10 rows (100%)")
-    assert ray.get(counter.counts.remote()) == {"done": 12, "pending": 10, "skipped": 1, "truth": 0, "partitions": 2}
+    assert ray.get(counter.counts.remote()) == {"done": 12, "pending": 10, "skipped": 1, "truth": 0, "partitions": 2,
+                                                "started": {}}
     count_rows(None, 5)                      # stages run without a counter (tests, notebooks) count nothing
+
+
+def test_progress_says_what_the_job_does_before_its_first_row(ray_local):
+    from wsss_ray.rows import RowCounter, count_attempt
+
+    counter = RowCounter.remote()
+    progress = Progress(counter, partitions=1)
+    counter.add_pending.remote(2, 0, 0)
+    _wait_for(lambda: "0/2 rows" in progress.line())
+    assert progress.line() == ("[pseudolabel] 0/2 rows; reading and decoding the first images, starting the "
+                               "actors (they load the model)")
+    count_attempt(counter, "cam", ["a", "b"])
+    assert progress.line() == "[pseudolabel] 0/2 rows; working on the first batches (1 in the cam stage); none finished yet"
 
 
 def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local, tmp_path):

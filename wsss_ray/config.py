@@ -56,6 +56,11 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+def _side(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a whole number of pixels (at least 1) or null, got {value!r}")
+
+
 def _at_least(owner: object, names: tuple[str, ...], low: float) -> None:
     for name in names:
         if getattr(owner, name) < low:
@@ -87,10 +92,12 @@ class CrfConfig:
     bilateral_compat: float = 4.0
     backend: str = "torch"      # torch: permutohedral lattice, on the caller's device; pydensecrf: the reference
     downsample: int = 4         # torch: mean field on a grid up to this many times coarser (1: full resolution)
+    max_side: int | None = 640  # the CRF runs on the image shrunk to this long side (wsss_ray.budget); None: any size
 
     def __post_init__(self):
         _at_least(self, ("iters",), 0)
         _at_least(self, ("downsample",), 1)
+        _side("post.crf.max_side", self.max_side)
         if self.backend not in CRF_BACKENDS:
             raise ValueError(f"crf backend must be one of {CRF_BACKENDS}, got {self.backend!r}")
 
@@ -126,6 +133,7 @@ class ClipESConfig:
     softmax_over: str = "present"               # present (CLIP-ES) | all
     score: str = "softmax"                      # softmax (CLIP-ES) | logit (plain Grad-CAM)
     scales: tuple[float, ...] = (1.0,)
+    max_side: int | None = 640                  # the model sees the image shrunk to this long side (x scales)
     caa: bool = True
     caa_layers: int | None = None               # None: the last 2/3 of the blocks (8 of 12 in CLIP-ES)
     caa_source: str = "attention"               # attention (CLIP-ES) | keys (key self-similarity)
@@ -144,6 +152,7 @@ class ClipESConfig:
         if self.templates is not None and not all("{}" in t for t in self.templates):
             raise ValueError(f"each of clip_es.templates needs a {{}} for the class text, got {self.templates}")
         _at_least(self, ("max_pairs", "affinity_power"), 1)
+        _side("clip_es.max_side", self.max_side)
 
 
 @dataclass(frozen=True)
@@ -186,6 +195,7 @@ class FreeSegConfig:
     window: int = 3                             # patches; odd; 1 turns the pooling off
     temperature: float = 0.1
     scales: tuple[float, ...] = (1.0,)
+    max_side: int | None = 640                  # the model sees the image shrunk to this long side (x scales)
 
     def __post_init__(self):
         _choice("freeseg.synonym_fusion", self.synonym_fusion, SYNONYM_FUSIONS)
@@ -199,6 +209,7 @@ class FreeSegConfig:
         if self.templates is not None and not all("{}" in t for t in self.templates):
             raise ValueError(f"each of freeseg.templates needs a {{}} for the class text, got {self.templates}")
         _at_least(self, ("surgery_layers",), 0)
+        _side("freeseg.max_side", self.max_side)
 
 
 @dataclass(frozen=True)

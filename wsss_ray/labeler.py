@@ -28,9 +28,9 @@ import torch
 from wsss_ray.cam import CAM_METHODS, CamMethod
 from wsss_ray.clip import load_clip
 from wsss_ray.config import PRECISIONS, LabelJobConfig, PostConfig, method_key, model_settings, resolve_label_job
-from wsss_ray.crf import dense_crf
+from wsss_ray.crf import refine
 from wsss_ray.labelset import Labelset, load_labelset
-from wsss_ray.masks import cams_to_probs, probs_to_mask
+from wsss_ray.masks import cams_to_probs
 
 
 @dataclass
@@ -48,7 +48,7 @@ def class_ids(labelset: Labelset, labels: list[str]) -> list[int]:
 
     A label that is not in the labelset raises KeyError with a message naming it.
     """
-    return list(dict.fromkeys(labelset.index(l) for l in labels))
+    return labelset.class_ids(labels)
 
 
 def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
@@ -70,12 +70,6 @@ def model_autocast(precision: str, device: torch.device | str):
 def to_probs(cams: np.ndarray, post: PostConfig) -> np.ndarray:
     """KxHxW CAMs -> (1+K)xHxW probabilities, background first (the background score of `post`)."""
     return cams_to_probs(cams, post.bg_power, post.bg_threshold)
-
-
-def refine(image: np.ndarray, probs: np.ndarray, ids: list[int], post: PostConfig
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """(1+K)xHxW probabilities -> (mask, confidence): dense CRF (unless ``crf.iters`` is 0), then argmax."""
-    return probs_to_mask(dense_crf(image, probs, post.crf), ids)
 
 
 class Labeler:

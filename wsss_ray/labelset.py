@@ -66,6 +66,11 @@ class Labelset:
         except KeyError:
             raise KeyError(f"label {label!r} is not in labelset {self.name!r}; known: {list(self.names)}") from None
 
+    def class_ids(self, labels: list[str]) -> list[int]:
+        """0-based indices of an image's labels, deduplicated, in the given order (a label not in
+        the labelset raises KeyError naming it)."""
+        return list(dict.fromkeys(self.index(label) for label in labels))
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,

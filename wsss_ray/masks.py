@@ -104,8 +104,12 @@ def probs_to_mask(probs: np.ndarray, class_ids: list[int]) -> tuple[np.ndarray, 
     argmax; the confidence is the max probability scaled to 0..255. Thresholds on
     the confidence are applied where it is used (:func:`ignore_below`, CGL training).
     """
-    lut = np.array([0] + [c + 1 for c in class_ids], np.uint8)
-    return lut[probs.argmax(0)], np.round(probs.max(0) * 255).astype(np.uint8)
+    return class_values(class_ids)[probs.argmax(0)], np.round(probs.max(0) * 255).astype(np.uint8)
+
+
+def class_values(class_ids: list[int]) -> np.ndarray:
+    """The mask value of each row of (1+K) probabilities: 0 (background), then ``class_ids[k] + 1``."""
+    return np.array([0] + [c + 1 for c in class_ids], np.uint8)
 
 
 def ignore_below(mask: np.ndarray, confidence: np.ndarray, min_confidence: float) -> np.ndarray:

@@ -22,12 +22,17 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from wsss_ray.budget import budget_side
 from wsss_ray.config import METHOD_CONFIGS, LabelJobConfig, params
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_retry_keywords
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.rows import (batch_confusion, count_attempt, count_rows, decode_stage, mark_error, objects,
-                           output_overlays, output_table, png_rows, writable_batch, write_pending)
+from wsss_ray.rows import (batch_confusion, count_attempt, count_rows, decode_stage, failure, full_pixels,
+                           mark_error, objects, output_overlays, output_table, png_rows, writable_batch,
+                           write_pending)
+
+
+BLANK = np.zeros((1, 1, 1), np.float16)  # the probabilities of a row that has none (an error row)
 
 
 def crf_in_actor(config: LabelJobConfig, device: str) -> bool:
@@ -38,7 +43,11 @@ def crf_in_actor(config: LabelJobConfig, device: str) -> bool:
 
 
 class CamStage:
-    """CAMs -> per-pixel probabilities (actor: the labeller is built once); on a GPU, also the CRF."""
+    """CAMs -> per-pixel probabilities (actor: the labeller is built once); on a GPU, also the CRF.
+
+    An image whose labelling raises (out of memory, a numerical error, anything the
+    method or the CRF raises) becomes an error row, and the rest of its batch is labelled.
+    """
 
     def __init__(self, config: LabelJobConfig, method_class: type | None = None, counter=None):
         from wsss_ray.labeler import Labeler
@@ -49,12 +58,9 @@ class CamStage:
         self.counter = counter
 
     def __call__(self, batch: dict) -> dict:
-        from wsss_ray.crf import dense_crf
-
         count_attempt(self.counter, "cam", batch["id"])
         batch = writable_batch(batch)
         n = len(batch["id"])
-        probs: list[np.ndarray | None] = [None] * n
         todo = []
         for i in range(n):
             if batch["status"][i] != "ok":
@@ -64,36 +70,57 @@ class CamStage:
                 todo.append(i)
             except KeyError as e:
                 mark_error(batch, i, str(e.args[0]))
-        if todo:
-            cams = self.labeler.cams([batch["pixels"][i] for i in todo], [list(batch["labels"][i]) for i in todo])
-            for i, p in zip(todo, self.labeler.probs(cams)):
-                if self.refine:  # the CRF's marginals, computed here on the GPU
-                    p = dense_crf(batch["pixels"][i], p, self.labeler.post.crf, self.device)
-                probs[i] = p.astype(np.float16)
-        blank = np.zeros((1, 1, 1), np.float16)
-        batch["probs"] = objects([p if p is not None else blank for p in probs])
+        probs = dict(zip(todo, self.probs(batch, todo))) if todo else {}
+        batch["probs"] = objects([probs.get(i, BLANK) for i in range(n)])
         batch["refined"] = np.full(n, self.refine)
         return batch
 
+    def probs(self, batch: dict, rows: list[int]) -> list[np.ndarray]:
+        """float16 probabilities (or, on a GPU, the CRF's marginals) of the images `rows`, all
+        together; if that raises, one image at a time, and an image that raises alone is an error row."""
+        try:
+            return self._probs(batch, rows)
+        except Exception as e:  # noqa: BLE001 - one image's failure is that image's error row
+            if len(rows) == 1:
+                mark_error(batch, rows[0], failure("labelling", e))
+                return [BLANK]
+        return [p for i in rows for p in self.probs(batch, [i])]
+
+    def _probs(self, batch: dict, rows: list[int]) -> list[np.ndarray]:
+        from wsss_ray.crf import crf_within_budget
+
+        pixels = [batch["pixels"][i] for i in rows]
+        cams = self.labeler.cams(pixels, [list(batch["labels"][i]) for i in rows])
+        out = []
+        for image, p in zip(pixels, self.labeler.probs(cams)):
+            if self.refine:  # the CRF's marginals, computed here on the GPU
+                p = crf_within_budget(image, p, self.labeler.post.crf, self.device)[0]
+            out.append(p.astype(np.float16))
+        return out
+
 
 def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) -> pa.Table:
-    """Dense CRF (unless the CAM actor ran it), pseudo-mask and confidence PNGs (CPU tasks);
-    the rows done go to `counter`."""
-    from wsss_ray.labeler import class_ids, refine
+    """Dense CRF (unless the CAM actor ran it), pseudo-mask and confidence PNGs at the images'
+    full size (CPU tasks); the rows done go to `counter`."""
+    from wsss_ray.budget import shrink
+    from wsss_ray.crf import full_size_mask, refine
 
     count_attempt(counter, "crf", batch["id"])
     labelset = load_labelset(config.labelset)
     batch = writable_batch(batch)
-    done_in_actor = dataclasses.replace(config.post, crf=dataclasses.replace(config.post.crf, iters=0))
     refined_rows = batch.get("refined")
 
-    def refined(i: int) -> tuple[np.ndarray, np.ndarray]:
+    def mask(i: int) -> tuple[np.ndarray, np.ndarray]:
         probs = batch["probs"][i].astype(np.float32)
         probs /= probs.sum(0, keepdims=True)  # float16 transport loses the exact normalisation
-        post = done_in_actor if refined_rows is not None and refined_rows[i] else config.post
-        return refine(batch["pixels"][i], probs, class_ids(labelset, list(batch["labels"][i])), post)
+        ids = labelset.class_ids(list(batch["labels"][i]))
+        image = batch["pixels"][i]
+        full = full_pixels(batch, i, config.max_pixels)
+        if refined_rows is not None and refined_rows[i]:  # the actor ran the CRF: these are its marginals
+            return full_size_mask(probs, shrink(image, probs.shape[1:]), ids, config.post, full)
+        return refine(image, probs, ids, config.post, full)
 
-    pngs = png_rows(batch, refined, "refinement")
+    pngs = png_rows(batch, mask, "refinement")
     table = output_table(batch, pngs, labelset=config.labelset, model=config.model, method=config.method,
                          run_id=run_id)
     truths = batch.get("mask", [None] * table.num_rows)  # the items' ground-truth paths
@@ -128,7 +155,8 @@ def build_dataset(config: LabelJobConfig, items: ray.data.Dataset, run_id: str, 
     """The lazy graph: items -> decode (CPU tasks) -> CAM (actor pool) -> CRF (CPU tasks, counted)."""
     config = dataclasses.replace(config, num_gpus=gpus_per_holder(config.num_gpus, "pseudolabel"))
     actor_cpus, task_cpus = fit_cpus(config.concurrency[0], config.num_cpus, "pseudolabel")
-    ds = items.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
+    side = budget_side(getattr(config.method_config, "max_side", None), config.post.crf.max_side)
+    ds = items.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels, "max_side": side},
                            batch_size=config.batch_size, num_cpus=task_cpus)
     lo, hi = config.concurrency
     with actor_retry_keywords() as retries:  # a CAM actor that dies is restarted, its batch retried

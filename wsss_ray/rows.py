@@ -36,7 +36,7 @@ from wsss_ray.files import atomic_write, filesystem, is_temporary, list_files, r
 from wsss_ray.masks import decode_png, encode_png
 from wsss_ray.metrics import accumulate, scores
 from wsss_ray.inputs import pending, read_items
-from wsss_ray.sources import Item, decode_image, load_image, load_mask
+from wsss_ray.sources import Item, decode_within, load_image, load_mask
 
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()), ("image", pa.string()), ("labels", pa.list_(pa.string())),
@@ -72,23 +72,45 @@ def mark_error(batch: dict, i: int, message: str) -> None:
     batch["error"][i] = message
 
 
-def decode_stage(batch: dict, max_pixels: int) -> dict:
-    """Read and decode each image (CPU task) into ``pixels``; a failure becomes an error row."""
+def failure(step: str, error: BaseException) -> str:
+    """One sentence for a row whose `step` raised: the error's type and the first line of its
+    message (an allocator's message can run to pages), at most 300 characters."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    text = f"{step} failed: {type(error).__name__}" + (f": {first}" if first else "")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def decode_stage(batch: dict, max_pixels: int, max_side: int | None = None) -> dict:
+    """Read and decode each image (CPU task) into ``pixels``; a failure becomes an error row.
+
+    ``pixels`` is the image shrunk to `max_side` on its long side (``wsss_ray.budget``;
+    None: full size); ``height`` and ``width`` are always the whole image's.
+    """
     batch = writable_batch(batch)
-    pixels = []
+    pixels, sizes = [], []
     for i in range(len(batch["id"])):
         try:
             if batch["status"][i] != "ok":
                 raise ValueError(batch["error"][i])
-            pixels.append(decode_image(read_bytes(batch["image"][i]), max_pixels))
+            image, size = decode_within(read_bytes(batch["image"][i]), max_pixels, max_side)
         except Exception as e:  # noqa: BLE001 - any failure of one item is that item's error row
             if batch["status"][i] == "ok":
                 mark_error(batch, i, f"cannot read image {batch['image'][i]}: {type(e).__name__}: {e}")
-            pixels.append(np.zeros((1, 1, 3), np.uint8))
+            image, size = np.zeros((1, 1, 3), np.uint8), (1, 1)
+        pixels.append(image)
+        sizes.append(size)
     batch["pixels"] = objects(pixels)
-    batch["height"] = np.array([p.shape[0] for p in pixels], np.int32)
-    batch["width"] = np.array([p.shape[1] for p in pixels], np.int32)
+    batch["height"] = np.array([h for h, _ in sizes], np.int32)
+    batch["width"] = np.array([w for _, w in sizes], np.int32)
     return batch
+
+
+def full_pixels(batch: dict, i: int, max_pixels: int) -> np.ndarray:
+    """Row `i`'s image at its full size: its ``pixels`` when the decode kept them whole, else decoded again."""
+    pixels = batch["pixels"][i]
+    if pixels.shape[:2] == (batch["height"][i], batch["width"][i]):
+        return pixels
+    return decode_within(read_bytes(batch["image"][i]), max_pixels)[0]
 
 
 def png_rows(batch: dict, make: Callable[[int], tuple[np.ndarray, np.ndarray]], step: str) -> list:
@@ -104,7 +126,7 @@ def png_rows(batch: dict, make: Callable[[int], tuple[np.ndarray, np.ndarray]], 
             mask, conf = make(i)
             out[i] = encode_png(mask), encode_png(conf, palette=False)
         except Exception as e:  # noqa: BLE001 - one item's failure is that item's error row
-            mark_error(batch, i, f"{step} failed: {type(e).__name__}: {e}")
+            mark_error(batch, i, failure(step, e))
     return out
 
 
@@ -239,8 +261,9 @@ class RowCounter:
         self.partitions += 1
 
     def counts(self) -> dict:
+        started = collections.Counter(stage for stage, _ in self.attempts)
         return {"done": self.done, "pending": self.pending, "skipped": self.skipped, "truth": self.truth,
-                "partitions": self.partitions}
+                "partitions": self.partitions, "started": dict(started)}
 
     def scores(self) -> tuple[np.ndarray | None, int]:
         """The confusion matrix summed over finished batches, and how many ground-truth rows it counts."""
@@ -286,6 +309,14 @@ def truth_pairs(rows: Iterable[tuple[str, str, bytes | None]]) -> Iterator[tuple
         yield gt, decode_png(mask) if status == "ok" else np.zeros_like(gt)
 
 
+def first_batches(started: dict[str, int]) -> str:
+    """What a job does before its first row is written, from the batches each stage has started."""
+    if not started:
+        return "reading and decoding the first images, starting the actors (they load the model)"
+    stages = ", ".join(f"{n} in the {stage} stage" for stage, n in started.items())
+    return f"working on the first batches ({stages}); none finished yet"
+
+
 class Progress:
     """Prints ``rows done/total, rows/s, ETA`` every `interval` seconds while a run writes.
 
@@ -319,6 +350,8 @@ class Progress:
         if c["partitions"] < self.partitions:
             return (f"[{self.tag}] {done} rows, {rate:.2f} rows/s; finding the rows to do "
                     f"({c['partitions']}/{self.partitions} input partitions, {c['pending']} rows so far)")
+        if done == 0 and c["pending"]:
+            return f"[{self.tag}] 0/{c['pending']} rows; {first_batches(c['started'])}"
         eta = f"{(c['pending'] - done) / rate:.0f} s" if rate > 0 else "unknown"
         pct = 100 * done / c["pending"] if c["pending"] else 100
         return f"[{self.tag}] {done}/{c['pending']} rows ({pct:.0f}%), {rate:.2f} rows/s, ETA {eta}"

@@ -34,8 +34,10 @@ import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image, ImageOps
 
+from wsss_ray.budget import fit_side, shrink
 from wsss_ray.files import filesystem, is_file, read_bytes
 
+EXIF_ORIENTATION = 0x0112
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Official COCO category names -> the coco labelset's names (CLIP-ES uses VOC-style names).
 COCO_RENAMES = {"airplane": "aeroplane", "motorcycle": "motorbike", "couch": "sofa",
@@ -228,12 +230,31 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
     Any Pillow mode is converted to RGB. Images above `max_pixels` are refused before
     decoding (decompression-bomb guard) with a ValueError.
     """
+    return decode_within(data, max_pixels)[0]
+
+
+def decode_within(data: bytes, max_pixels: int = 50_000_000, max_side: int | None = None
+                  ) -> tuple[np.ndarray, tuple[int, int]]:
+    """Image bytes -> (uint8 RGB pixels, upright (height, width) of the whole image).
+
+    The pixels are the upright image shrunk so its long side is at most `max_side`
+    (``wsss_ray.budget``; None: full size). A JPEG is decoded straight at a reduced
+    scale when that is still at least the size wanted (Pillow's ``draft``), so a
+    large photo is never held at full size. Images above `max_pixels` are refused
+    before decoding (decompression-bomb guard) with a ValueError.
+    """
     with Image.open(io.BytesIO(data)) as img:
         w, h = img.size
         if w * h > max_pixels:
             raise ValueError(f"image is {w}x{h} = {w * h} pixels, above the {max_pixels} limit; "
                              f"downscale it or raise max_pixels")
-        return np.array(ImageOps.exif_transpose(img).convert("RGB"))
+        turned = img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # upright, width and height swap
+        full = (w, h) if turned else (h, w)
+        want = fit_side(*full, max_side)
+        if want != full and img.format == "JPEG":
+            img.draft("RGB", (want[0], want[1]) if turned else (want[1], want[0]))
+        pixels = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    return shrink(pixels, want), full
 
 
 def load_image(path: str) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsss_ray.budget import fit_side, shrink
 from wsss_ray.cam.prompts import class_texts, text_features
 from wsss_ray.clip import LoadedClip
 from wsss_ray.labelset import Labelset
@@ -60,6 +61,11 @@ class CamMethod:
         return max(1, CPU_TOKENS_PER_PASS // ((size[0] // self.clip.patch_size) * (size[1] // self.clip.patch_size)))
 
     @property
+    def max_side(self) -> int | None:
+        """The model-input budget: the long side the model sees at scale 1 (None: the image's own)."""
+        return getattr(self.config, "max_side", None)
+
+    @property
     def device(self) -> torch.device:
         return next(self.clip.model.parameters()).device
 
@@ -74,19 +80,24 @@ class CamMethod:
         (768 tokens) on one core took 1.09 s per image alone, 1.17 in fours and 1.30 in
         sixteens (larger passes leave the caches), while toyclip's 64-token images run
         fastest many at a time.
+
+        An image whose long side exceeds :attr:`max_side` is shrunk to it first (the
+        model-input budget, ``wsss_ray.budget``), so the model's cost is bounded
+        whatever the image; its CAMs still come back at the image's own size.
         """
         from wsss_ray.cam.gradcam import minmax, patch_aligned_size, to_model_input
 
         acc = [np.zeros((len(i), *img.shape[:2]), np.float32) for img, i in zip(images, class_ids)]
+        inputs = [shrink(img, fit_side(*img.shape[:2], self.max_side)) for img in images]
         p = self.clip.patch_size
         for scale in scales:
             groups: dict[tuple[int, int], list[int]] = {}
-            for b, img in enumerate(images):
+            for b, img in enumerate(inputs):
                 groups.setdefault(patch_aligned_size(*img.shape[:2], p, scale), []).append(b)
             chunks = [(size, group[i:i + step]) for size, group in groups.items()
                       for step in [self._images_per_pass(size, len(group))] for i in range(0, len(group), step)]
             for size, group in chunks:
-                x = torch.stack([to_model_input(images[b], size, self.clip.mean, self.clip.std) for b in group])
+                x = torch.stack([to_model_input(inputs[b], size, self.clip.mean, self.clip.std) for b in group])
                 maps = grid_cams(x.to(self.device), [class_ids[b] for b in group])
                 for b, m in zip(group, maps):
                     if not len(m):  # an image without labels: nothing to upsample
