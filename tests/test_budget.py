@@ -232,3 +232,15 @@ def test_progress_says_what_a_job_does_before_its_first_row():
     assert first_batches({}) == "reading and decoding the first images, starting the actors (they load the model)"
     assert first_batches({"cam": 2, "crf": 1}) == ("working on the first batches (2 in the cam stage, "
                                                    "1 in the crf stage); none finished yet")
+
+
+def test_the_labeller_labels_a_large_photo_at_its_full_size_as_it_labels_it_small():
+    sample = render(2_000_500, 64)
+    labels = [load_labelset("toyworld").names[i - 1] for i in np.unique(sample.mask) if 0 < i < 255]
+    labeler = Labeler.from_spec()                       # toyclip's settings: max_side 64, the CRF's 640
+    large = np.asarray(Image.fromarray(sample.image).resize((1600, 1200), Image.Resampling.BICUBIC))
+    small, big = labeler.label([sample.image, large], [labels, labels])
+    assert big.mask.shape == big.confidence.shape == (1200, 1600)
+    assert big.cams.shape == (len(labels), 480, 640)    # worked on at the larger of the two budgets
+    enlarged = np.asarray(Image.fromarray(small.mask).resize((1600, 1200), Image.Resampling.NEAREST))
+    assert (enlarged == big.mask).mean() > 0.9

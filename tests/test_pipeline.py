@@ -173,7 +173,8 @@ def test_a_large_photo_and_an_image_whose_labelling_raises_cost_nothing_but_that
     Image.open(items[0].image).resize((4000, 3000), Image.BICUBIC).save(tmp_path / "large.jpg", quality=90)
     Image.fromarray(np.zeros((41, 50, 3), np.uint8)).save(tmp_path / "odd.png")
     with open(manifest, "a") as f:
-        f.write(json.dumps({"id": "large", "image": str(tmp_path / "large.jpg"), "labels": list(items[0].labels)}) + "\n")
+        entry = {"id": "large", "image": str(tmp_path / "large.jpg"), "labels": list(items[0].labels)}
+        f.write(json.dumps(entry) + "\n")
         f.write(json.dumps({"id": "odd", "image": str(tmp_path / "odd.png"), "labels": ["cow"]}) + "\n")
     config = resolve_label_job({"input": str(manifest), "output": str(tmp_path / "out"), "batch_size": 6})
     summary = run(config, cam_stage=OutOfMemoryOnOneImage)  # toyclip's own settings, as the job runs them
@@ -295,7 +296,8 @@ def test_progress_says_what_the_job_does_before_its_first_row(ray_local):
     assert progress.line() == ("[pseudolabel] 0/2 rows; reading and decoding the first images, starting the "
                                "actors (they load the model)")
     count_attempt(counter, "cam", ["a", "b"])
-    assert progress.line() == "[pseudolabel] 0/2 rows; working on the first batches (1 in the cam stage); none finished yet"
+    assert progress.line() == ("[pseudolabel] 0/2 rows; working on the first batches (1 in the cam stage); "
+                               "none finished yet")
 
 
 def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local, tmp_path):
@@ -349,14 +351,28 @@ def test_blocks_are_a_file_for_large_collections_and_smaller_so_every_actor_gets
     assert block_rows(20, 16, 4096, holders=4) == 16             # never below one batch
 
 
-def test_an_input_that_kills_every_actor_fails_the_job_instead_of_hanging(ray_local, tmp_path):
-    """Actor restarts are bounded (task retries are not, so a lost node's actor can come back)."""
-    class Poison(CamStage):  # defined here so Ray pickles it by value
-        def __call__(self, batch):
-            if any(str(i).endswith("3") for i in batch["id"]):
-                os._exit(1)
-            return super().__call__(batch)
+def test_an_input_that_kills_every_actor_fails_the_job_naming_it_instead_of_hanging(ray_local, tmp_path):
+    """Actor restarts are bounded (task retries are not, so a lost node's actor can come back); a retried
+    batch is labelled one image at a time, so the job names the image the actor dies on."""
+    from PIL import Image
 
-    manifest = generate(tmp_path / "toy", 6, seed=2_000_300)
-    with pytest.raises(ray.exceptions.ActorDiedError):
+    from wsss_ray.errors import JobError
+
+    class Poison(CamStage):  # defined here so Ray pickles it by value
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            cams = self.labeler.method.cams
+
+            def cams_or_die(images, class_ids):
+                if any(image.shape[:2] == (41, 50) for image in images):
+                    os._exit(1)  # as the system's OOM killer would end it
+                return cams(images, class_ids)
+
+            self.labeler.method.cams = cams_or_die
+
+    manifest = generate(tmp_path / "toy", 5, seed=2_000_300)
+    Image.fromarray(np.zeros((41, 50, 3), np.uint8)).save(tmp_path / "poison.png")
+    with open(manifest, "a") as f:
+        f.write(json.dumps({"id": "poison", "image": str(tmp_path / "poison.png"), "labels": ["cow"]}) + "\n")
+    with pytest.raises(JobError, match="^item 'poison' ends the cam stage's process each time it is labelled"):
         run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3), cam_stage=Poison)

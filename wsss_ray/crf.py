@@ -11,10 +11,10 @@ probabilities unchanged. Two backends, one model:
 - ``pydensecrf``: ``pydensecrf2``, the maintained fork of pydensecrf that builds on
   Python 3.11 and numpy 2 (import name ``pydensecrf``), the reference.
 
-Whatever the photo's size, :func:`crf_within_budget` runs the CRF on it shrunk to
-``max_side`` (``wsss_ray.budget``), and :func:`upsample_labels` brings the labels
-back to full size along the full image's colour edges, in bands of rows, so
-nothing but the final mask and confidence grows with the photo.
+Whatever the photo's size, :func:`refine` runs the CRF on it shrunk to ``max_side``
+(``wsss_ray.budget``), and :func:`upsample_labels` brings the labels back to full
+size along the full image's colour edges, so nothing but the final mask and
+confidence grows with the photo's area.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from wsss_ray.budget import fit_side, shrink
 from wsss_ray.config import CrfConfig, PostConfig
 from wsss_ray.masks import class_values, probs_to_mask
 
-BAND_PIXELS = 1 << 20  # full-size pixels per band of upsample_labels: bounds its memory
+BAND_PIXELS = 1 << 20  # edge pixels upsample_labels handles at once: bounds its memory
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfig(),
@@ -119,8 +119,10 @@ def resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import torch.nn.functional as F
 
     x = torch.from_numpy(np.asarray(probs, np.float32))[None]
-    grow = size[0] > probs.shape[1] or size[1] > probs.shape[2]
-    out = F.interpolate(x, size=size, mode="bilinear" if grow else "area", **({"align_corners": False} if grow else {}))[0]
+    if size[0] > probs.shape[1] or size[1] > probs.shape[2]:
+        out = F.interpolate(x, size=size, mode="bilinear", align_corners=False)[0]
+    else:
+        out = F.interpolate(x, size=size, mode="area")[0]
     return (out / out.sum(0, keepdim=True).clamp_min(1e-12)).numpy()
 
 
@@ -153,7 +155,7 @@ def upsample_labels(marginals: np.ndarray, low_image: np.ndarray, image: np.ndar
     for dy in range(3):
         for dx in range(3):
             edge |= padded[dy:dy + hl, dx:dx + wl] != top
-    first_row = np.searchsorted(rows.cell, np.arange(hl + 1))               # full rows of cell row y: [first_row[y], first_row[y+1])
+    first_row = np.searchsorted(rows.cell, np.arange(hl + 1))               # cell row y: full rows first_row[y:y+2]
     height = int(np.diff(first_row).max())                                  # the most full rows a cell row has
     cells = np.concatenate([low_image.reshape(-1, 3).T.astype(np.float32), marginals.reshape(c, -1)])
     pending: list[tuple[int, np.ndarray]] = []

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from wsss_ray.budget import budget_side, fit_side, shrink
 from wsss_ray.cam import CAM_METHODS, CamMethod
 from wsss_ray.clip import load_clip
 from wsss_ray.config import PRECISIONS, LabelJobConfig, PostConfig, method_key, model_settings, resolve_label_job
@@ -35,8 +36,10 @@ from wsss_ray.masks import cams_to_probs
 
 @dataclass
 class LabelResult:
-    """Per image: uint8 mask (0 bg, i = class i; the argmax), uint8 confidence 0..255
-    (max probability), and the KxHxW CAMs of its labels (float32, [0,1])."""
+    """Per image: uint8 mask (0 bg, i = class i; the argmax) and uint8 confidence 0..255
+    (max probability), both at the image's size, and the CAMs of its labels (float32,
+    [0,1]) at the size the labeller worked at: the image's own, or within the size
+    budget for a larger image (see :meth:`Labeler.label`)."""
 
     mask: np.ndarray
     confidence: np.ndarray
@@ -134,7 +137,14 @@ class Labeler:
         return [to_probs(c, self.post) for c in cams]
 
     def label(self, images: list[np.ndarray], labels: list[list[str]]) -> list[LabelResult]:
-        """Pseudo-masks and confidence maps for a batch of uint8 HxWx3 RGB images."""
-        cams = self.cams(images, labels)
-        return [LabelResult(*refine(image, probs, self.class_ids(lab), self.post), cam)
-                for image, lab, cam, probs in zip(images, labels, cams, self.probs(cams))]
+        """Pseudo-masks and confidence maps for a batch of uint8 HxWx3 RGB images, as the job makes them.
+
+        An image larger than the size budget (the method's ``max_side`` and the CRF's,
+        ``wsss_ray.budget``) is labelled shrunk to the larger of the two, and its mask
+        and confidence brought back to its full size, so memory stays bounded.
+        """
+        side = budget_side(self.method.max_side, self.post.crf.max_side)
+        working = [shrink(image, fit_side(*image.shape[:2], side)) for image in images]
+        cams = self.cams(working, labels)
+        return [LabelResult(*refine(small, probs, self.class_ids(lab), self.post, image), cam)
+                for image, small, lab, cam, probs in zip(images, working, labels, cams, self.probs(cams))]

@@ -27,8 +27,8 @@ from wsss_ray.config import METHOD_CONFIGS, LabelJobConfig, params
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_retry_keywords
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.rows import (batch_confusion, count_attempt, count_rows, decode_stage, failure, full_pixels,
-                           mark_error, objects, output_overlays, output_table, png_rows, writable_batch,
+from wsss_ray.rows import (batch_confusion, count_attempt, count_rows, count_suspect, decode_stage, failure,
+                           full_pixels, mark_error, objects, output_overlays, output_table, png_rows, writable_batch,
                            write_pending)
 
 
@@ -58,7 +58,7 @@ class CamStage:
         self.counter = counter
 
     def __call__(self, batch: dict) -> dict:
-        count_attempt(self.counter, "cam", batch["id"])
+        attempt = count_attempt(self.counter, "cam", batch["id"])
         batch = writable_batch(batch)
         n = len(batch["id"])
         todo = []
@@ -70,14 +70,24 @@ class CamStage:
                 todo.append(i)
             except KeyError as e:
                 mark_error(batch, i, str(e.args[0]))
-        probs = dict(zip(todo, self.probs(batch, todo))) if todo else {}
+        probs = dict(zip(todo, self.probs(batch, todo, alone=attempt > 1))) if todo else {}
         batch["probs"] = objects([probs.get(i, BLANK) for i in range(n)])
         batch["refined"] = np.full(n, self.refine)
         return batch
 
-    def probs(self, batch: dict, rows: list[int]) -> list[np.ndarray]:
+    def probs(self, batch: dict, rows: list[int], alone: bool = False) -> list[np.ndarray]:
         """float16 probabilities (or, on a GPU, the CRF's marginals) of the images `rows`, all
-        together; if that raises, one image at a time, and an image that raises alone is an error row."""
+        together; if that raises, one image at a time, and an image that raises alone is an error row.
+
+        `alone`: a batch retried after its actor died is labelled one image at a time, each
+        named to the job's counter first, so an image that kills the actor every time is known.
+        """
+        if alone:
+            out = []
+            for i in rows:
+                count_suspect(self.counter, "cam", batch["id"][i])
+                out += self.probs(batch, [i])
+            return out
         try:
             return self._probs(batch, rows)
         except Exception as e:  # noqa: BLE001 - one image's failure is that image's error row

@@ -32,6 +32,7 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from wsss_ray.claim import OutputClaim, claim_stands
+from wsss_ray.errors import JobError
 from wsss_ray.files import atomic_write, filesystem, is_temporary, list_files, read_bytes
 from wsss_ray.masks import decode_png, encode_png
 from wsss_ray.metrics import accumulate, scores
@@ -239,9 +240,19 @@ class RowCounter:
         self.done = self.pending = self.skipped = self.truth = self.partitions = self.scored = 0
         self.confusion: np.ndarray | None = None
         self.attempts: collections.Counter = collections.Counter()
+        self.suspects: dict[str, str] = {}
 
-    def attempt(self, stage: str, batch: str) -> None:
+    def attempt(self, stage: str, batch: str) -> int:
         self.attempts[stage, batch] += 1
+        return self.attempts[stage, batch]
+
+    def suspect(self, stage: str, item: str) -> None:
+        """`stage` starts `item` alone, in a batch it retries after its process died."""
+        self.suspects[stage] = item
+
+    def suspected(self) -> dict[str, str]:
+        """Per stage, the last item it started alone: if the process died again, that one killed it."""
+        return dict(self.suspects)
 
     def retried(self) -> int:
         """Batches that a stage started more than once: retried after a failure (a lost node,
@@ -277,14 +288,35 @@ def count_rows(counter, rows: int, confusion: np.ndarray | None = None, scored: 
         counter.add.remote(rows, confusion, scored)
 
 
-def count_attempt(counter, stage: str, ids) -> None:
-    """Tell a job's :class:`RowCounter` (if any) that `stage` starts the batch of these ids.
+def count_attempt(counter, stage: str, ids) -> int:
+    """Tell a job's :class:`RowCounter` (if any) that `stage` starts the batch of these ids;
+    returns the how-manieth time it does (1 without a counter).
 
     It waits for the counter's answer (a millisecond), so the attempt is on record
     even when the process dies a moment later.
     """
+    if counter is None:
+        return 1
+    key = hashlib.sha1("\n".join(sorted(map(str, ids))).encode()).hexdigest()[:20]
+    return ray.get(counter.attempt.remote(stage, key))
+
+
+def count_suspect(counter, stage: str, item: str) -> None:
+    """Tell a job's :class:`RowCounter` (if any) that `stage` starts `item` alone; waits, as
+    :func:`count_attempt` does, so the counter knows it even if the process dies on it."""
     if counter is not None:
-        ray.get(counter.attempt.remote(stage, hashlib.sha1("\n".join(sorted(map(str, ids))).encode()).hexdigest()[:20]))
+        ray.get(counter.suspect.remote(stage, str(item)))
+
+
+def killed_by(suspects: dict[str, str], error: Exception) -> Exception:
+    """The error a job fails with when an actor died on every retry: naming the item it died on
+    alone when a stage knows it (:func:`count_suspect`), else `error` itself."""
+    if not suspects:
+        return error
+    stage, item = next(iter(suspects.items()))
+    return JobError(f"item {item!r} ends the {stage} stage's process each time it is labelled (the actor was "
+                    f"restarted and died again); take it out of the input, or give the actors more memory if it "
+                    f"is a very large image")
 
 
 def batch_confusion(truths: list, table: pa.Table, num_classes: int) -> tuple[np.ndarray | None, int]:
@@ -431,7 +463,10 @@ def write_pending(source: str, output: str, run_id: str,
             todo = pending(items, partitions, parquet_files(output),
                            block_rows(estimated, batch_size, rows_per_file, holders), counter)
             # Files of rows_per_file rows (the unit of resume) gather the blocks that left the last stage.
-            graph(todo, counter).repartition(target_num_rows_per_block=rows_per_file).write_datasink(sink)
+            try:
+                graph(todo, counter).repartition(target_num_rows_per_block=rows_per_file).write_datasink(sink)
+            except ray.exceptions.ActorDiedError as e:
+                raise killed_by(ray.get(counter.suspected.remote()), e) from e
         remove_temporaries(output)  # left by write tasks of nodes lost mid-run (their retries wrote the rows)
     counts = ray.get(counter.counts.remote())
     confusion, scored = ray.get(counter.scores.remote())
