@@ -118,7 +118,7 @@ def test_pending_resumes_and_marks_repeats_across_many_blocks(ray_local, tmp_pat
     assert (counts["pending"], counts["skipped"], counts["partitions"]) == (650, 350, 4)
 
 
-def test_evaluation_sums_per_block_confusion_matrices_to_the_direct_miou(ray_local, tmp_path):
+def test_evaluation_sums_per_block_confusion_matrices_to_the_direct_miou(ray_local, tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     truth_masks = [rng.integers(0, 3, (6, 7)).astype(np.uint8) for _ in range(30)]
     preds = [np.where(rng.random((6, 7)) < 0.7, t, rng.integers(0, 3, (6, 7))).astype(np.uint8) for t in truth_masks]
@@ -140,7 +140,7 @@ def test_evaluation_sums_per_block_confusion_matrices_to_the_direct_miou(ray_loc
                                   for t, p, s in zip(truth_masks, preds, status)], 3)).miou
     import wsss_ray.rows as rows
 
-    rows.ROWS_PER_EVALUATION_PARTITION = 7  # several partitions
+    monkeypatch.setattr(rows, "ROWS_PER_EVALUATION_PARTITION", 7)  # several partitions
     assert evaluate_output(str(tmp_path / "out"), str(tmp_path / "m.jsonl"), 3, truth=30) == round(expected, 4)
     assert evaluate_output(str(tmp_path / "out"), str(tmp_path / "m.jsonl"), 3, truth=0) is None
 

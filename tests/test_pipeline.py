@@ -374,5 +374,5 @@ def test_an_input_that_kills_every_actor_fails_the_job_naming_it_instead_of_hang
     Image.fromarray(np.zeros((41, 50, 3), np.uint8)).save(tmp_path / "poison.png")
     with open(manifest, "a") as f:
         f.write(json.dumps({"id": "poison", "image": str(tmp_path / "poison.png"), "labels": ["cow"]}) + "\n")
-    with pytest.raises(JobError, match="^item 'poison' ends the cam stage's process each time it is labelled"):
+    with pytest.raises(JobError, match="^item 'poison' ends the cam stage's process each time it takes it"):
         run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3), cam_stage=Poison)

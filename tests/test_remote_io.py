@@ -4,6 +4,8 @@ pyarrow's S3 filesystem honours ``AWS_ENDPOINT_URL``, so the job sees plain
 ``s3://`` URIs exactly as it would on AWS.
 """
 
+import os
+
 import boto3
 import pytest
 import ray
@@ -50,13 +52,17 @@ def test_pipeline_reads_and_writes_s3(s3, tmp_path):
     assert all(i.startswith(f"s3://{bucket}/collection/images/") for i in table.column("image").to_pylist())
 
 
-def test_local_file_copies_a_remote_file_and_leaves_a_local_path_alone(s3, tmp_path):
+def test_local_file_copies_a_remote_file_for_the_block_and_leaves_a_local_path_alone(s3, tmp_path):
     from wsss_ray.files import local_file
 
     bucket, _ = s3
     boto3.client("s3").put_object(Bucket=bucket, Key="runs/best/model.pt", Body=b"checkpoint bytes")
-    copy = local_file(f"s3://{bucket}/runs/best/model.pt")
-    assert copy.endswith("/model.pt") and not copy.startswith("s3://")
-    assert open(copy, "rb").read() == b"checkpoint bytes"
-    here = str(tmp_path / "model.pt")
-    assert local_file(here) == here
+    with local_file(f"s3://{bucket}/runs/best/model.pt") as copy:
+        assert copy.endswith("/model.pt") and not copy.startswith("s3://")
+        assert open(copy, "rb").read() == b"checkpoint bytes"
+    assert not os.path.exists(os.path.dirname(copy))  # the temporary copy is gone with the block
+    here = tmp_path / "model.pt"
+    here.write_bytes(b"local bytes")
+    with local_file(str(here)) as same:
+        assert same == str(here)
+    assert here.read_bytes() == b"local bytes"  # a local file is used as it is, and kept

@@ -49,6 +49,18 @@ def test_a_server_that_is_down_leaves_a_record_that_replays_once(tmp_path, capsy
     assert tracking.replay(str(out), store) == []  # a second replay logs nothing twice
 
 
+def test_while_mlflow_answers_a_run_holds_nothing_it_has_logged(tmp_path):
+    """Only what could not be logged waits in memory for the record; logged items, images included, are not kept."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking.start_run("pseudolabel", {"model": "toyclip"}, store, output=str(tmp_path / "out")) as run:
+        _log_a_job(run)
+        record = tracking._active.record
+        assert (record["metrics"], record["dicts"], record["texts"], record["images"]) == ([], {}, {}, {})
+    assert not (tmp_path / "out" / "_tracking").exists()
+    got = mlflow.MlflowClient(store).get_run(run.info.run_id)
+    assert got.data.metrics == {"rows": 6.0, "miou": 0.25, "loss": 0.5}
+
+
 def test_replay_refuses_while_the_server_is_still_down(tmp_path):
     down = f"http://127.0.0.1:{free_port()}"
     with tracking.start_run("train", {"epochs": 2}, down, output=str(tmp_path)) as run:

@@ -215,6 +215,44 @@ def test_predict_writes_pipeline_schema_and_pngs(trained, data, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_image_that_kills_every_segmentation_actor_fails_prediction_naming_it(tmp_path):
+    """Prediction's actors restart a bounded number of times, as the labelling job's do."""
+    import ray
+    from PIL import Image
+
+    from wsss_ray.config import PredictConfig
+    from wsss_ray.errors import JobError
+    from wsss_ray.toyworld import generate
+    from wsss_ray.train.model import build_model, save_checkpoint
+    from wsss_ray.train.predict import SegmentStage, run
+
+    class Poison(SegmentStage):  # defined here so Ray pickles it by value
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            forward = self.model.forward
+
+            def forward_or_die(x):
+                if tuple(x.shape[-2:]) == (41, 50):
+                    os._exit(1)  # as the system's OOM killer would end it
+                return forward(x)
+
+            self.model.forward = forward_or_die
+
+    checkpoint = save_checkpoint(tmp_path / "model.pt", build_model(9, "tiny"), {"labelset": "toyworld"})
+    manifest = generate(tmp_path / "toy", 3, seed=2_000_600)
+    Image.fromarray(np.zeros((41, 50, 3), np.uint8)).save(tmp_path / "poison.png")
+    with open(manifest, "a") as f:
+        f.write(json.dumps({"id": "poison", "image": str(tmp_path / "poison.png"), "labels": ["cow"]}) + "\n")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        with pytest.raises(JobError, match="^item 'poison' ends the segment stage's process each time it takes it"):
+            run(PredictConfig(checkpoint=str(checkpoint), input=str(manifest), output=str(tmp_path / "pred"),
+                              batch_size=2), segment_stage=Poison)
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
 def test_predict_takes_a_file_a_checkpoint_folder_or_the_training_output(trained, tmp_path):
     from wsss_ray.train.model import load_checkpoint
     from wsss_ray.train.predict import resolve_checkpoint

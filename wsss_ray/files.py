@@ -16,7 +16,7 @@ import posixpath
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import pyarrow.fs as pafs
 
@@ -95,16 +95,20 @@ def read_bytes(path: str) -> bytes:
     return retry_transient(read)
 
 
-def local_file(path: str) -> str:
-    """A local path with the file's bytes: `path` itself when local, else a temporary copy.
+@contextlib.contextmanager
+def local_file(path: str) -> Iterator[str]:
+    """A local path with the file's bytes, for the ``with`` block: `path` itself when local, else
+    a temporary copy, removed when the block ends.
 
-    For readers that take only local files (``torch.load``).
+    For readers that take only local files (``torch.load``, MLflow's ``log_artifact``).
     """
     if "://" not in path:
-        return path
-    tmp = Path(tempfile.mkdtemp()) / posixpath.basename(path)
-    tmp.write_bytes(read_bytes(path))
-    return str(tmp)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="wsss-ray-") as tmp:
+        local = Path(tmp) / posixpath.basename(path)
+        local.write_bytes(read_bytes(path))
+        yield str(local)
 
 
 def absolute(path: str) -> str:

@@ -25,7 +25,7 @@ import ray
 from wsss_ray.budget import budget_side
 from wsss_ray.config import METHOD_CONFIGS, LabelJobConfig, params
 from wsss_ray.labelset import load_labelset
-from wsss_ray.ray_compat import actor_retry_keywords
+from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
 from wsss_ray.rows import (batch_confusion, count_attempt, count_rows, count_suspect, decode_stage, failure,
                            full_pixels, mark_error, objects, output_overlays, output_table, png_rows, writable_batch,
@@ -168,13 +168,10 @@ def build_dataset(config: LabelJobConfig, items: ray.data.Dataset, run_id: str, 
     side = budget_side(getattr(config.method_config, "max_side", None), config.post.crf.max_side)
     ds = items.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels, "max_side": side},
                            batch_size=config.batch_size, num_cpus=task_cpus)
-    lo, hi = config.concurrency
-    with actor_retry_keywords() as retries:  # a CAM actor that dies is restarted, its batch retried
-        ds = ds.map_batches(cam_stage, fn_constructor_kwargs={"config": config, "counter": counter,
-                                                              "method_class": added_method(config.method)},
-                            batch_size=config.batch_size,
-                            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
-                            num_gpus=config.num_gpus or None, num_cpus=actor_cpus, **retries)
+    ds = actor_pool_map(ds, cam_stage, config.concurrency, config.num_gpus, actor_cpus,
+                        fn_constructor_kwargs={"config": config, "counter": counter,
+                                               "method_class": added_method(config.method)},
+                        batch_size=config.batch_size)
     return ds.map_batches(crf_stage, fn_kwargs={"config": config, "run_id": run_id, "counter": counter},
                           batch_size=config.batch_size, num_cpus=task_cpus, batch_format="numpy")
 

@@ -2,7 +2,8 @@
 
 - Ray Data's default for actor pools is unbounded actor restarts and task retries,
   which turns a poison input (one that kills its actor every time) into a hang;
-  :data:`ACTOR_RETRIES` bounds the restarts. Task retries stay unbounded: an actor
+  :data:`ACTOR_RETRIES` bounds the restarts, and :func:`actor_pool_map` is how every
+  job's actor stage gets them. Task retries stay unbounded: an actor
   whose node is lost restarts elsewhere, and until it is up (seconds: a new
   process, the model loaded) each submission fails with ActorUnavailableError and
   uses up one retry, so a bounded count fails the job on a node loss. Ray 2.60
@@ -34,6 +35,19 @@ def actor_retry_keywords() -> Iterator[dict]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         yield dict(ACTOR_RETRIES)
+
+
+def actor_pool_map(ds, stage: type, concurrency: tuple[int, int], num_gpus: float | None, num_cpus: float,
+                   **map_kwargs):
+    """``ds.map_batches(stage, ...)`` on a pool of `stage` actors autoscaling between the `concurrency`
+    bounds, with :data:`ACTOR_RETRIES`: an actor that dies restarts and its batch runs again, a
+    bounded number of times (the one place of that policy for every job)."""
+    import ray
+
+    lo, hi = concurrency
+    with actor_retry_keywords() as retries:
+        return ds.map_batches(stage, compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+                              num_gpus=num_gpus or None, num_cpus=num_cpus, **retries, **map_kwargs)
 
 
 @contextlib.contextmanager

@@ -314,7 +314,7 @@ def killed_by(suspects: dict[str, str], error: Exception) -> Exception:
     if not suspects:
         return error
     stage, item = next(iter(suspects.items()))
-    return JobError(f"item {item!r} ends the {stage} stage's process each time it is labelled (the actor was "
+    return JobError(f"item {item!r} ends the {stage} stage's process each time it takes it (the actor was "
                     f"restarted and died again); take it out of the input, or give the actors more memory if it "
                     f"is a very large image")
 

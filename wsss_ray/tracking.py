@@ -12,7 +12,7 @@ working directory.
 
 Tracking is never the product. When the tracking server cannot be reached at the
 start, or stops answering during a run, the job goes on: it warns once, keeps what
-it would have logged in a record beside its output (``OUTPUT/_tracking/RUN_ID.json``,
+it could not log in a record beside its output (``OUTPUT/_tracking/RUN_ID.json``,
 images beside it; a sweep's trial runs too), and ``python -m wsss_ray.tracking replay OUTPUT`` logs that
 record into MLflow later, once (a replayed record says where it went).
 """
@@ -78,7 +78,7 @@ class _Run:
 
 
 class _Tracker:
-    """The active run: logs to MLflow while it answers, and records everything it is given, so
+    """The active run: logs to MLflow while it answers, and records what it could not log, so
     that the record can be kept beside the output once it stops answering."""
 
     def __init__(self, experiment: str, params: dict, uri: str, run_name: str | None, output: str | None, tag: str):
@@ -98,12 +98,15 @@ class _Tracker:
                   f"goes on and keeps its tracking record under {where}; once the server is back, run: python -m "
                   f"wsss_ray.tracking replay {self.output or '.'}", file=sys.stderr, flush=True)
 
-    def call(self, log: Callable[[], Any]) -> None:
+    def call(self, log: Callable[[], Any], record: Callable[[dict], None]) -> None:
+        """Log to MLflow; what could not be logged (the server gone, now or before) goes into the record."""
         if self.online:
             try:
                 log()
+                return
             except Exception as e:  # noqa: BLE001 - any failure of the tracking server is the same for a job
                 self.fail(e)
+        record(self.record)
 
     def keep(self) -> str | None:
         """Write the record beside the output when the run went offline; returns its path."""
@@ -186,12 +189,12 @@ def start_run(experiment: str, params: dict, uri: str | None = None, run_name: s
 
 
 def _log(record: Callable[[dict], None], log: Callable[[], Any]) -> None:
-    """Record an item in the active run's record, and log it to MLflow while it answers."""
+    """Log an item to MLflow while it answers, else keep it in the active run's record (so memory
+    holds only what is waiting for the replay)."""
     if _active is None:
         log()
         return
-    record(_active.record)
-    _active.call(log)
+    _active.call(log, record)
 
 
 def log_child_run(parent_run_id: str, name: str, params: dict, metrics: dict, failed: bool = False) -> str | None:
@@ -261,23 +264,31 @@ def log_epochs(history: list[dict], step_key: str = "epoch") -> None:
 
 
 def log_segmentation_model(model, checkpoint: str) -> None:
-    """The model as an MLflow PyTorch model under ``model/`` plus the checkpoint file itself."""
+    """The model as an MLflow PyTorch model under ``model/`` plus the checkpoint file itself (a path or URI)."""
     def log() -> None:
         import mlflow.pytorch
 
         mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
                                  pip_requirements=["torch", "torchvision"])
-        mlflow.log_artifact(checkpoint, "checkpoint")
+        _log_artifact(checkpoint, "checkpoint")
 
     _log(lambda r: r["models"].append(checkpoint), log)
 
 
 def log_file(path: str, folder: str | None = None) -> None:
     """A file (local path or URI) as an artifact under `folder`."""
+    _log(lambda r: r["files"].append({"path": path, "folder": folder}), lambda: _log_artifact(path, folder))
+
+
+def _log_artifact(path: str, folder: str | None, client=None, run_id: str | None = None) -> None:
+    """A file (local path or URI) as an artifact of the active run, or of `run_id` through `client`."""
     from wsss_ray.files import local_file
 
-    _log(lambda r: r["files"].append({"path": path, "folder": folder}),
-         lambda: mlflow.log_artifact(local_file(path), folder))
+    with local_file(path) as local:
+        if client is None:
+            mlflow.log_artifact(local, folder)
+        else:
+            client.log_artifact(run_id, local, folder)
 
 
 # ------------------------------------------------------------------ replay
@@ -315,7 +326,7 @@ def replay(output: str, uri: str | None = None) -> list[str]:
 def _replay_one(record: dict, uri: str) -> str:
     from mlflow.entities import Metric, Param
 
-    from wsss_ray.files import local_file, read_bytes
+    from wsss_ray.files import read_bytes
 
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
@@ -344,9 +355,9 @@ def _replay_one(record: dict, uri: str) -> str:
             (Path(tmp) / name).write_bytes(read_bytes(path))
             client.log_artifact(run_id, str(Path(tmp) / name))
     for f in record["files"]:
-        client.log_artifact(run_id, local_file(f["path"]), f["folder"])
+        _log_artifact(f["path"], f["folder"], client, run_id)
     for checkpoint in record["models"]:
-        client.log_artifact(run_id, local_file(checkpoint), "checkpoint")
+        _log_artifact(checkpoint, "checkpoint", client, run_id)
     for child in record.get("children", []):
         if child["mlflow_run_id"] is None:  # the others were logged before the server went away
             _create_child(client, run_id, child)

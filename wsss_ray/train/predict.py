@@ -25,8 +25,10 @@ import torch
 from wsss_ray.config import PredictConfig
 from wsss_ray.files import filesystem, is_file, local_file
 from wsss_ray.masks import overlay_grid
+from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.rows import count_attempt, count_rows, decode_stage, output_table, png_rows, writable_batch, write_pending
+from wsss_ray.rows import (count_attempt, count_rows, count_suspect, decode_stage, output_table, png_rows,
+                           writable_batch, write_pending)
 from wsss_ray.sources import load_image
 from wsss_ray.train.model import SegNet, load_checkpoint
 from wsss_ray.train.trainer import MODEL_FILE, best_checkpoint
@@ -76,24 +78,35 @@ class SegmentStage:
 
     def __init__(self, checkpoint: str, num_gpus: float, run_id: str, counter=None):
         self.device = actor_device(num_gpus)
-        self.model, self.meta = load_checkpoint(local_file(checkpoint), self.device)
+        with local_file(checkpoint) as path:
+            self.model, self.meta = load_checkpoint(path, self.device)
         self.checkpoint, self.run_id, self.counter = checkpoint, run_id, counter
 
     def __call__(self, batch: dict) -> pa.Table:
-        count_attempt(self.counter, "segment", batch["id"])
+        retried = count_attempt(self.counter, "segment", batch["id"]) > 1
         batch = writable_batch(batch)
-        pngs = png_rows(batch, lambda i: segment(self.model, batch["pixels"][i], self.device), "segmentation")
+
+        def one(i: int) -> tuple[np.ndarray, np.ndarray]:
+            if retried:  # after its actor died: name each image first, so one that kills it every time is known
+                count_suspect(self.counter, "segment", batch["id"][i])
+            return segment(self.model, batch["pixels"][i], self.device)
+
+        pngs = png_rows(batch, one, "segmentation")
         table = output_table(batch, pngs, labelset=self.meta.get("labelset"), model=self.checkpoint,
                              method=METHOD, run_id=self.run_id)
         count_rows(self.counter, table.num_rows)
         return table
 
 
-def run(config: PredictConfig, progress_interval: float = 10.0) -> dict:
-    """Segment every item of ``config.input`` into Parquet under ``config.output`` (and PNGs under png_dir)."""
+def run(config: PredictConfig, progress_interval: float = 10.0, segment_stage: type = SegmentStage) -> dict:
+    """Segment every item of ``config.input`` into Parquet under ``config.output`` (and PNGs under png_dir).
+
+    `segment_stage` is the actor class that segments decoded images (tests inject faults with it).
+    """
     checkpoint, why = resolve_checkpoint(config.checkpoint)
     print(f"[predict] checkpoint {checkpoint}: {why}", file=sys.stderr, flush=True)
-    load_checkpoint(local_file(checkpoint))  # fail before any Ray work if the checkpoint is wrong
+    with local_file(checkpoint) as path:
+        load_checkpoint(path)  # fail before any Ray work if the checkpoint is wrong
     run_id = uuid.uuid4().hex
     num_gpus = gpus_per_holder(config.num_gpus, "predict", "segmentation actors")
 
@@ -101,11 +114,10 @@ def run(config: PredictConfig, progress_interval: float = 10.0) -> dict:
         actor_cpus, task_cpus = fit_cpus(config.concurrency[0], config.num_cpus, "predict")
         ds = items.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels},
                             batch_size=config.batch_size, num_cpus=task_cpus)
-        lo, hi = config.concurrency
-        return ds.map_batches(SegmentStage, fn_constructor_kwargs={"checkpoint": checkpoint, "num_gpus": num_gpus,
-                                                                   "run_id": run_id, "counter": counter},
-                              batch_size=config.batch_size, compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
-                              num_gpus=num_gpus or None, num_cpus=actor_cpus, batch_format="numpy")
+        return actor_pool_map(ds, segment_stage, config.concurrency, num_gpus, actor_cpus,
+                              fn_constructor_kwargs={"checkpoint": checkpoint, "num_gpus": num_gpus,
+                                                     "run_id": run_id, "counter": counter},
+                              batch_size=config.batch_size, batch_format="numpy")
 
     summary = write_pending(config.input, config.output, run_id, graph, config.batch_size, config.rows_per_file,
                             config.concurrency[1],

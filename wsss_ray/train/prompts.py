@@ -39,7 +39,7 @@ from wsss_ray.config import LabelJobConfig, LearnPromptsConfig, flatten, resolve
 from wsss_ray.files import absolute, atomic_write, filesystem, is_file, read_bytes, run_folder
 from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
-from wsss_ray.ray_compat import actor_retry_keywords
+from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, use_gpu
 from wsss_ray.rows import decode_stage, items_dataset, pending_rows
 from wsss_ray.sources import read_source
@@ -132,12 +132,8 @@ def backgrounds(config: LearnPromptsConfig, batch_size: int = 16) -> tuple[str, 
     actor_cpus, task_cpus = fit_cpus(1, 1.0, "learn_prompts")
     ds = items_dataset(rows, 64).map_batches(decode_stage, fn_kwargs={"max_pixels": 50_000_000},
                                              batch_size=batch_size, num_cpus=task_cpus)
-    with actor_retry_keywords() as retries:
-        ds = ds.map_batches(BackgroundStage, fn_constructor_kwargs={"config": config,
-                                                                    "num_gpus": num_gpus},
-                            batch_size=batch_size,
-                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.num_workers),
-                            num_gpus=num_gpus or None, num_cpus=actor_cpus, **retries)
+    ds = actor_pool_map(ds, BackgroundStage, (1, config.num_workers), num_gpus, actor_cpus,
+                        fn_constructor_kwargs={"config": config, "num_gpus": num_gpus}, batch_size=batch_size)
     ds.write_parquet(folder)
     written = ray.data.read_parquet(folder).select_columns(["id"]).to_pandas()["id"]
     record = {"key": key, "pairs": int(len(written)), "images": int(written.nunique()),

@@ -307,9 +307,9 @@ def run_tracked(config: TrainConfig, mlflow_uri: str | None = None, epoch_hook: 
         summary["mlflow_run_id"] = mlrun.info.run_id
         tracking.log_summary(summary, exclude={k for h in history for k in h})  # per-epoch series stay clean
         if summary["best_checkpoint"]:
-            local = local_file(summary["best_checkpoint"])
-            model, _ = load_checkpoint(local)
-            tracking.log_segmentation_model(model, local)
+            with local_file(summary["best_checkpoint"]) as local:
+                model, _ = load_checkpoint(local)
+            tracking.log_segmentation_model(model, summary["best_checkpoint"])
             if pairs:
                 tracking.log_image(prediction_grid(model, [p for p, _ in pairs[:8]]), "predictions.png")
     return summary
