@@ -205,14 +205,14 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="size-ladder-"))
     work.mkdir(parents=True, exist_ok=True)
-    from wsss_ray.budget import budget_side
+    from wsss_ray.budget import decode_side
     from wsss_ray.config import resolve_label_job
 
     rows = []
     for model in args.models:
         settings = model_settings(model, work)
         config = resolve_label_job(settings)
-        side = budget_side(config.method_config.max_side, config.post.crf.max_side)
+        side = decode_side(config.method_config, config.post.crf)
         for size in args.sizes:
             manifest = make_photos(work, size, args.images, toy_labels=model == "toyclip")
             output, log = work / f"out-{model}-{size}", work / f"log-{model}-{size}.jsonl"

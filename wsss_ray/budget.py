@@ -43,3 +43,9 @@ def budget_side(*sides: int | None) -> int | None:
     """The largest of the budgets `sides` (None when any is unbounded): what a decode may shrink to
     without changing what any later step sees."""
     return None if any(s is None for s in sides) else max(sides)
+
+
+def decode_side(method_config, crf_config) -> int | None:
+    """The long side a job may decode an image at: the larger of the method's budget (its settings'
+    ``max_side``; a method without one needs the whole image) and the CRF's."""
+    return budget_side(getattr(method_config, "max_side", None), crf_config.max_side)

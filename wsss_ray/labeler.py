@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from wsss_ray.budget import budget_side, fit_side, shrink
+from wsss_ray.budget import decode_side, fit_side, shrink
 from wsss_ray.cam import CAM_METHODS, CamMethod
 from wsss_ray.clip import load_clip
 from wsss_ray.config import PRECISIONS, LabelJobConfig, PostConfig, method_key, model_settings, resolve_label_job
@@ -143,7 +143,7 @@ class Labeler:
         ``wsss_ray.budget``) is labelled shrunk to the larger of the two, and its mask
         and confidence brought back to its full size, so memory stays bounded.
         """
-        side = budget_side(self.method.max_side, self.post.crf.max_side)
+        side = decode_side(self.method.config, self.post.crf)
         working = [shrink(image, fit_side(*image.shape[:2], side)) for image in images]
         cams = self.cams(working, labels)
         return [LabelResult(*refine(small, probs, self.class_ids(lab), self.post, image), cam)

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from wsss_ray.budget import budget_side
+from wsss_ray.budget import decode_side
 from wsss_ray.config import METHOD_CONFIGS, LabelJobConfig, params
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_pool_map
@@ -165,7 +165,7 @@ def build_dataset(config: LabelJobConfig, items: ray.data.Dataset, run_id: str, 
     """The lazy graph: items -> decode (CPU tasks) -> CAM (actor pool) -> CRF (CPU tasks, counted)."""
     config = dataclasses.replace(config, num_gpus=gpus_per_holder(config.num_gpus, "pseudolabel"))
     actor_cpus, task_cpus = fit_cpus(config.concurrency[0], config.num_cpus, "pseudolabel")
-    side = budget_side(getattr(config.method_config, "max_side", None), config.post.crf.max_side)
+    side = decode_side(config.method_config, config.post.crf)
     ds = items.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels, "max_side": side},
                            batch_size=config.batch_size, num_cpus=task_cpus)
     ds = actor_pool_map(ds, cam_stage, config.concurrency, config.num_gpus, actor_cpus,
