@@ -34,6 +34,16 @@ def tiny_clip(tiny_dir):
     return load_clip(f"local-dir:{tiny_dir}")
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance on 2 CPUs for one test module."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

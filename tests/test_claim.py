@@ -1,6 +1,7 @@
 """One writer per output: claims, their heartbeat, stale takeover and racing runs (local files, no Ray)."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -11,11 +12,21 @@ import pytest
 from wsss_ray.claim import OutputBusy, OutputClaim, check_output, claim_path, claim_stands, read_claims
 
 
-def _fake_claim(output, run_id, host="elsewhere", pid=1, age=0.0):
-    now = time.time()
-    path = claim_path(str(output), run_id)
-    (output / path.rsplit("/", 1)[1]).write_text(json.dumps(
-        {"run_id": run_id, "host": host, "pid": pid, "started": now - age - 5, "heartbeat": now - age}))
+def _fake_claim(output, run_id, host="elsewhere", pid=1, age=0.0, started=None):
+    """A claim file the store last wrote `age` seconds ago (its modification time)."""
+    path = output / claim_path(str(output), run_id).rsplit("/", 1)[1]
+    started = time.time() - age - 5 if started is None else started
+    path.write_text(json.dumps({"run_id": run_id, "host": host, "pid": pid, "started": started, "took_over": []}))
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def _until(condition, timeout=30.0):
+    """Wait for `condition()` to hold (polling), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_a_second_run_on_a_held_output_refuses_naming_the_holder(tmp_path):
@@ -30,13 +41,27 @@ def test_a_second_run_on_a_held_output_refuses_naming_the_holder(tmp_path):
         assert second.took_over == []
 
 
-def test_a_live_claim_from_another_host_holds_until_its_heartbeat_is_older_than_the_ttl(tmp_path):
+def test_a_live_claim_from_another_host_holds_until_the_store_last_wrote_it_longer_ago_than_the_ttl(tmp_path):
     _fake_claim(tmp_path, "remote", age=30)
     with pytest.raises(OutputBusy, match="run remote"):
         with OutputClaim(str(tmp_path), "mine", ttl=60):
             pass
     with OutputClaim(str(tmp_path), "mine", ttl=20, grace=0) as claim:  # 30 s without a heartbeat: dead
         assert claim.took_over == ["remote"] and not claim_stands(str(tmp_path), "remote")
+
+
+def test_a_claim_is_aged_by_the_store_clock_not_by_the_clock_of_the_host_that_wrote_it(tmp_path):
+    """A host whose clock is an hour behind still holds its output; one an hour ahead cannot hold a dead one."""
+    hour = 3600.0
+    (tmp_path / "a").mkdir()
+    _fake_claim(tmp_path / "a", "behind", started=time.time() - hour)
+    with pytest.raises(OutputBusy, match="run behind .*last heartbeat [0-2] s ago"):
+        with OutputClaim(str(tmp_path / "a"), "mine", ttl=60):
+            pass
+    (tmp_path / "b").mkdir()
+    _fake_claim(tmp_path / "b", "ahead", age=120, started=time.time() + hour)
+    with OutputClaim(str(tmp_path / "b"), "mine", ttl=60, grace=0) as claim:
+        assert claim.took_over == ["ahead"]
 
 
 def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
@@ -49,14 +74,31 @@ def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
 
 
 def test_the_heartbeat_renews_the_claim_and_stops_once_it_is_taken_over(tmp_path):
+    path = tmp_path / claim_path(str(tmp_path), "beating").rsplit("/", 1)[1]
     with OutputClaim(str(tmp_path), "beating", heartbeat=0.05) as claim:
-        first = read_claims(str(tmp_path))[0].heartbeat
-        time.sleep(0.3)
-        assert read_claims(str(tmp_path))[0].heartbeat > first
-        (tmp_path / claim_path(str(tmp_path), "beating").rsplit("/", 1)[1]).unlink()  # another run took it over
-        time.sleep(0.3)
-        assert read_claims(str(tmp_path)) == []  # not written back
-        claim._stop.set()
+        os.utime(path, (0, 0))
+        _until(lambda: path.stat().st_mtime > 0)             # rewritten by the heartbeat
+        path.unlink()                                        # another run took it over
+        _until(lambda: not claim._thread.is_alive())         # the heartbeat saw it and stopped
+        assert read_claims(str(tmp_path)) == []              # not written back
+
+
+def test_a_heartbeat_that_lands_after_a_takeover_brings_nothing_back(tmp_path):
+    """The old run checked its claim, the takeover replaced it, then the old run's write landed."""
+    output = str(tmp_path)
+    with OutputClaim(output, "old", heartbeat=3600) as old:
+        os.utime(tmp_path / "_claim-old.json", (time.time() - 120, time.time() - 120))  # looks dead
+        with OutputClaim(output, "new", ttl=60, grace=0) as new:
+            assert new.took_over == ["old"] and not claim_stands(output, "old")
+            old._write()                                     # the late heartbeat
+            assert (tmp_path / "_claim-old.json").exists()
+            assert not claim_stands(output, "old") and claim_stands(output, "new")
+            with pytest.raises(OutputBusy, match="being written by run new "):
+                with OutputClaim(output, "third"):
+                    pass
+        assert list(tmp_path.iterdir()) == []                # the late claim went with the takeover's
+    with OutputClaim(output, "fourth") as fourth:
+        assert fourth.took_over == []
 
 
 def test_of_runs_that_start_at_once_exactly_one_writes(tmp_path):
@@ -70,7 +112,7 @@ def test_of_runs_that_start_at_once_exactly_one_writes(tmp_path):
             try:
                 with OutputClaim(str(output), run_id):
                     entered.append(run_id)
-                    time.sleep(1.5)  # longer than a withdrawn run waits before it looks again
+                    _until(lambda: len(entered) + len(refused) == 3)  # held until the others gave up
             except OutputBusy:
                 refused.append(run_id)
 

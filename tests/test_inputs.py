@@ -18,13 +18,6 @@ from wsss_ray.sources import Item
 
 pytestmark = pytest.mark.slow  # each test runs on a local Ray
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
-
-
 def _rows(ds: ray.data.Dataset) -> list[dict]:
     return sorted(ds.take_all(), key=lambda r: (r["id"], r["status"]))
 

@@ -23,13 +23,6 @@ from wsss_ray.toyworld import generate
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
-
-
 def _table(out):
     return pads.dataset(str(out), format="parquet").to_table()
 
@@ -329,26 +322,6 @@ def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local, tmp_path)
     expected = np.zeros((9, 9), np.int64)
     expected[0, 4], expected[4, 4] = 12, 8                        # rows: truth, columns: prediction
     assert scored == 1 and np.array_equal(confusion, expected)
-
-
-@pytest.mark.parametrize("cpus, holders, expected", [
-    (8.0, 1, (1.0, 1.0)), (2.0, 1, (1.0, 1.0)), (1.0, 1, (0.5, 0.5)), (0.0, 1, (1.0, 1.0)),
-    (2.0, 2, (0.5, 1.0)),  # two holders on 2 CPUs: one CPU left whole for tasks (Ray Data's reads want 1)
-])
-def test_cpu_requests_fit_small_clusters_and_leave_empty_ones_to_the_autoscaler(monkeypatch, cpus, holders, expected):
-    from wsss_ray.resources import fit_cpus
-
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": cpus} if cpus else {})
-    assert fit_cpus(holders, 1.0, "test") == expected
-
-
-def test_blocks_are_a_file_for_large_collections_and_smaller_so_every_actor_gets_some():
-    from wsss_ray.rows import block_rows
-
-    assert block_rows(10_000_000, 16, 4096, holders=4) == 4096   # few blocks: the driver's cost is per block
-    assert block_rows(200, 16, 4096, holders=1) == 50            # about four blocks per actor
-    assert block_rows(1_000, 16, 4096, holders=4) == 63
-    assert block_rows(20, 16, 4096, holders=4) == 16             # never below one batch
 
 
 def test_an_input_that_kills_every_actor_fails_the_job_naming_it_instead_of_hanging(ray_local, tmp_path):

@@ -64,3 +64,23 @@ def test_the_monitor_config_is_read_from_the_v1_monitor_command_line(monkeypatch
     (other / "cmdline").write_bytes(b"python\0--autoscaling-config=/not/this.yaml\0")
     assert resources.monitor_config_path(tmp_path / "proc") == "/etc/ray/c.yaml"
     assert resources.monitor_config_path(tmp_path / "nothing") is None
+
+
+@pytest.mark.parametrize("cpus, holders, expected", [
+    (8.0, 1, (1.0, 1.0)), (2.0, 1, (1.0, 1.0)), (1.0, 1, (0.5, 0.5)), (0.0, 1, (1.0, 1.0)),
+    (2.0, 2, (0.5, 1.0)),  # two holders on 2 CPUs: one CPU left whole for tasks (Ray Data's reads want 1)
+])
+def test_cpu_requests_fit_small_clusters_and_leave_empty_ones_to_the_autoscaler(monkeypatch, cpus, holders, expected):
+    from wsss_ray.resources import fit_cpus
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": cpus} if cpus else {})
+    assert fit_cpus(holders, 1.0, "test") == expected
+
+
+def test_blocks_are_a_file_for_large_collections_and_smaller_so_every_actor_gets_some():
+    from wsss_ray.rows import block_rows
+
+    assert block_rows(10_000_000, 16, 4096, holders=4) == 4096   # few blocks: the driver's cost is per block
+    assert block_rows(200, 16, 4096, holders=1) == 50            # about four blocks per actor
+    assert block_rows(1_000, 16, 4096, holders=4) == 63
+    assert block_rows(20, 16, 4096, holders=4) == 16             # never below one batch

@@ -21,29 +21,6 @@ def test_transient_errors_are_retried_until_the_request_succeeds(moto_s3, monkey
         assert {m for m, _ in proxy.seen} >= {"PUT", "GET", "HEAD"}  # writes, reads and lookups all met faults
 
 
-def test_only_transient_errors_are_tried_again():
-    from wsss_ray.files import retry_transient
-
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise OSError("AWS Error SLOW_DOWN during PutObject operation: Please reduce your request rate.")
-        return "written"
-
-    assert retry_transient(flaky, backoff=0.01) == "written" and len(calls) == 3
-    denied = []
-
-    def forbidden():
-        denied.append(1)
-        raise OSError("AWS Error ACCESS_DENIED during PutObject operation: Access Denied")
-
-    with pytest.raises(OSError, match="ACCESS_DENIED"):
-        retry_transient(forbidden, backoff=0.01)
-    assert len(denied) == 1
-
-
 def test_a_missing_bucket_fails_the_claim_at_once_with_one_sentence(moto_s3, monkeypatch):
     moto, bucket = moto_s3
     with FaultyS3(moto) as proxy:
@@ -80,12 +57,15 @@ def test_claims_on_object_storage_refuse_a_second_run_and_take_over_a_stale_one(
         with pytest.raises(OutputBusy, match="is being written by run first"):
             with OutputClaim(f"s3://{bucket}/out", "second"):
                 pass
-    stale = {"run_id": "lost", "host": "spot-node", "pid": 7, "started": time.time() - 600,
-             "heartbeat": time.time() - 300}
+    stale = {"run_id": "lost", "host": "spot-node", "pid": 7, "started": time.time() - 600, "took_over": []}
     fs, path = filesystem(f"s3://{bucket}/out/_claim-lost.json")
     with fs.open_output_stream(path) as f:
         f.write(json.dumps(stale).encode())
-    with OutputClaim(f"s3://{bucket}/out", "third", grace=0) as claim:
+    with pytest.raises(OutputBusy, match="is being written by run lost"):  # just written: live
+        with OutputClaim(f"s3://{bucket}/out", "third", ttl=30):
+            pass
+    time.sleep(2.5)  # S3 keeps modification times in whole seconds: over 1 s old by the store's clock
+    with OutputClaim(f"s3://{bucket}/out", "third", ttl=1, grace=0) as claim:
         assert claim.took_over == ["lost"] and [c.run_id for c in read_claims(f"s3://{bucket}/out")] == ["third"]
 
 

@@ -58,15 +58,6 @@ def test_train_job_flags_map_to_config_and_params(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """16 toy train images as an exact-mask Parquet input plus one error row, and 8 val images."""
     from wsss_ray.rows import OUTPUT_SCHEMA

@@ -14,6 +14,7 @@ the collection (``wsss_ray.inputs`` has the input side).
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import math
 import sys
@@ -31,7 +32,7 @@ import ray
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from wsss_ray.claim import OutputClaim, claim_stands
+from wsss_ray.claim import CLAIM_PREFIX, OutputClaim, claim_stands
 from wsss_ray.errors import JobError
 from wsss_ray.files import atomic_write, filesystem, is_temporary, list_files, read_bytes
 from wsss_ray.masks import decode_png, encode_png
@@ -220,11 +221,15 @@ def on_this_node():
 
 
 def remove_temporaries(output: str) -> None:
-    """Drop the half-written files of a killed run (one job writes to an output at a time)."""
+    """Drop the half-written files of a killed run (one job writes to an output at a time).
+
+    Claims' own temporaries are left to the claims: this run's heartbeat may be writing one.
+    """
     fs, infos = list_files(output)
     for info in infos:
-        if is_temporary(info.base_name):
-            fs.delete_file(info.path)
+        if is_temporary(info.base_name) and not info.base_name.startswith(f".{CLAIM_PREFIX}"):
+            with contextlib.suppress(FileNotFoundError):  # moved into place since the listing
+                fs.delete_file(info.path)
 
 
 @ray.remote(num_cpus=0)
