@@ -25,7 +25,7 @@ import ray
 
 from wsss_ray.config import LabelJobConfig
 from wsss_ray.pipeline import run
-from wsss_ray.rows import RowCounter, count_attempt, on_this_node
+from wsss_ray.progress import RowCounter, count_attempt, on_this_node
 from wsss_ray.toyworld import generate
 
 

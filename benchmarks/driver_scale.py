@@ -13,15 +13,14 @@ processes), rows written and whether every id is in the output exactly once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from wsss_ray.testing.processes import kill_tree
 
 
 def write_manifest(path: Path, n: int, shards: int) -> str:
@@ -86,26 +85,8 @@ def labelled(source: str, output: str, settings: list[str], kill_after: float | 
         return json.loads(lines[-1])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(kill_after)
-    tree = _descendants(proc.pid)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for pid in tree:  # Ray starts some of its processes in sessions of their own
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    proc.wait()
+    kill_tree(proc)
     return {"killed_after_s": kill_after}
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,7 @@ def _ray_processes() -> set[int]:
 
 
 def ids_of(output: str) -> collections.Counter:
-    from wsss_ray.rows import read_output
+    from wsss_ray.output import read_output
 
     table = read_output(output, ["id"])
     return collections.Counter(table.column("id").to_pylist() if table is not None else [])
@@ -106,7 +106,7 @@ def main() -> None:
                      args.n - len(counts), sum(c - 1 for c in counts.values()),
                      f"{rerun_s - base_s:+.1f} s (re-run against the baseline)"))
 
-        from loopback import free_port
+        from wsss_ray.testing.loopback import free_port
 
         down = f"http://127.0.0.1:{free_port()}"
         down_s, down_summary, err = job([*common, "--output", str(tmp / "untracked"), "--mlflow-uri", down])
@@ -127,7 +127,7 @@ def main() -> None:
 def s3_rows(tmp: Path, manifest: str, n: int) -> list[tuple]:
     import boto3
 
-    from s3_faults import CREDENTIALS, FaultyS3, moto_server
+    from wsss_ray.testing.s3 import CREDENTIALS, FaultyS3, moto_server
 
     os.environ.update(CREDENTIALS)
     store = f"sqlite:///{tmp / 'mlflow-s3.db'}"

@@ -203,7 +203,8 @@ def labelling_job(n: int, work: Path) -> dict:
     import ray
     from PIL import Image
 
-    from wsss_ray.clip import load_clip, save_local_dir
+    from wsss_ray.clip import load_clip
+    from wsss_ray.toyworld.toyclip import save_local_dir
     from wsss_ray.config import resolve_label_job
     from wsss_ray.pipeline import run
     from wsss_ray.toyworld import SPLIT_SEEDS, generate

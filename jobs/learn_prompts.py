@@ -13,49 +13,33 @@ latest checkpoint. Prints one JSON summary line.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
-from wsss_ray.config import LearnPromptsConfig, parse_settings, resolve_learn_prompts
+from wsss_ray.cli import JobParser, run_job
+from wsss_ray.config import LearnPromptsConfig
 
 
 def parse(argv: list[str] | None = None) -> tuple[LearnPromptsConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=None)
-    p.add_argument("--input", help="labelled images: PATH.jsonl | DIR | voc:ROOT[:SPLIT] | coco:ROOT:ANN.json "
-                                   "(default: 400 generated toy-world train images)")
-    p.add_argument("--labelset", help="voc | coco | toyworld | PATH.yaml (default: toyworld)")
-    p.add_argument("--model", help="toyclip | local-dir:PATH | hf-hub:ORG/REPO | open_clip name (default: toyclip)")
-    p.add_argument("--pretrained", help="pretrained tag or local weights file for an open_clip name")
-    p.add_argument("--output", help="folder or URI for prompts.safetensors and the run (default: outputs/prompts)")
-    p.add_argument("--limit", type=int, help="learn from at most N images")
-    p.add_argument("--length", type=int, help="tokens per prompt (default: 30, SemPLeS's; capped by the context)")
-    p.add_argument("--text-weight", type=float, help="lambda, the push away from the class text (default: 0.02)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate before the batch/512 scaling (default: 0.1)")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0)")
-    p.add_argument("--batch-size", type=int, help="(image, class) pairs per step over all workers (default: 128)")
-    p.add_argument("--epochs", type=int, help="passes over the pairs (default: 60)")
-    p.add_argument("--num-workers", type=int,
-                   help="Ray Train workers, and at most as many CAM actors for the backgrounds (default: 1)")
-    p.add_argument("--use-gpu", action="store_const", const=True,
-                   help="one GPU per worker and for the CAMs (default: when the cluster has GPUs or its autoscaler can start some)")
-    p.add_argument("--no-gpu", dest="use_gpu", action="store_const", const=False, help="CPU only")
-    p.add_argument("--seed", type=int, help="initialisation and shuffling seed (default: 0)")
-    return parse_settings(p, argv, resolve_learn_prompts)
+    p = JobParser(__doc__, LearnPromptsConfig)
+    p.flag("input", "labelled images: PATH.jsonl | DIR | voc:ROOT[:SPLIT] | coco:ROOT:ANN.json "
+                    "(default: 400 generated toy-world train images)")
+    p.shared("labelset", "model", "pretrained")
+    p.flag("output", "folder or URI for prompts.safetensors and the run")
+    p.shared("limit", limit="learn from at most N images")
+    p.flag("length", "tokens per prompt (SemPLeS's; capped by the context)", type=int)
+    p.flag("text_weight", "lambda, the push away from the class text", type=float)
+    p.shared("lr", lr="AdamW learning rate before the batch/512 scaling")
+    p.flag("weight_decay", "AdamW weight decay", type=float)
+    p.flag("batch_size", "(image, class) pairs per step over all workers", type=int)
+    p.shared("epochs", "num_workers", "seed", epochs="passes over the pairs",
+             num_workers="Ray Train workers, and at most as many CAM actors for the backgrounds")
+    p.gpu_flags("one GPU per worker and for the CAMs")
+    return p.parse(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     config, mlflow_uri = parse(argv)
-    import ray
-
-    from wsss_ray.ray_compat import quiet_known_ray_errors
-    from wsss_ray.train.prompts import run_tracked
-
-    with quiet_known_ray_errors():
-        ray.init(ignore_reinit_error=True)
-        print(json.dumps(run_tracked(config, mlflow_uri)), flush=True)
-    return 0
+    return run_job("learn_prompts", config, "wsss_ray.train.prompts:run_tracked", mlflow_uri)
 
 
 if __name__ == "__main__":

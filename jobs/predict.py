@@ -12,44 +12,27 @@ have its names. RAY_ADDRESS selects the cluster. Prints one JSON summary line.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
-import ray
+from wsss_ray.cli import JobParser, run_job
+from wsss_ray.config import PredictConfig, resolve_predict
 
-from wsss_ray.config import PredictConfig, parse_settings, resolve_predict
 
-
-def parse(argv: list[str] | None = None) -> tuple[PredictConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=None)
-    p.add_argument("--checkpoint", help="model.pt | checkpoint folder | training output folder (best by val mIoU)")
-    p.add_argument("--input", help="PATH.jsonl | DIR | voc:ROOT[:SPLIT] | coco:ROOT:ANN.json (local or URI)")
-    p.add_argument("--output", help="Parquet output folder or URI; re-runs resume (default: outputs/predictions)")
-    p.add_argument("--png-dir", help="also write palette PNG masks named <id>.png here")
-    p.add_argument("--batch-size", type=int, help="images per batch (default: 16)")
-    p.add_argument("--concurrency", metavar="MIN[,MAX]",
-                   help="segmentation actors; the pool autoscales between MIN and MAX (default: 1,1)")
-    p.add_argument("--num-gpus", type=float,
-                   help="GPUs per segmentation actor (default: 1 if the cluster has GPUs or its autoscaler can start some, else 0)")
-    p.add_argument("--num-cpus", type=float, help="CPUs per segmentation actor (default: 1)")
-    p.add_argument("--rows-per-file", type=int, help="rows per Parquet file, the unit of resume (default: 4096)")
-    return parse_settings(p, argv, resolve_predict, tracked=False)
+def parse(argv: list[str] | None = None) -> tuple[PredictConfig, None]:
+    p = JobParser(__doc__, PredictConfig)
+    p.flag("checkpoint", "model.pt | checkpoint folder | training output folder (best by val mIoU)")
+    p.flag("input", "PATH.jsonl | DIR | voc:ROOT[:SPLIT] | coco:ROOT:ANN.json (local or URI)")
+    p.flag("output", "Parquet output folder or URI; re-runs resume")
+    p.flag("png_dir", "also write palette PNG masks named <id>.png here")
+    p.flag("batch_size", "images per batch", type=int)
+    p.shared("concurrency", "num_gpus", "num_cpus", "rows_per_file",
+             concurrency="segmentation actors; the pool autoscales between MIN and MAX")
+    return p.parse(argv, resolve_predict, tracked=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     config, _ = parse(argv)
-    from wsss_ray.claim import check_output
-    from wsss_ray.errors import exit_on_job_error
-    from wsss_ray.ray_compat import quiet_known_ray_errors
-    from wsss_ray.train.predict import run
-
-    with quiet_known_ray_errors(), exit_on_job_error("predict"):
-        check_output(config.output)  # a held or unwritable output fails before Ray and MLflow start
-        ray.init(ignore_reinit_error=True)
-        print(json.dumps(run(config)), flush=True)
-    return 0
+    return run_job("predict", config, "wsss_ray.train.predict:run", tracked=False, claims_itself=True)
 
 
 if __name__ == "__main__":

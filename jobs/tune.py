@@ -15,58 +15,45 @@ with the same --output resumes the sweep. Prints one JSON summary line.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
-from wsss_ray.config import SEARCHERS, SWEEP_KINDS, SweepConfig, parse_settings, resolve_sweep
+from wsss_ray.cli import JobParser, run_job
+from wsss_ray.config import METHODS, SEARCHERS, SWEEP_KINDS, SweepConfig, resolve
 
 
 def parse(argv: list[str] | None = None) -> tuple[SweepConfig, str | None]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=None)
-    p.add_argument("--kind", choices=SWEEP_KINDS, help="what to tune (default: labels)")
-    p.add_argument("--input", help="labels: dev source with masks; train: the labelling job's Parquet output")
-    p.add_argument("--val", help="train: source with ground-truth masks for val mIoU (as jobs/train.py)")
-    p.add_argument("--output", help="sweep folder: Tune state, CAM cache, best_config.yaml (default: outputs/sweep)")
-    p.add_argument("--space", help="search space YAML (default: wsss_ray/spaces/<kind>.yaml)")
-    p.add_argument("--model", help="labels: CLIP model spec (default: toyclip)")
-    p.add_argument("--pretrained", help="labels: pretrained tag or weights file")
-    p.add_argument("--labelset", help="voc | coco | toyworld | PATH.yaml (default: toyworld)")
-    p.add_argument("--method", help="labels: CAM method (default: clip-es)")
-    p.add_argument("--limit", type=int, help="labels: dev images (default: 200)")
-    p.add_argument("--searcher", choices=SEARCHERS, help="optuna (TPE) or random (default: optuna)")
-    p.add_argument("--num-samples", type=int, help="trials (default: 32)")
-    p.add_argument("--max-concurrent", type=int, help="trials at once (default: 2)")
-    p.add_argument("--time-budget-s", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--seed", type=int, help="searcher seed (default: 0)")
-    p.add_argument("--no-cam-cache", dest="cam_cache", action="store_const", const=False,
-                   help="labels: compute CAMs in every trial (to measure what the cache saves)")
-    p.add_argument("--save-to-model", action="store_const", const=True,
-                   help="labels: also write the best settings as the local-dir: model's label_config.yaml")
-    p.add_argument("--num-workers", type=int, help="train: Ray Train workers per trial (default: 1)")
-    return parse_settings(p, argv, _resolve, config_help="settings the trials start from: a jobs/pseudolabel.py "
-                                                         "--config (labels) or jobs/train.py --config (train)")
+    p = JobParser(__doc__, SweepConfig)
+    p.flag("kind", "what to tune", choices=SWEEP_KINDS)
+    p.flag("input", "labels: dev source with masks; train: the labelling job's Parquet output")
+    p.flag("val", "train: source with ground-truth masks for val mIoU (as jobs/train.py)")
+    p.flag("output", "sweep folder: Tune state, CAM cache, best_config.yaml")
+    p.flag("space", "search space YAML (default: wsss_ray/spaces/<kind>.yaml)")
+    p.shared("model", "pretrained", "labelset", model="labels: the CLIP model",
+             pretrained="labels: pretrained tag or weights file")
+    p.flag("method", f"labels: CAM method ({', '.join(sorted(METHODS))})")
+    p.shared("limit", limit="labels: dev images")
+    p.flag("searcher", "optuna (TPE) or random", choices=SEARCHERS)
+    p.flag("num_samples", "trials", type=int)
+    p.flag("max_concurrent", "trials at once", type=int)
+    p.flag("time_budget_s", "stop starting trials after this many seconds", type=float)
+    p.shared("seed", seed="searcher seed")
+    p.flag("no_cam_cache", "labels: compute CAMs in every trial (to measure what the cache saves)",
+           dest="cam_cache", action="store_const", const=False)
+    p.flag("save_to_model", "labels: also write the best settings as the local-dir: model's label_config.yaml",
+           action="store_const", const=True)
+    p.shared("num_workers", num_workers="train: Ray Train workers per trial")
+    return p.parse(argv, _resolve, config_help="settings the trials start from: a jobs/pseudolabel.py --config "
+                                               "(labels) or jobs/train.py --config (train)")
 
 
 def _resolve(settings: dict, config_file: str | None) -> SweepConfig:
     """--config here is the settings file the trials start from, not the sweep's own settings."""
-    return resolve_sweep({**settings, "config": config_file} if config_file else settings)
+    return resolve(SweepConfig, {**settings, "config": config_file} if config_file else settings)
 
 
 def main(argv: list[str] | None = None) -> int:
     config, mlflow_uri = parse(argv)
-    import ray
-
-    from wsss_ray.ray_compat import quiet_known_ray_errors
-    from wsss_ray.tune import run
-
-    with quiet_known_ray_errors():
-        ray.init(ignore_reinit_error=True)
-        summary = run(config, mlflow_uri)
-    summary.pop("best_config")
-    print(json.dumps(summary), flush=True)
-    return 0
+    return run_job("tune", config, "wsss_ray.tune:run", mlflow_uri, hide=("best_config",))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from s3_faults import CREDENTIALS, moto_server
+from wsss_ray.testing.s3 import CREDENTIALS, moto_server
 
-from wsss_ray.clip import create_toyclip, load_clip, save_local_dir
+from wsss_ray.clip import load_clip
+from wsss_ray.toyworld.toyclip import create_toyclip, save_local_dir
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,9 @@ from wsss_ray.crf import crf_within_budget, dense_crf, upsample_labels
 from wsss_ray.labeler import Labeler, refine
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import probs_to_mask
-from wsss_ray.rows import decode_stage, failure, first_batches, full_pixels
+from wsss_ray.progress import first_batches
 from wsss_ray.sources import decode_image, decode_within
+from wsss_ray.stages import decode_stage, failure, full_pixels
 from wsss_ray.toyworld import render
 
 

@@ -9,7 +9,7 @@ import pytest
 from wsss_ray.config import CrfConfig, LabelJobConfig, PostConfig
 from wsss_ray.masks import decode_png
 from wsss_ray.pipeline import CamStage, crf_in_actor, crf_stage
-from wsss_ray.rows import decode_stage
+from wsss_ray.stages import decode_stage
 from wsss_ray.toyworld import generate
 
 

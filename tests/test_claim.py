@@ -134,7 +134,8 @@ def test_a_write_task_that_outlives_its_killed_driver_adds_nothing_after_a_takeo
     """The late write of a killed run: its claim is gone, so its file never lands beside the re-run's."""
     import socket
 
-    from wsss_ray.rows import AtomicParquetSink, ClaimLost, parquet_files
+    from wsss_ray.output import parquet_files
+    from wsss_ray.writer import AtomicParquetSink, ClaimLost
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     _fake_claim(tmp_path, "killed", host=socket.gethostname(), pid=int(gone.stdout))
@@ -151,18 +152,18 @@ def test_a_write_task_that_outlives_its_killed_driver_adds_nothing_after_a_takeo
 
 
 def test_the_claim_is_checked_after_the_file_is_written_just_before_it_is_moved(tmp_path, monkeypatch):
-    import wsss_ray.rows as rows
+    import wsss_ray.writer as writer
 
     with OutputClaim(str(tmp_path), "slow"):
-        real = rows.pq.write_table
+        real = writer.pq.write_table
 
         def write_then_lose_the_claim(table, where, filesystem):  # taken over while the file was being written
             real(table, where, filesystem=filesystem)
             (tmp_path / claim_path(str(tmp_path), "slow").rsplit("/", 1)[1]).unlink()
 
-        monkeypatch.setattr(rows.pq, "write_table", write_then_lose_the_claim)
-        with pytest.raises(rows.ClaimLost):
-            rows.AtomicParquetSink(str(tmp_path), run_id="slow").write([_rows(["a"])], None)
+        monkeypatch.setattr(writer.pq, "write_table", write_then_lose_the_claim)
+        with pytest.raises(writer.ClaimLost):
+            writer.AtomicParquetSink(str(tmp_path), run_id="slow").write([_rows(["a"])], None)
     assert list(tmp_path.iterdir()) == []
 
 

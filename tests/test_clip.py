@@ -11,18 +11,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import wsss_ray.clip as clip_mod
-from wsss_ray.clip import (
-    TOYCLIP_CONFIG,
-    ClipLoadError,
-    block_attention,
-    block_forward,
-    bundled_toyclip_dir,
-    interpolate_pos_embed,
-    load_clip,
-    parse_spec,
-    pool_tokens,
-    vit_tokens,
-)
+from wsss_ray.clip import TOYCLIP_CONFIG, ClipLoadError, bundled_toyclip_dir, load_clip, parse_spec
+from wsss_ray.vit import block_attention, block_forward, interpolate_pos_embed, pool_tokens, vit_tokens
 
 
 

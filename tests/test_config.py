@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from wsss_ray.config import (ClipESConfig, CrfConfig, LabelJobConfig, PostConfig, TrainConfig, label_keys,
-                             model_settings, params, parse_concurrency, resolve_label_job, resolve_train,
+                             model_settings, params, parse_concurrency, resolve_label_job, resolve,
                              settings_dict, write_settings)
 
 
@@ -140,8 +140,8 @@ def test_params_use_the_config_file_names():
 
 def test_training_settings_resolve_and_reject_unknown_keys(tmp_path):
     (tmp_path / "t.yaml").write_text("loss: ce\nepochs: 3\n")
-    assert resolve_train({"lr": 0.01}, tmp_path / "t.yaml") == TrainConfig(loss="ce", epochs=3, lr=0.01)
+    assert resolve(TrainConfig, {"lr": 0.01}, tmp_path / "t.yaml") == TrainConfig(loss="ce", epochs=3, lr=0.01)
     with pytest.raises(ValueError, match="unknown training settings \\['los'\\]"):
-        resolve_train({"los": "ce"})
+        resolve(TrainConfig, {"los": "ce"})
     with pytest.raises(ValueError, match="loss must be one of \\['cgl', 'ce'\\]"):
-        resolve_train({"loss": "dice"})
+        resolve(TrainConfig, {"loss": "dice"})

@@ -30,20 +30,20 @@ def test_clearing_half_written_files_leaves_claims_alone_and_files_moved_into_pl
                                                                                               monkeypatch):
     """A killed run's temporaries go; the heartbeat's temporary and one that a write task
     moves into place between the listing and the delete are not an error."""
-    import wsss_ray.rows as rows
+    import wsss_ray.output as output
 
     (tmp_path / ".part-a.parquet.tmp-0123456789ab").write_bytes(b"half")
     (tmp_path / ".part-b.parquet.tmp-0123456789ab").write_bytes(b"moving")
     (tmp_path / "._claim-run.json.tmp-0123456789ab").write_bytes(b"{}")
     (tmp_path / "part-c.parquet").write_bytes(b"whole")
-    real = rows.list_files
+    real = output.list_files
 
     def list_then_move(folder):
         listed = real(folder)
         (tmp_path / ".part-b.parquet.tmp-0123456789ab").rename(tmp_path / "part-b.parquet")
         return listed
 
-    monkeypatch.setattr(rows, "list_files", list_then_move)
-    rows.remove_temporaries(str(tmp_path))
+    monkeypatch.setattr(output, "list_files", list_then_move)
+    output.remove_temporaries(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["._claim-run.json.tmp-0123456789ab", "part-b.parquet",
                                                          "part-c.parquet"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 
-from loopback import free_port
+from wsss_ray.testing.loopback import free_port
 from wsss_ray.toyworld import generate
 
 pytestmark = pytest.mark.slow

@@ -1,9 +1,10 @@
 """A new CAM method is one module plus one registry line.
 
 This module is that module: a settings dataclass and a CamMethod whose CAMs are a
-centred disc. The only other change is one line, ``CAM_METHODS["centre-disc"] =
-CentreDisc`` (made with monkeypatch), and the method then runs through the
-labelling job end to end: flag, --config section, Ray actors, Parquet, MLflow.
+centred disc. The only other change is one line, ``METHODS["centre-disc"] =
+Method(CentreDiscConfig, CentreDisc)`` (made with monkeypatch), and the method then
+runs through the labelling job end to end: flag, --help, --config section, Ray actors,
+Parquet, MLflow.
 """
 
 import json
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 from ray import cloudpickle
 
-from wsss_ray.cam import CAM_METHODS, CamMethod
+from wsss_ray.cam import CamMethod
+from wsss_ray.config import METHODS, Method
 from wsss_ray.masks import decode_png
 from wsss_ray.toyworld import CLASSES, generate
 
@@ -49,7 +51,7 @@ def _disc(h: int, w: int, radius: float) -> np.ndarray:
 
 @pytest.fixture
 def registered(monkeypatch):
-    monkeypatch.setitem(CAM_METHODS, "centre-disc", CentreDisc)
+    monkeypatch.setitem(METHODS, "centre-disc", Method(CentreDiscConfig, CentreDisc))
     # Ray workers cannot import a test module; a method in a user's package or working_dir needs no such line.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield
@@ -68,7 +70,13 @@ def _job():
 def test_unregistered_method_is_a_clear_error_listing_the_choices(capsys):
     with pytest.raises(SystemExit):
         _job().parse(["--input", "a.jsonl", "--method", "centre-disc"])
-    assert "choose from 'clip-es'" in capsys.readouterr().err
+    assert "unknown method 'centre-disc'; choose from 'clip-es', 'freeseg', 'semples'" in capsys.readouterr().err
+
+
+def test_a_registered_method_is_listed_in_the_jobs_help(registered, capsys):
+    with pytest.raises(SystemExit):
+        _job().parse(["--help"])
+    assert "centre-disc, clip-es, freeseg, semples" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_registered_method_is_settable_and_validated(registered, tmp_path):
@@ -96,7 +104,7 @@ def test_a_registered_method_runs_through_the_job_end_to_end(registered, tmp_pat
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["rows"], summary["ok"], summary["errors"]) == (5, 5, 0)
 
-    from wsss_ray.rows import read_output
+    from wsss_ray.output import read_output
 
     rows = read_output(str(tmp_path / "out")).to_pylist()
     assert {r["method"] for r in rows} == {"centre-disc"}

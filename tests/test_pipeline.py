@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,12 +12,15 @@ import pyarrow.dataset as pads
 import pytest
 import ray
 
-from loopback import free_port
-from wsss_ray.masks import decode_png
+from wsss_ray.testing.processes import kill_tree
+from wsss_ray.testing.loopback import free_port
 from wsss_ray.config import CrfConfig, LabelJobConfig, PostConfig
+from wsss_ray.masks import decode_png
+from wsss_ray.output import OUTPUT_SCHEMA, read_output
 from wsss_ray.pipeline import CamStage, run
-from wsss_ray.rows import OUTPUT_SCHEMA, Progress, evaluate_output, read_output
+from wsss_ray.progress import Progress
 from wsss_ray.toyworld import generate
+from wsss_ray.writer import evaluate_output
 
 pytestmark = pytest.mark.slow
 
@@ -188,35 +190,6 @@ def test_a_large_photo_and_an_image_whose_labelling_raises_cost_nothing_but_that
         assert (decode_png(rows[it.id]["mask"]) == alone.mask).mean() > 0.99
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live process below `pid`, read from /proc (Ray starts some in sessions of their own)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the process ended while we looked
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL a job and every process it started, so nothing it began can finish a write afterwards."""
-    tree = _descendants(proc.pid)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
 def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
     n = 24
     manifest = generate(tmp_path / "toy", n, seed=2_000_400)
@@ -233,7 +206,7 @@ def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
         while len(_ids(out)) < 4 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
     finally:
-        _kill_tree(proc)  # the driver and the local Ray it started, mid-write
+        kill_tree(proc)  # the driver and the local Ray it started, mid-write
     before = _ids(out)
     assert 4 <= len(before) < n, "the job must be killed part-way for this test to mean anything"
     (out / ".part-stale.parquet.tmp-0123abcd").write_bytes(b"half a file")  # what a kill mid-write leaves
@@ -258,7 +231,7 @@ def _wait_for(predicate, timeout: float = 30) -> None:
 
 
 def test_progress_counts_rows_as_they_leave_the_last_stage(ray_local):
-    from wsss_ray.rows import RowCounter, count_rows
+    from wsss_ray.progress import RowCounter, count_rows
 
     counter = RowCounter.remote()
     progress = Progress(counter, partitions=2)
@@ -280,7 +253,7 @@ def test_progress_counts_rows_as_they_leave_the_last_stage(ray_local):
 
 
 def test_progress_says_what_the_job_does_before_its_first_row(ray_local):
-    from wsss_ray.rows import RowCounter, count_attempt
+    from wsss_ray.progress import RowCounter, count_attempt
 
     counter = RowCounter.remote()
     progress = Progress(counter, partitions=1)
@@ -298,7 +271,8 @@ def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local, tmp_path)
     before any Parquet file is written."""
     from wsss_ray.masks import encode_png
     from wsss_ray.pipeline import crf_stage
-    from wsss_ray.rows import RowCounter, objects
+    from wsss_ray.progress import RowCounter
+    from wsss_ray.stages import objects
 
     counter = RowCounter.remote()
     image = np.zeros((4, 5, 3), np.uint8)

@@ -10,10 +10,10 @@ import boto3
 import pytest
 import ray
 
-from s3_faults import CREDENTIALS
+from wsss_ray.testing.s3 import CREDENTIALS
 from wsss_ray.config import LabelJobConfig
+from wsss_ray.output import read_output
 from wsss_ray.pipeline import run
-from wsss_ray.rows import read_output
 from wsss_ray.toyworld import generate
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ errors are retried until they succeed, permanent ones fail at once with one sent
 import boto3
 import pytest
 
-from s3_faults import FaultyS3
+from wsss_ray.testing.s3 import FaultyS3
 from wsss_ray.claim import OutputClaim, OutputUnwritable, check_output, read_claims
 from wsss_ray.files import atomic_write, filesystem, read_bytes
 
@@ -75,7 +75,7 @@ def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto_s3
 
     from wsss_ray.config import LabelJobConfig
     from wsss_ray.pipeline import run
-    from wsss_ray.rows import read_output
+    from wsss_ray.output import read_output
     from wsss_ray.toyworld import generate
 
     moto, bucket = moto_s3

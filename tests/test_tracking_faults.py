@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from loopback import free_port
+from wsss_ray.testing.loopback import free_port
 from wsss_ray import tracking
 
 

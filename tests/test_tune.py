@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loopback import free_port
+from wsss_ray.testing.loopback import free_port
 from wsss_ray.cam import ClipES
 from wsss_ray.config import LabelJobConfig, SweepConfig, TrainConfig, resolve_label_job
 from wsss_ray.sources import load_image, read_source
@@ -200,11 +200,11 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
 
 def test_sweep_settings_are_checked(tmp_path):
-    from wsss_ray.config import resolve_sweep
+    from wsss_ray.config import resolve
 
-    assert resolve_sweep({"num_samples": 4, "searcher": "random"}) == SweepConfig(num_samples=4, searcher="random")
+    assert resolve(SweepConfig, {"num_samples": 4, "searcher": "random"}) == SweepConfig(num_samples=4, searcher="random")
     with pytest.raises(ValueError, match="kind must be one of \\['labels', 'train'\\]"):
-        resolve_sweep({"kind": "prompts"})
+        resolve(SweepConfig, {"kind": "prompts"})
     with pytest.raises(ValueError, match="save_to_model writes label_config.yaml beside a local-dir: model"):
-        resolve_sweep({"save_to_model": True})  # toyclip lives inside the package
-    assert resolve_sweep({"save_to_model": True, "model": f"local-dir:{tmp_path}"}).save_to_model
+        resolve(SweepConfig, {"save_to_model": True})  # toyclip lives inside the package
+    assert resolve(SweepConfig, {"save_to_model": True, "model": f"local-dir:{tmp_path}"}).save_to_model

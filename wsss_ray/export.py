@@ -6,7 +6,8 @@ Only ``ok`` rows are written; ids with ``/`` become sub-folders. The job's masks
 the full argmax; ``--min-confidence`` writes 255 (ignore) where the stored confidence
 is below it, as CLIP-ES's pseudo-masks for the confidence-guided loss do. Files are
 written atomically and re-exporting overwrites them with identical bytes. OUTPUT
-may be a local folder or a URI.
+may be a local folder or a URI. The rows are read a few hundred at a time, so the
+export's memory does not grow with the output (docs/RESULTS.md); it needs pyarrow, not Ray.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from wsss_ray.files import atomic_write
 from wsss_ray.masks import decode_png, encode_png, ignore_below
-from wsss_ray.rows import parquet_files, read_output
+from wsss_ray.output import iter_output, parquet_files
 
 
 def export_pngs(output: str, png_dir: str, confidence_dir: str | None = None,
@@ -26,9 +27,8 @@ def export_pngs(output: str, png_dir: str, confidence_dir: str | None = None,
     """Write each ok row's mask (and optionally confidence) PNG; returns counts."""
     if not parquet_files(output)[1]:
         raise ValueError(f"{output} holds no Parquet files; pass the labelling job's --output")
-    table = read_output(output, ["id", "status", "mask", "confidence"])
     written = skipped = 0
-    for batch in table.to_batches():
+    for batch in iter_output(output, ["id", "status", "mask", "confidence"]):  # constant memory
         for row in batch.to_pylist():
             if row["status"] != "ok":
                 skipped += 1

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from wsss_ray.budget import decode_side, fit_side, shrink
-from wsss_ray.cam import CAM_METHODS, CamMethod
+from wsss_ray.cam import CamMethod
 from wsss_ray.clip import load_clip
-from wsss_ray.config import PRECISIONS, LabelJobConfig, PostConfig, method_key, model_settings, resolve_label_job
+from wsss_ray.config import (PRECISIONS, LabelJobConfig, Method, PostConfig, method_entry, method_key, model_settings,
+                             resolve_label_job)
 from wsss_ray.crf import refine
 from wsss_ray.labelset import Labelset, load_labelset
 from wsss_ray.masks import cams_to_probs
@@ -85,10 +86,10 @@ class Labeler:
         self.precision = precision
 
     @classmethod
-    def from_config(cls, config: LabelJobConfig, device: str = "cpu",
-                    method_class: type[CamMethod] | None = None) -> "Labeler":
-        """Load the model and build the method a job's settings name (`method_class` overrides the registry)."""
-        method_class = method_class or CAM_METHODS[config.method]
+    def from_config(cls, config: LabelJobConfig, device: str = "cpu", entry: Method | None = None) -> "Labeler":
+        """Load the model and build the method a job's settings name (`entry`, the registry's
+        entry for it, when it was registered in another process: the driver's)."""
+        method_class = (entry or method_entry(config.method)).load()
         clip = load_clip(config.model, config.pretrained, device)
         return cls(method_class(config.method_config, clip, load_labelset(config.labelset)), config.post,
                    config.precision)
@@ -115,7 +116,7 @@ class Labeler:
         config = resolve_label_job(given)
         if isinstance(labelset, Labelset):
             clip = load_clip(model, pretrained, device)
-            return cls(CAM_METHODS[config.method](config.method_config, clip, labelset), config.post,
+            return cls(method_entry(config.method).load()(config.method_config, clip, labelset), config.post,
                        config.precision)
         return cls.from_config(config, device)
 

@@ -6,8 +6,20 @@ the model, the method, its prompts) and autoscales between the ``concurrency``
 bounds; it takes ``num_gpus`` GPUs per actor. A GPU actor also runs the torch
 CRF backend on its GPU (``crf_in_actor``): at GPU CAM rates the CRF on CPU cores
 would need hundreds of them (docs/RESULTS.md). A bad
-item becomes an ``error`` row and never stops the job. The Parquet side (schema,
-atomic files, resume, progress) is ``wsss_ray.rows``, shared with prediction.
+item becomes an ``error`` row and never stops the job.
+
+The data path, top to bottom, and where each step lives:
+
+    input     wsss_ray.inputs.read_items      sources -> item rows (Ray Data readers)
+    resume    wsss_ray.inputs.pending         drop ids already written, mark repeated ones
+    decode    wsss_ray.stages.decode_stage    CPU tasks; within the size budget (wsss_ray.budget)
+    cam       CamStage                        actor pool: CAMs -> class probabilities
+    crf       crf_stage                       CPU tasks: dense CRF -> mask, confidence -> rows
+    rows      wsss_ray.stages.output_table    OUTPUT_SCHEMA (wsss_ray.output)
+    sink      wsss_ray.writer                 claim, atomic Parquet files, progress, score
+
+:func:`build_dataset` is that graph; :func:`run` hands it to the shared driver
+(``wsss_ray.writer.write_pending``), which prediction uses too.
 
 The algorithm (``wsss_ray.labeler``, ``wsss_ray.cam``) knows nothing of Ray, and
 the driver never imports it (nor torch): the stages import it where they run.
@@ -23,13 +35,14 @@ import pyarrow as pa
 import ray
 
 from wsss_ray.budget import decode_side
-from wsss_ray.config import METHOD_CONFIGS, LabelJobConfig, params
+from wsss_ray.config import LabelJobConfig, Method, method_entry, params
 from wsss_ray.labelset import load_labelset
+from wsss_ray.output import batch_confusion, output_overlays
+from wsss_ray.progress import count_attempt, count_rows, count_suspect
 from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.rows import (batch_confusion, count_attempt, count_rows, count_suspect, decode_stage, failure,
-                           full_pixels, mark_error, objects, output_overlays, output_table, png_rows, writable_batch,
-                           write_pending)
+from wsss_ray.stages import decode_stage, failure, full_pixels, mark_error, objects, output_table, png_rows, writable_batch
+from wsss_ray.writer import write_pending
 
 
 BLANK = np.zeros((1, 1, 1), np.float16)  # the probabilities of a row that has none (an error row)
@@ -49,11 +62,11 @@ class CamStage:
     method or the CRF raises) becomes an error row, and the rest of its batch is labelled.
     """
 
-    def __init__(self, config: LabelJobConfig, method_class: type | None = None, counter=None):
+    def __init__(self, config: LabelJobConfig, entry: Method | None = None, counter=None):
         from wsss_ray.labeler import Labeler
 
         self.device = actor_device(config.num_gpus)
-        self.labeler = Labeler.from_config(config, self.device, method_class)
+        self.labeler = Labeler.from_config(config, self.device, entry)
         self.refine = crf_in_actor(config, self.device)
         self.counter = counter
 
@@ -138,26 +151,10 @@ def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) ->
     return table
 
 
-def added_method(method: str) -> type | None:
-    """The class of a method registered beyond the built-ins, which the actors get by value (else None).
-
-    Built-in methods are looked up where the actors run, so the driver never imports them;
-    any other name was found by the settings check, which had already loaded the registry.
-    """
-    if method in METHOD_CONFIGS:
-        return None
-    from wsss_ray.cam import CAM_METHODS
-
-    return CAM_METHODS[method]
-
-
 @ray.remote(num_cpus=0)
-def method_prompts(config: LabelJobConfig, method_class: type | None = None) -> list[str]:
+def method_prompts(config: LabelJobConfig, entry: Method) -> list[str]:
     """The prompts the method encodes (logged with the run), computed off the driver."""
-    from wsss_ray.cam import CAM_METHODS
-
-    cls = method_class or CAM_METHODS[config.method]
-    return cls.prompts(config.method_config, load_labelset(config.labelset))
+    return entry.load().prompts(config.method_config, load_labelset(config.labelset))
 
 
 def build_dataset(config: LabelJobConfig, items: ray.data.Dataset, run_id: str, cam_stage: type = CamStage,
@@ -170,7 +167,7 @@ def build_dataset(config: LabelJobConfig, items: ray.data.Dataset, run_id: str, 
                            batch_size=config.batch_size, num_cpus=task_cpus)
     ds = actor_pool_map(ds, cam_stage, config.concurrency, config.num_gpus, actor_cpus,
                         fn_constructor_kwargs={"config": config, "counter": counter,
-                                               "method_class": added_method(config.method)},
+                                               "entry": method_entry(config.method)},
                         batch_size=config.batch_size)
     return ds.map_batches(crf_stage, fn_kwargs={"config": config, "run_id": run_id, "counter": counter},
                           batch_size=config.batch_size, num_cpus=task_cpus, batch_format="numpy")
@@ -206,7 +203,7 @@ def run_tracked(config: LabelJobConfig, mlflow_uri: str | None = None, **run_kwa
         summary["mlflow_run_id"] = mlrun.info.run_id
         tracking.log_summary(summary)
         tracking.log_text(load_labelset(config.labelset).to_yaml(), "labelset.yaml")
-        prompts = ray.get(method_prompts.remote(config, added_method(config.method)))
+        prompts = ray.get(method_prompts.remote(config, method_entry(config.method)))
         tracking.log_text("\n".join(prompts), "prompts.txt")
         grid = output_overlays(config.output)
         if grid is not None:

@@ -37,7 +37,7 @@ import yaml
 from ray import tune
 
 from wsss_ray.config import (MODEL_SETTINGS_FILE, LabelJobConfig, SweepConfig, TrainConfig, build, label_job_config,
-                             label_keys, merge, method_key, model_folder, params, read_mapping, resolve_train,
+                             label_keys, merge, method_key, model_folder, params, read_mapping, resolve,
                              settings_dict)
 from wsss_ray.files import absolute, atomic_write, is_file, read_bytes, run_folder
 from wsss_ray.sources import Item, load_image, load_mask, read_source
@@ -220,9 +220,9 @@ def dev_items(sweep: SweepConfig, root: str) -> list[Item]:
     if source is None:
         if sweep.labelset != "toyworld":
             raise ValueError("a labels sweep needs --input, a dev source whose items have masks")
-        from wsss_ray.toyworld import SPLIT_SEEDS, generate
+        from wsss_ray.toyworld import default_collection
 
-        source = str(generate(f"{root}/dev", sweep.limit, seed=SPLIT_SEEDS["val"]))
+        source = default_collection("val", sweep.limit, f"{root}/dev")
     items = [it for it in read_source(source) if it.mask][:sweep.limit]
     if not items:
         raise ValueError(f"--input {source} has no items with masks; a labels sweep scores pseudo-masks against them")
@@ -379,7 +379,7 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
         given = {"input": sweep.input and absolute(sweep.input), "val": sweep.val and absolute(sweep.val),
                  "labelset": sweep.labelset,
                  "num_workers": sweep.num_workers}  # trials run in other working directories
-        base = resolve_train({k: v for k, v in given.items() if v is not None}, sweep.config)
+        base = resolve(TrainConfig, {k: v for k, v in given.items() if v is not None}, sweep.config)
         space = load_space(sweep.space or default_space("train"), lambda t: apply_train(base, t), list(TRAIN_KEYS))
         trainable = tune.with_parameters(train_trial, base=base, pairs=val_pairs(base), root=out, cpu_budget=budget)
         to_params = lambda t: tracking.flatten(apply_train(base, t))  # noqa: E731

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from wsss_ray.cam.freeseg import FreeSeg, itsm_scores, smoothed_min_pool
-from wsss_ray.clip import surgery_tokens, value_attention, vit_tokens
 from wsss_ray.config import FreeSegConfig, resolve_label_job
 from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.toyworld import render
+from wsss_ray.vit import surgery_tokens, value_attention, vit_tokens
 
 
 def test_smoothed_min_pool_known_answers():

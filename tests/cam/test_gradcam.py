@@ -13,7 +13,7 @@ from wsss_ray.cam.gradcam import (
     softmax_gradcam,
     to_model_input,
 )
-from wsss_ray.clip import block_attention, pool_tokens, vit_tokens
+from wsss_ray.vit import block_attention, pool_tokens, vit_tokens
 
 
 def _unit_rows(n, d, seed):

@@ -1,11 +1,12 @@
-"""CAM methods, keyed by ``--method``: pure torch, no Ray, no MLflow.
+"""CAM methods: pure torch, no Ray, no MLflow.
 
-    from wsss_ray.cam import CAM_METHODS
-    method = CAM_METHODS["clip-es"](ClipESConfig(caa=False), load_clip("toyclip"), load_labelset("toyworld"))
+    from wsss_ray.config import ClipESConfig, method_entry
+    method = method_entry("clip-es").load()(ClipESConfig(caa=False), load_clip("toyclip"), load_labelset("toyworld"))
     cams = method.cams(images, class_ids)        # per image: KxHxW float32 in [0, 1]
 
-A new method is one module (a settings dataclass and a :class:`CamMethod`
-subclass, see ``base.py``) plus one line here.
+``--method`` names live in one registry, ``wsss_ray.config.METHODS``, which names each
+method's settings class and its class here by import path. A new method is one module
+(a :class:`CamMethod` subclass, see ``base.py``) plus one line there.
 """
 
 from wsss_ray.cam.base import CamMethod
@@ -13,10 +14,4 @@ from wsss_ray.cam.clip_es import ClipES
 from wsss_ray.cam.freeseg import FreeSeg
 from wsss_ray.cam.semples import SemPLeS
 
-CAM_METHODS: dict[str, type[CamMethod]] = {
-    "clip-es": ClipES,
-    "freeseg": FreeSeg,
-    "semples": SemPLeS,
-}
-
-__all__ = ["CAM_METHODS", "CamMethod", "ClipES", "FreeSeg", "SemPLeS"]
+__all__ = ["CamMethod", "ClipES", "FreeSeg", "SemPLeS"]

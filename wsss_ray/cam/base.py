@@ -7,8 +7,9 @@ pure torch: no Ray, no MLflow.
 
 To add one: write a module with a frozen settings dataclass and a subclass of
 :class:`CamMethod` whose ``config_class`` is that dataclass, then add one line to
-``wsss_ray.cam.CAM_METHODS``. ``--method NAME`` selects it, its settings go under
-``NAME`` (``-`` written ``_``) in ``--config`` files, MLflow params and sweeps.
+``wsss_ray.config.METHODS``: ``"my-method": Method("pkg.mod:MyConfig", "pkg.mod:MyMethod")``.
+``--method NAME`` selects it, its settings go under ``NAME`` (``-`` written ``_``)
+in ``--config`` files, MLflow params and sweeps.
 """
 
 from __future__ import annotations

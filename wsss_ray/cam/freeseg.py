@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from wsss_ray.cam.base import TextCamMethod
 from wsss_ray.cam.gradcam import minmax
-from wsss_ray.clip import patch_embeddings, patch_size, surgery_tokens
 from wsss_ray.config import FreeSegConfig
+from wsss_ray.vit import patch_embeddings, patch_size, surgery_tokens
 
 
 def smoothed_min_pool(maps: torch.Tensor, window: int, temperature: float) -> torch.Tensor:

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss_ray.clip import block_attention, block_forward, in_projection, patch_size, pool_tokens, vit_tokens
 from wsss_ray.config import SCORES
+from wsss_ray.vit import block_attention, block_forward, in_projection, patch_size, pool_tokens, vit_tokens
 
 
 def patch_aligned_size(height: int, width: int, patch: int, scale: float = 1.0) -> tuple[int, int]:

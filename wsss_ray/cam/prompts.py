@@ -124,7 +124,7 @@ def select_templates(clip, images: list, class_ids: list[list[int]], labelset: L
     Images are embedded as CLIP-ES embeds them (own patch-aligned size, mean of patch tokens).
     """
     from wsss_ray.cam.gradcam import patch_aligned_size, to_model_input
-    from wsss_ray.clip import pool_tokens, vit_tokens
+    from wsss_ray.vit import pool_tokens, vit_tokens
 
     device = next(clip.model.parameters()).device
     feats = []

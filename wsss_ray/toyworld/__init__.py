@@ -12,7 +12,7 @@ from wsss_ray.labelset import ClassSpec, Labelset
 from wsss_ray.masks import encode_png
 from wsss_ray.toyworld.world import CLASSES, SPLIT_SEEDS, STUFF, SYNONYMS, Sample, render
 
-__all__ = ["CLASSES", "SPLIT_SEEDS", "Sample", "generate", "render", "toyworld_labelset"]
+__all__ = ["CLASSES", "SPLIT_SEEDS", "Sample", "default_collection", "generate", "render", "toyworld_labelset"]
 
 TEMPLATE = "a photo of a {}."
 
@@ -52,6 +52,12 @@ def generate(out: str | Path, n: int, seed: int = 0, size: int = 64) -> Path:
     manifest = out / "manifest.jsonl"
     atomic_write(str(manifest), ("\n".join(lines) + "\n").encode())
     return manifest
+
+
+def default_collection(split: str, n: int, folder: str | Path | None = None) -> str:
+    """The embedded default input of the jobs: `n` images of the toy world's `split` (``train``,
+    ``val``, ``test``: each has its own seeds) under `folder` (``outputs/toyworld-SPLIT``); the manifest."""
+    return str(generate(folder or f"outputs/toyworld-{split}", n, seed=SPLIT_SEEDS[split]))
 
 
 def _png(rgb) -> bytes:

@@ -23,7 +23,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from wsss_ray.clip import TOYCLIP_CONFIG, create_toyclip, save_local_dir, get_tokenizer
+from wsss_ray.clip import TOYCLIP_CONFIG, get_tokenizer
+from wsss_ray.toyworld.toyclip import create_toyclip, save_local_dir
 from wsss_ray.toyworld.world import CLASSES, Sample, caption, split_samples
 
 @dataclass

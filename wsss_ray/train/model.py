@@ -68,7 +68,7 @@ def _torchvision(name: str) -> Callable[[int], nn.Module]:
     return build
 
 
-ARCHS: dict[str, Callable[[int], nn.Module]] = {
+ARCHS: dict[str, Callable[[int], nn.Module]] = {  # names as in wsss_ray.config.ARCHS (train settings check them)
     "tiny": _tiny,
     "deeplabv3_mobilenet_v3_large": _torchvision("deeplabv3_mobilenet_v3_large"),
     "deeplabv3_resnet50": _torchvision("deeplabv3_resnet50"),

@@ -37,18 +37,17 @@ from wsss_ray.cam.semples import (PROMPTS_FILE, LearnedPrompts, encode_prompted,
 from wsss_ray.clip import load_clip
 from wsss_ray.config import LabelJobConfig, LearnPromptsConfig, flatten, resolve_label_job
 from wsss_ray.files import absolute, atomic_write, filesystem, is_file, read_bytes, run_folder
+from wsss_ray.inputs import read_items
 from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, use_gpu
-from wsss_ray.rows import decode_stage, items_dataset, pending_rows
-from wsss_ray.sources import read_source
+from wsss_ray.stages import decode_stage
 from wsss_ray.train.trainer import all_sum
 
 BACKGROUNDS = "backgrounds"
 BACKGROUNDS_DONE = "backgrounds.json"
 CHECKPOINT_FILE = "prompts.pt"
-TOY_TRAIN = ("outputs/toyworld-train", 400)   # the default input: folder, images
 CLASS_TEMPLATE = "a photo of {}."            # t_k, SemPLeS's class text
 MAX_FAILURES = 3
 CHECKPOINT_SECONDS = 30.0                   # report + checkpoint at most this often, and at the end
@@ -105,10 +104,9 @@ def _input(config: LearnPromptsConfig) -> str:
         return config.input
     if config.labelset != "toyworld":
         raise ValueError("prompt learning needs --input SOURCE (images with image-level labels)")
-    from wsss_ray.toyworld import SPLIT_SEEDS, generate
+    from wsss_ray.toyworld import default_collection
 
-    folder, n = TOY_TRAIN
-    return str(generate(folder, n, seed=SPLIT_SEEDS["train"]))
+    return default_collection("train", 400)
 
 
 def backgrounds(config: LearnPromptsConfig, batch_size: int = 16) -> tuple[str, dict]:
@@ -124,20 +122,19 @@ def backgrounds(config: LearnPromptsConfig, batch_size: int = 16) -> tuple[str, 
         record = json.loads(read_bytes(done))
         if record["key"] == key:
             return folder, record
-    items = read_source(key["input"])[:config.limit]
-    rows = pending_rows(items, set())
+    items, _, _ = read_items(key["input"], config.limit)  # streamed, as the labelling job reads
     fs, path = filesystem(folder)
     fs.delete_dir_contents(path, missing_dir_ok=True)
     num_gpus = float(use_gpu(config, "learn_prompts"))
     actor_cpus, task_cpus = fit_cpus(1, 1.0, "learn_prompts")
-    ds = items_dataset(rows, 64).map_batches(decode_stage, fn_kwargs={"max_pixels": 50_000_000},
-                                             batch_size=batch_size, num_cpus=task_cpus)
+    ds = items.map_batches(decode_stage, fn_kwargs={"max_pixels": 50_000_000}, batch_size=batch_size,
+                           num_cpus=task_cpus)
     ds = actor_pool_map(ds, BackgroundStage, (1, config.num_workers), num_gpus, actor_cpus,
                         fn_constructor_kwargs={"config": config, "num_gpus": num_gpus}, batch_size=batch_size)
     ds.write_parquet(folder)
-    written = ray.data.read_parquet(folder).select_columns(["id"]).to_pandas()["id"]
-    record = {"key": key, "pairs": int(len(written)), "images": int(written.nunique()),
-              "skipped": len(items) - int(written.nunique())}
+    written = ray.data.read_parquet(folder).select_columns(["id"])
+    images = written.groupby("id").count().count()  # counted where the rows are, not on the driver
+    record = {"key": key, "pairs": written.count(), "images": images, "skipped": items.count() - images}
     atomic_write(done, json.dumps(record).encode())
     return folder, record
 

@@ -32,9 +32,9 @@ import torch
 import torch.distributed as dist
 
 from wsss_ray.config import TrainConfig, flatten
+from wsss_ray.files import local_file, run_folder
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import decode_png
-from wsss_ray.files import local_file, run_folder
 from wsss_ray.metrics import accumulate, scores
 from wsss_ray.resources import fit_cpus, use_gpu
 from wsss_ray.sources import load_image, load_mask, read_source
@@ -46,7 +46,6 @@ MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
 MAX_FAILURES = 3
-TOY_VAL = "outputs/toyworld-val"
 EpochHook = Callable[[int, int], None]  # (epoch about to start, world rank)
 
 
@@ -81,9 +80,9 @@ def val_pairs(config: TrainConfig) -> list[tuple[str, str]]:
     if val is None:
         if config.labelset != "toyworld":
             return []
-        from wsss_ray.toyworld import SPLIT_SEEDS, generate
+        from wsss_ray.toyworld import default_collection
 
-        val = str(generate(TOY_VAL, 100, seed=SPLIT_SEEDS["val"]))
+        val = default_collection("val", 100)
     items = read_source(val)
     pairs = [(it.image, it.mask) for it in items if it.mask]
     if not pairs:

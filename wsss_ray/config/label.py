@@ -1,0 +1,206 @@
+"""The labelling job's settings: the CRF, the post-processing every method shares, the job,
+and the model's own ``label_config.yaml`` layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from wsss_ray.config.layers import (at_least, build, concurrency_range, fields, flatten, merge, parse_concurrency,
+                                    plain, read_mapping, reject_unknown, side, unflatten)
+from wsss_ray.config.methods import method_config_class, method_entry, method_key, method_sections
+
+CRF_BACKENDS = ("torch", "pydensecrf")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+TOYCLIP = "toyclip"
+LOCAL_DIR = "local-dir:"
+MODEL_SETTINGS_FILE = "label_config.yaml"
+
+
+@dataclass(frozen=True)
+class CrfConfig:
+    """Dense-CRF kernels (positions in pixels, colours in 0..255); ``iters: 0`` turns the CRF off.
+
+    Kernel defaults are the CLIP-ES reference's (deeplab-pytorch's kernel: gaussian 1/3,
+    bilateral 67/3/4). Two backends run the same model (``wsss_ray.crf``): ``torch``
+    (the default: about 5x faster on a CPU at VOC size, and it can run on a GPU) and
+    ``pydensecrf`` (the reference implementation); their mIoU agrees within 0.5 points
+    (docs/RESULTS.md). On the 44 sample photographs with CAM-like masks a lighter
+    kernel (1/1, 20/10/1) scores a little higher (``benchmarks/crf_defaults.py``);
+    on a larger set of 450 photos the reference kernel gained more (+4.3 mIoU
+    against +2.3), so the reference is the default. Tune it per collection.
+    """
+
+    iters: int = 10
+    gauss_sxy: float = 1.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 67.0
+    bilateral_srgb: float = 3.0
+    bilateral_compat: float = 4.0
+    backend: str = "torch"      # torch: permutohedral lattice, on the caller's device; pydensecrf: the reference
+    downsample: int = 4         # torch: mean field on a grid up to this many times coarser (1: full resolution)
+    max_side: int | None = 640  # the CRF runs on the image shrunk to this long side (wsss_ray.budget); None: any size
+
+    def __post_init__(self):
+        at_least(self, ("iters",), 0)
+        at_least(self, ("downsample",), 1)
+        side("post.crf.max_side", self.max_side)
+        if self.backend not in CRF_BACKENDS:
+            raise ValueError(f"crf backend must be one of {CRF_BACKENDS}, got {self.backend!r}")
+
+
+@dataclass(frozen=True)
+class PostConfig:
+    """Everything after the CAMs, shared by every CAM method: background score and CRF.
+
+    The background score is ``(1 - max_k cam_k) ** bg_power`` (CLIP-ES), or the
+    constant `bg_threshold` when given. The mask is the per-pixel argmax; the
+    confidence (max probability) is stored beside it and thresholds are applied by
+    whoever uses it (CGL training, ``export --min-confidence``).
+    """
+
+    bg_power: float = 1.0
+    bg_threshold: float | None = None
+    crf: CrfConfig = field(default_factory=CrfConfig)
+
+    def __post_init__(self):
+        if self.bg_power <= 0:
+            raise ValueError(f"bg_power must be positive, got {self.bg_power}")
+        if self.bg_threshold is not None and not 0 <= self.bg_threshold <= 1:
+            raise ValueError(f"bg_threshold must lie in [0, 1] or be null, got {self.bg_threshold}")
+
+
+@dataclass(frozen=True)
+class LabelJobConfig:
+    """Every setting of a pseudo-labelling run; field names are the job's flags.
+
+    `method_config` is the settings object of `method` (its registry entry's); it is
+    written under the method's own key (``clip_es``) in files and params. Built
+    directly, it holds the method's reference defaults; :func:`resolve_label_job`
+    (what the jobs and ``Labeler.from_spec`` use) also applies the model's
+    ``label_config.yaml``.
+    """
+
+    input: str | None = None                # None: none given (the job then generates the toy world)
+    output: str = "outputs/pseudolabels"
+    labelset: str = "toyworld"
+    model: str = TOYCLIP
+    pretrained: str | None = None
+    method: str = "clip-es"
+    limit: int | None = None
+    batch_size: int = 16
+    concurrency: tuple[int, int] = (1, 1)   # (min, max) CAM actors; the pool autoscales between them
+    num_gpus: float | None = None           # per CAM actor; None: 1 if the cluster has GPUs, else 0
+    num_cpus: float = 1.0                   # per CAM actor; below 1 packs more actors onto a CPU-only node
+    rows_per_file: int = 4096               # rows per Parquet file (the unit of resume)
+    max_pixels: int = 50_000_000
+    precision: str = "auto"                 # the CAM model's autocast: auto = bf16 on CPUs with native bf16, else fp32
+    post: PostConfig = field(default_factory=PostConfig)
+    method_config: Any = None               # None: the method's defaults
+
+    def __post_init__(self):
+        concurrency_range(self.concurrency)
+        if self.num_cpus <= 0:
+            raise ValueError(f"num_cpus must be positive, got {self.num_cpus}")
+        at_least(self, ("batch_size", "rows_per_file"), 1)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        cls = method_config_class(self.method)
+        if self.method_config is None:
+            object.__setattr__(self, "method_config", cls())
+        elif type(self.method_config) is not cls:
+            raise TypeError(f"method {self.method!r} takes a {cls.__name__}, got {type(self.method_config).__name__}")
+        getattr(self.method_config, "check_complete", lambda: None)()
+
+
+JOB_KEYS = tuple(f for f in fields(LabelJobConfig) if f not in ("post", "method_config"))
+LABEL_KEYS = ("method", "post")  # with the method sections: what a model's label_config.yaml may hold
+
+
+def label_job_config(d: Mapping) -> LabelJobConfig:
+    """A LabelJobConfig from one nested mapping (job keys, ``post``, method sections)."""
+    d = unflatten(d)
+    sections = method_sections()
+    method_entry(d.get("method", LabelJobConfig.method))  # an unknown --method, named before any section
+    reject_unknown(d, set(JOB_KEYS) | {"post"} | set(sections), "settings")
+    job = {k: d[k] for k in JOB_KEYS if k in d}
+    if "concurrency" in job:
+        job["concurrency"] = parse_concurrency(job["concurrency"])
+    selected = job.get("method", LabelJobConfig.method)
+    method_config = None
+    for key, name in sections.items():
+        if key in d:  # every section given is checked, the selected method's is used
+            built = build(method_config_class(name), d[key], what=key)
+            method_config = built if name == selected else method_config
+    try:
+        return LabelJobConfig(**job, post=build(PostConfig, d.get("post"), what="post"),
+                              method_config=method_config)
+    except TypeError as e:
+        raise ValueError(f"bad settings: {e}") from None
+
+
+def model_folder(model: str) -> Path | None:
+    """The local folder of a model spec (bundled ``toyclip`` or ``local-dir:PATH``), else None."""
+    if model == TOYCLIP:
+        return Path(str(resources.files("wsss_ray").joinpath("weights", TOYCLIP)))
+    if model.startswith(LOCAL_DIR):
+        return Path(model[len(LOCAL_DIR):])
+    return None
+
+
+def model_settings(model: str) -> dict:
+    """The label settings a model ships beside its weights (``label_config.yaml``), or {}.
+
+    They may set the method, its section and ``post``; nothing about the job's I/O.
+    """
+    folder = model_folder(model)
+    path = folder / MODEL_SETTINGS_FILE if folder else None
+    if path is None or not path.is_file():
+        return {}
+    d = unflatten(read_mapping(path))
+    reject_unknown(d, set(LABEL_KEYS) | set(method_sections()), f"settings in {path}")
+    return d
+
+
+def resolve_label_job(settings: Mapping, config_file: str | Path | None = None) -> LabelJobConfig:
+    """The run's settings: defaults < the model's label_config.yaml < `config_file` < `settings` (flags)."""
+    given = merge(read_mapping(config_file) if config_file else {}, settings)
+    model = given.get("model", LabelJobConfig.model)
+    return label_job_config(merge(model_settings(model), given))
+
+
+def settings_dict(config: LabelJobConfig, label_only: bool = False) -> dict:
+    """The nested mapping a ``--config`` file holds for `config` (the method's section by its key).
+
+    ``label_only`` keeps only what a model's label_config.yaml may hold (method, its section, post).
+    """
+    out = {} if label_only else {k: plain(getattr(config, k)) for k in JOB_KEYS}
+    out.update(method=config.method, post=plain(config.post))
+    out[method_key(config.method)] = plain(config.method_config)
+    return out
+
+
+def params(config: LabelJobConfig) -> dict:
+    """Every setting under its dotted name (``clip_es.caa``, ``post.crf.iters``): MLflow params, sweep keys."""
+    return flatten(settings_dict(config))
+
+
+def label_keys(config: LabelJobConfig) -> tuple[list[str], list[str]]:
+    """(CAM-level, post-level) dotted names: changing only post-level ones leaves the CAMs unchanged."""
+    p = params(config)
+    cam_prefix = method_key(config.method) + "."
+    return ([k for k in p if k.startswith(cam_prefix)], [k for k in p if k.startswith("post.")])
+
+
+def write_settings(config: LabelJobConfig, path: str | Path, label_only: bool = False) -> Path:
+    """Write `config` as a YAML settings file (``--config`` input, or a model's label_config.yaml)."""
+    from wsss_ray.files import atomic_write  # pyarrow: only when writing
+
+    text = yaml.safe_dump(settings_dict(config, label_only), sort_keys=False)
+    atomic_write(str(path), text.encode())
+    return Path(path)

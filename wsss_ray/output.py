@@ -1,0 +1,119 @@
+"""An output folder of Parquet rows: its schema, reading it, and scoring its masks (no Ray).
+
+The output contract (docs/DESIGN.md) is :data:`OUTPUT_SCHEMA`: one row per input
+item, ``ok`` or ``error``, in files ``part-*.parquet`` written whole or not at all.
+Readers here take one file at a time (:func:`iter_output`), so reading an output
+costs the memory of a file, whatever the number of rows; the export and the review
+tools use them without Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from wsss_ray.claim import CLAIM_PREFIX
+from wsss_ray.files import is_temporary, list_files
+from wsss_ray.masks import decode_png
+from wsss_ray.metrics import accumulate
+from wsss_ray.sources import load_image, load_mask
+
+
+OUTPUT_SCHEMA = pa.schema([
+    ("id", pa.string()), ("image", pa.string()), ("labels", pa.list_(pa.string())),
+    ("width", pa.int32()), ("height", pa.int32()), ("mask", pa.binary()), ("confidence", pa.binary()),
+    ("status", pa.string()), ("error", pa.string()),
+    ("labelset", pa.string()), ("model", pa.string()), ("method", pa.string()), ("run_id", pa.string()),
+])
+
+def parquet_files(output: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The complete Parquet files under `output` (hidden and temporary names skipped), sorted."""
+    fs, infos = list_files(output)  # sorted by path
+    return fs, [i.path for i in infos if i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))]
+
+def read_output(output: str, columns: list[str] | None = None) -> pa.Table | None:
+    """The complete Parquet files under `output` (local or URI) as one table (None before the first)."""
+    fs, files = parquet_files(output)
+    if not files:
+        return None
+    return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=columns)
+
+def iter_output(output: str, columns: list[str] | None = None, batch_rows: int = 256) -> Iterator[pa.RecordBatch]:
+    """The rows under `output`, `batch_rows` at a time, file by file: the memory of one batch
+    of rows, whatever the size of the output."""
+    fs, files = parquet_files(output)
+    for path in files:
+        with fs.open_input_file(path) as f:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def output_overlays(output: str, n: int = 8) -> np.ndarray | None:
+    """The first n ok rows of an output as one image over pseudo-mask grid (None if no ok rows).
+
+    Reads one file at a time and stops at n rows, whatever the size of the output.
+    """
+    from wsss_ray.masks import overlay_grid
+
+    fs, files = parquet_files(output)
+    rows: list[dict] = []
+    for path in files:
+        table = pq.read_table(path, filesystem=fs, columns=["image", "status", "mask"])
+        rows += [r for r in table.filter(pc.equal(table.column("status"), "ok")).to_pylist()][:n - len(rows)]
+        if len(rows) == n:
+            break
+    return overlay_grid([(load_image(r["image"]), decode_png(r["mask"])) for r in rows]) if rows else None
+
+def remove_temporaries(output: str) -> None:
+    """Drop the half-written files of a killed run (one job writes to an output at a time).
+
+    Claims' own temporaries are left to the claims: this run's heartbeat may be writing one.
+    """
+    fs, infos = list_files(output)
+    for info in infos:
+        if is_temporary(info.base_name) and not info.base_name.startswith(f".{CLAIM_PREFIX}"):
+            with contextlib.suppress(FileNotFoundError):  # moved into place since the listing
+                fs.delete_file(info.path)
+
+def truth_pairs(rows: Iterable[tuple[str, str, bytes | None]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ground truth, written mask) for (truth path, status, mask PNG) rows; an error row is all background,
+    so a failing labeller cannot look better."""
+    for truth, status, mask in rows:
+        gt = load_mask(truth)
+        yield gt, decode_png(mask) if status == "ok" else np.zeros_like(gt)
+
+def batch_confusion(truths: list, table: pa.Table, num_classes: int) -> tuple[np.ndarray | None, int]:
+    """A finished batch's confusion matrix against its ground truth (`truths`: a mask path or None
+    per row of `table`) and the number of rows it counts; (None, 0) when a mask cannot be read,
+    so the job falls back to :func:`evaluate_output` (which reports the unreadable mask)."""
+    rows = [(t, s, m) for t, s, m in zip(truths, table.column("status").to_pylist(),
+                                         table.column("mask").to_pylist()) if t is not None]
+    if not rows:
+        return None, 0
+    try:
+        return accumulate(truth_pairs(rows), num_classes), len(rows)
+    except Exception:  # noqa: BLE001 - a bad ground-truth path must not lose the batch's labels
+        return None, 0
+
+PAIR_SCHEMA = pa.schema([("id", pa.string()), ("truth", pa.string()), ("status", pa.string()),
+                         ("mask", pa.binary())])
+
+def confusion_block(table: pa.Table, num_classes: int) -> dict:
+    """One partition of ground-truth rows (``truth``) and written rows (``status``, ``mask``) -> its confusion matrix.
+
+    Each id's ground truth meets its written rows here (a partition holds every row of
+    its ids); error rows count as all background, so a failing labeller cannot look better.
+    """
+    has_truth = pc.is_valid(table.column("truth"))
+    truth = table.filter(has_truth).select(["id", "truth"])
+    written = table.filter(pc.invert(has_truth)).select(["id", "status", "mask"])
+
+    joined = truth.join(written, "id", join_type="inner").to_pylist()
+    return {"confusion": accumulate(truth_pairs((r["truth"], r["status"], r["mask"]) for r in joined),
+                                    num_classes)[None]}

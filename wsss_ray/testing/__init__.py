@@ -1,0 +1,10 @@
+"""Scenarios the tests and the benchmarks share, so neither imports the other.
+
+    loopback.py      free ports on 127.0.0.1
+    s3.py            moto S3 on loopback, and a proxy in front of it that fails on purpose
+    processes.py     a process and everything it started (Ray starts some in sessions of their own)
+    node_loss.py     a worker node lost mid-job on a multi-node cluster on this machine
+    fake_cluster.py  the labelling job on the fake autoscaling cluster of cluster/local.yaml
+
+A test asserts on what a scenario returns; a benchmark (``benchmarks/``) prints its timings.
+"""
