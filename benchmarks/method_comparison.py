@@ -13,8 +13,13 @@ Each method runs with toyclip's own label settings (its label_config.yaml), then
 - how much of each CAM's mass lies on its own object, and its AUC (before background score and CRF);
 - images/s per method, one process and one thread: the CAMs alone and CAMs + CRF.
 
-With --grid it also writes a picture: image, truth, then the CAM of the image's first
-label for each method.
+With --grid it also writes a picture of the first 12 images: image, truth, then for
+each method the CAM of the image's first label and the pseudo-mask (white = ignored:
+confidence below --min-confidence, as CGL training and ``export --min-confidence``
+apply it; 0 shows the full argmax). The toy world's example grid in docs/RESULTS.md:
+
+    .venv/bin/python benchmarks/method_comparison.py --methods clip-es --n 12 --offset 0 \
+        --grid docs/images/toyworld_grid.png
 """
 
 from __future__ import annotations
@@ -87,19 +92,24 @@ def localisation(samples, results) -> tuple[float, float, float]:
     return float(np.mean(mass)), float(np.mean(area)), float(np.mean(auc))
 
 
-def grid(samples, rows: dict[str, list], zoom: int = 3) -> np.ndarray:
-    from wsss_ray.masks import colorize
+def grid(samples, rows: dict[str, list], min_confidence: float, zoom: int = 3) -> np.ndarray:
+    """Per image a column: the image, its truth, then per method its first label's CAM and its pseudo-mask."""
+    from wsss_ray.masks import colorize, ignore_below
 
     columns = []
     for j, s in enumerate(samples):
-        cams = [(np.repeat(rows[m][j].cams[0][..., None], 3, -1) * 255).astype(np.uint8) for m in rows]
-        columns.append(np.concatenate([s.image, colorize(s.mask), *cams], axis=0))
+        cells = [s.image, colorize(s.mask)]
+        for m in rows:
+            r = rows[m][j]
+            cells += [(np.repeat(r.cams[0][..., None], 3, -1) * 255).astype(np.uint8),
+                      colorize(ignore_below(r.mask, r.confidence, min_confidence))]
+        columns.append(np.concatenate(cells, axis=0))
     return np.concatenate(columns, axis=1).repeat(zoom, 0).repeat(zoom, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompts", required=True, help="SemPLeS prompts (the --output of jobs/learn_prompts.py)")
+    parser.add_argument("--prompts", help="SemPLeS prompts (the --output of jobs/learn_prompts.py); needed for semples")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--split", default="test", choices=["test", "val"])
     parser.add_argument("--offset", type=int, default=None,
@@ -109,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="settings YAML for one method (repeatable)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--grid", help="write the picture grid here (12 images)")
+    parser.add_argument("--min-confidence", type=float, default=0.95,
+                        help="in the grid, pseudo-mask pixels below this confidence are white (ignored); 0: argmax")
     args = parser.parse_args(argv)
+    if "semples" in args.methods and not args.prompts:
+        parser.error("semples needs --prompts (the --output of jobs/learn_prompts.py), or leave it out of --methods")
 
     from wsss_ray.metrics import accumulate, scores
     from wsss_ray.toyworld import CLASSES, SPLIT_SEEDS, render
@@ -143,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.grid:
         from PIL import Image
 
-        Image.fromarray(grid(samples[:12], results)).save(args.grid)
-        print(f"\nwrote {args.grid}: rows image, truth, " + ", ".join(f"{m} CAM" for m in args.methods))
+        Image.fromarray(grid(samples[:12], results, args.min_confidence)).save(args.grid)
+        print(f"\nwrote {args.grid}: rows image, truth, " + ", ".join(f"{m} CAM, {m} pseudo-mask"
+                                                                       for m in args.methods))
     print(json.dumps({"table": table, "per_class": per_class, "home_share": share}))
     return 0
 

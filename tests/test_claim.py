@@ -204,3 +204,24 @@ def test_the_jobs_check_their_output_before_ray_starts_and_leave_nothing(tmp_pat
 
     with pytest.raises(OutputUnwritable, match="cannot write to the output .*file"):
         check_output(str(tmp_path / "file"))
+
+
+@pytest.mark.parametrize("job, flags", [
+    ("pseudolabel", ["--input", "a.jsonl"]), ("predict", ["--checkpoint", "model.pt", "--input", "a.jsonl"]),
+    ("train", []), ("learn_prompts", []), ("tune", []),
+])
+def test_every_job_refuses_a_held_output_in_one_sentence_before_ray_starts(job, flags, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    import ray
+
+    spec = importlib.util.spec_from_file_location(f"{job}_job", Path(__file__).parents[1] / "jobs" / f"{job}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "out"
+    with OutputClaim(str(out), "holder"):
+        with pytest.raises(SystemExit) as exit_:
+            module.main([*flags, "--output", str(out)])
+    assert exit_.value.code == 2 and not ray.is_initialized()
+    assert capsys.readouterr().err.startswith(f"[{job}] error: output {out} is being written by run holder")

@@ -61,3 +61,27 @@ def test_min_confidence_writes_ignore_below_it(tmp_path, capsys):
     main([str(out), "--png-dir", str(tmp_path / "kept"), "--min-confidence", "0.95"])
     assert np.array_equal(np.array(Image.open(tmp_path / "full" / "a.png")), mask)
     assert np.array(Image.open(tmp_path / "kept" / "a.png")).tolist() == [[0, 255, 4], [1, 255, 255]]
+
+
+def test_the_export_holds_a_few_hundred_rows_at_a_time_whatever_the_size_of_the_output(tmp_path, monkeypatch):
+    """Two files of 700 rows: the export sees them in batches of at most 256 rows, each once."""
+    import wsss_ray.export as export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    mask = np.zeros((2, 3), np.uint8)
+    for f in range(2):
+        rows = [_row(f"{f}-{i}", "ok", mask) for i in range(700)]
+        pq.write_table(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA), out / f"part-{f}.parquet")
+    seen = []
+    real = export.iter_output
+
+    def counted(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            seen.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(export, "iter_output", counted)
+    assert export.export_pngs(str(out), str(tmp_path / "png"))["written"] == 1400
+    assert sum(seen) == 1400 and max(seen) <= 256
+    assert len(list((tmp_path / "png").iterdir())) == 1400

@@ -156,13 +156,16 @@ def test_mlflow_run_has_params_epoch_metrics_model_and_overlays(trained):
     assert "model.pt" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "checkpoint")}
 
 
-def _crash_hook_factory(marker: str, log: str):
+def _crash_hook_factory(marker: str, log: str, run_dir: str):
     def hook(epoch: int, rank: int) -> None:
         with open(log, "a") as f:
             f.write(f"{epoch} {rank}\n")
         if epoch == 2 and rank == 1 and not os.path.exists(marker):
             open(marker, "w").close()
-            time.sleep(3)  # let the controller register epoch 1's checkpoint first
+            # Crash once the controller has registered epoch 1's checkpoint (its snapshot names it).
+            snapshot, deadline = Path(run_dir) / "checkpoint_manager_snapshot.json", time.monotonic() + 120
+            while not (snapshot.is_file() and "checkpoint_" in snapshot.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.05)
             os._exit(1)
     return hook
 
@@ -172,7 +175,8 @@ def test_killed_worker_continues_from_the_last_checkpoint(ray_local, data, tmp_p
     from wsss_ray.train.trainer import run
 
     marker, log = tmp_path / "crashed", tmp_path / "epochs.log"
-    summary = run(_config(data, tmp_path / "train", epochs=2), epoch_hook=_crash_hook_factory(str(marker), str(log)))
+    summary = run(_config(data, tmp_path / "train", epochs=2),
+                  epoch_hook=_crash_hook_factory(str(marker), str(log), str(tmp_path / "train")))
     assert marker.exists()
     assert summary["epochs"] == 2
     starts = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]

@@ -107,9 +107,9 @@ def run_job(tag: str, config: Any, run: str, mlflow_uri: str | None = None, trac
     from wsss_ray.errors import exit_on_job_error
     from wsss_ray.ray_compat import quiet_known_ray_errors
 
-    function = load(run)
     with quiet_known_ray_errors(), exit_on_job_error(tag):
         check_output(config.output)  # a held or unwritable output fails before Ray and MLflow start
+        function = load(run)
         ray.init(ignore_reinit_error=True)
         args = (config, mlflow_uri) if tracked else (config,)
         if claims_itself:

@@ -19,6 +19,9 @@ def test_logits_at_input_resolution(arch):
 
 def test_registry_and_errors():
     assert {"tiny", "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "lraspp_mobilenet_v3_large"} <= set(ARCHS)
+    from wsss_ray.config import ARCHS as SETTINGS_ARCHS
+
+    assert set(SETTINGS_ARCHS) == set(ARCHS)  # the settings check (no torch) names exactly these
     with pytest.raises(ValueError, match=r"unknown --arch 'unet'; choose from \["):
         build_model(3, "unet")
     with pytest.raises(ValueError, match="at least 2"):

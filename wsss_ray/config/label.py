@@ -31,7 +31,7 @@ class CrfConfig:
     (the default: about 5x faster on a CPU at VOC size, and it can run on a GPU) and
     ``pydensecrf`` (the reference implementation); their mIoU agrees within 0.5 points
     (docs/RESULTS.md). On the 44 sample photographs with CAM-like masks a lighter
-    kernel (1/1, 20/10/1) scores a little higher (``benchmarks/crf_defaults.py``);
+    kernel (1/1, 20/10/1) scores a little higher (``benchmarks/crf_backends.py --kernels``);
     on a larger set of 450 photos the reference kernel gained more (+4.3 mIoU
     against +2.3), so the reference is the default. Tune it per collection.
     """
