@@ -29,7 +29,7 @@ def parse(argv: list[str] | None = None) -> tuple[LabelJobConfig, str | None]:
     p.flag("no_caa", "clip-es: skip class-aware attention affinity", dest="clip_es.caa", action="store_const",
            const=False)
     p.flag("prompts", "semples: the learned prompts (the --output of jobs/learn_prompts.py; folder, file or URI)",
-           dest="semples.prompts")
+           dest="semples.prompts", metavar="PROMPTS")
     p.flag("no_crf", "skip the dense CRF (post.crf.iters: 0)", dest="post.crf.iters", action="store_const", const=0)
     p.flag("crf_backend", "dense CRF implementation (post.crf.backend; default: torch, pydensecrf is the "
                           "reference)", dest="post.crf.backend", choices=CRF_BACKENDS)

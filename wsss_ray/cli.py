@@ -39,9 +39,10 @@ SHARED: dict[str, dict[str, Any]] = {
 }
 
 
-def _default_text(value: Any) -> str:
+def _default_text(value: Any, nargs: Any = None) -> str:
+    """A default as the flag takes it: a tuple comma-joined (``1,1``), or space-joined for a list flag."""
     if isinstance(value, tuple):
-        return ",".join(map(str, value))
+        return (" " if nargs else ",").join(map(str, value))
     return str(value)
 
 
@@ -61,7 +62,7 @@ class JobParser(argparse.ArgumentParser):
         dest = kwargs.get("dest", name)
         default = self._shown_defaults.get(dest)
         if default is not None and "(default" not in help and kwargs.get("action") != "store_const":
-            help = f"{help} (default: {_default_text(default)})"
+            help = f"{help} (default: {_default_text(default, kwargs.get('nargs'))})"
         self.add_argument(f"--{name.replace('_', '-')}", help=help, **kwargs)
 
     def shared(self, *names: str, **helps: str) -> None:
