@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def job(args: list[str], env: dict | None = None) -> tuple[float, dict | None, str]:
@@ -45,16 +44,11 @@ def job(args: list[str], env: dict | None = None) -> tuple[float, dict | None, s
 
 
 def _ray_processes() -> set[int]:
-    """PIDs of this user's Ray processes (raylet, GCS, workers), read from /proc."""
-    pids = set()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"raylet" in text or b"gcs_server" in text or text.startswith(b"ray::") or b"default_worker.py" in text:
-            pids.add(int(cmdline.parent.name))
-    return pids
+    """PIDs of this user's Ray processes (raylet, GCS, workers)."""
+    from wsss_ray.testing.processes import command_lines
+
+    return {pid for pid, cmd in command_lines().items()
+            if "raylet" in cmd or "gcs_server" in cmd or cmd.startswith("ray::") or "default_worker.py" in cmd}
 
 
 def ids_of(output: str) -> collections.Counter:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +27,6 @@ import pyarrow.parquet as pq
 
 from wsss_ray.files import filesystem
 from wsss_ray.output import OUTPUT_SCHEMA, parquet_files
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # s3_faults.moto_server
 
 
 def table(start: int, n: int, rng: np.random.Generator) -> pa.Table:

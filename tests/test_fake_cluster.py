@@ -23,7 +23,9 @@ def test_job_scales_workers_up_and_back_down(tmp_path):
     assert r["workers_before"] == 0 and r["workers_at_peak"] >= 1
     assert (r["summary"]["rows"], r["summary"]["ok"]) == (12, 12)
     assert pads.dataset(r["output"], format="parquet").to_table().num_rows == 12
-    assert r["workers_at_done"] >= 1  # still up when the job finished: the autoscaler then took them down
+    # Up from none, then gone again while the cluster still runs: the autoscaler removed the idle nodes
+    # (the scenario fails with a TimeoutError when that does not happen within its timeout).
+    assert r["workers_after"] == 0
     # Submitted without --num-gpus: the GPU type is started from zero and every CAM actor runs there.
     assert "CAM actors: 1 GPU each, because no GPU yet, but its autoscaler can start" in r["logs"]
     assert r["gpu_nodes_seen"] == 1 and r["cam_actor_node_gpus"] and set(r["cam_actor_node_gpus"]) == {1.0}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import posixpath
 import random
 import socket
 import threading
@@ -111,30 +112,41 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes:
         return f.read()
 
 
+def _parse(fs: pafs.FileSystem, info: pafs.FileInfo) -> Claim | None:
+    """The claim in file `info`, or None when it is gone or unreadable (being replaced)."""
+    try:
+        fields = json.loads(retry_transient(lambda: _read(fs, info.path)))
+        return Claim(run_id=str(fields["run_id"]), host=str(fields["host"]), pid=int(fields["pid"]),
+                     started=float(fields["started"]), took_over=tuple(fields.get("took_over", ())),
+                     written=_mtime(info))
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _claim_files(output: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    fs, infos = list_files(output)
+    return fs, [i for i in infos if i.base_name.startswith(CLAIM_PREFIX)]
+
+
 def read_claims(output: str) -> list[Claim]:
     """Every readable claim on `output` (a claim being replaced may be missing for a moment)."""
-    fs, infos = list_files(output)
-    found = []
-    for info in infos:
-        if not info.base_name.startswith(CLAIM_PREFIX):
-            continue
-        try:
-            fields = json.loads(retry_transient(lambda: _read(fs, info.path)))
-            found.append(Claim(run_id=str(fields["run_id"]), host=str(fields["host"]), pid=int(fields["pid"]),
-                               started=float(fields["started"]), took_over=tuple(fields.get("took_over", ())),
-                               written=_mtime(info)))
-        except (FileNotFoundError, ValueError, TypeError, KeyError):
-            continue
+    fs, infos = _claim_files(output)
+    found = [c for c in (_parse(fs, info) for info in infos) if c is not None]
     replaced = {run_id for c in found for run_id in c.took_over}
     return [replace(c, taken_over=True) if c.run_id in replaced else c for c in found]
 
 
 def claim_stands(output: str, run_id: str) -> bool:
-    """Whether `run_id`'s claim on `output` is still its own: there, and named by no takeover."""
-    fs, path = filesystem(claim_path(output, run_id))
-    if fs.get_file_info(path).type != pafs.FileType.File:
+    """Whether `run_id`'s claim on `output` is still its own: there, and named by no takeover.
+
+    One listing, and a read of each other run's claim (usually none): every write task asks it.
+    """
+    fs, infos = _claim_files(output)
+    own = posixpath.basename(claim_path(output, run_id))
+    if own not in {i.base_name for i in infos}:
         return False
-    return not any(run_id in c.took_over for c in read_claims(output))
+    others = (_parse(fs, info) for info in infos if info.base_name != own)
+    return not any(c is not None and run_id in c.took_over for c in others)
 
 
 def _refuse_if_held(output: str, ttl: float, now: float | None = None) -> None:

@@ -25,6 +25,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from wsss_ray.testing.loopback import free_port
+from wsss_ray.testing.processes import command_lines
+
 REPO = Path(__file__).resolve().parents[2]  # the source checkout: cluster/ and jobs/
 DASHBOARD = "http://127.0.0.1:8265"
 
@@ -87,7 +90,7 @@ def scale_cycle(workdir: Path, n: int = 24, timeout: float = 600) -> dict:
     ray = [f"{bin_dir}/ray"]
     _run(ray + ["start", "--head", "--num-cpus=0", f"--autoscaling-config={REPO / 'cluster' / 'local.yaml'}",
                 "--dashboard-host=127.0.0.1", "--disable-usage-stats",
-                f"--dashboard-agent-listen-port={_free_port()}"], env)  # 52365 may belong to another Ray
+                f"--dashboard-agent-listen-port={free_port()}"], env)  # 52365 may belong to another Ray
     try:
         _wait(lambda: _reachable(), 120, "the dashboard")
         workers_before = worker_nodes()
@@ -111,6 +114,7 @@ def scale_cycle(workdir: Path, n: int = 24, timeout: float = 600) -> dict:
         status = job_status("fake-cluster-job")
         logs = _get("/api/jobs/fake-cluster-job/logs")["logs"]
         down = _wait(lambda: worker_nodes() == 0, timeout, "scale-down")
+        workers_after = worker_nodes()  # the cluster still runs: the autoscaler removed them, idle
     finally:
         stop_cluster()
     summary = next((json.loads(line) for line in logs.splitlines() if line.startswith('{"rows"')), None)
@@ -118,6 +122,7 @@ def scale_cycle(workdir: Path, n: int = 24, timeout: float = 600) -> dict:
     cam_nodes = sorted({node for node in seen.get("cam_actors", {}).values()})
     return {"status": status, "summary": summary, "output": str(output), "logs": logs,
             "workers_before": workers_before, "workers_at_peak": peak, "workers_at_done": workers_at_done,
+            "workers_after": workers_after,
             "cam_actor_node_gpus": [nodes.get(node, {}).get("GPU", 0) for node in cam_nodes],
             "gpu_nodes_seen": sum(1 for r in nodes.values() if r.get("GPU", 0) > 0),
             "scale_up_s": round(up - submitted, 1), "job_s": round(done - submitted, 1),
@@ -127,16 +132,8 @@ def scale_cycle(workdir: Path, n: int = 24, timeout: float = 600) -> dict:
 def stop_cluster(port: int = 6379) -> None:
     """Stop the processes of the Ray cluster whose GCS listens on `port` (`ray stop` stops all; Linux)."""
     def ours() -> list[int]:
-        pids = []
-        for proc in Path("/proc").iterdir():
-            try:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if proc.name.isdigit() and int(proc.name) != os.getpid() and "ray" in cmd and (
-                    f":{port} " in cmd + " " or f"gcs_server_port={port}" in cmd):
-                pids.append(int(proc.name))
-        return pids
+        return [pid for pid, cmd in command_lines().items() if pid != os.getpid() and "ray" in cmd and (
+                f":{port} " in cmd + " " or f"gcs_server_port={port}" in cmd)]
 
     for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
         for pid in ours():
@@ -148,14 +145,6 @@ def stop_cluster(port: int = 6379) -> None:
     note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # as `ray stop` does
     if note.exists() and note.read_text().strip().endswith(f":{port}"):
         note.unlink()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _reachable() -> bool:

@@ -9,6 +9,15 @@ import subprocess
 from pathlib import Path
 
 
+def command_lines() -> dict[int, str]:
+    """Every live process's command line (arguments joined by spaces), read from /proc."""
+    out = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # the process ended while we looked
+            out[int(cmdline.parent.name)] = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return out
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below `pid`, read from /proc (Ray starts some in sessions of their own)."""
     children: dict[int, list[int]] = {}
