@@ -197,7 +197,9 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     gate.unlink()
     gate.write_bytes(mask)
     before = {p.parent.name: p.read_text() for p in finished()}
-    assert 3 <= len(before) <= 4, before.keys()
+    # Part-way by construction: the gate blocks every trial that reads the mask after the swap (a trial's
+    # result.json may appear a few seconds after it ends, so more than 3 may have finished by then).
+    assert 3 <= len(before) < 16, before.keys()
     result = _sweep_job(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["trials"] == 16

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import uuid
 from typing import Any, Callable, Iterable, Mapping
 
 from wsss_ray.config import parse_settings
+from wsss_ray.config.methods import load_target
 
 GPU_DEFAULT = "when the cluster has GPUs or its autoscaler can start some"
 
@@ -86,12 +86,6 @@ class JobParser(argparse.ArgumentParser):
         return parse_settings(self, argv, resolve or self.settings, tracked=tracked, **extra)
 
 
-def load(target: str) -> Callable:
-    """The function named by ``"package.module:name"``."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def run_job(tag: str, config: Any, run: str, mlflow_uri: str | None = None, tracked: bool = True,
             claims_itself: bool = False, hide: Iterable[str] = ()) -> int:
     """Run a job: `run` (``"module:function"``) called with `config` (and `mlflow_uri` when
@@ -110,7 +104,7 @@ def run_job(tag: str, config: Any, run: str, mlflow_uri: str | None = None, trac
 
     with quiet_known_ray_errors(), exit_on_job_error(tag):
         check_output(config.output)  # a held or unwritable output fails before Ray and MLflow start
-        function = load(run)
+        function = load_target(run)
         ray.init(ignore_reinit_error=True)
         args = (config, mlflow_uri) if tracked else (config,)
         if claims_itself:
@@ -122,4 +116,4 @@ def run_job(tag: str, config: Any, run: str, mlflow_uri: str | None = None, trac
     return 0
 
 
-__all__ = ["SHARED", "JobParser", "load", "run_job"]
+__all__ = ["SHARED", "JobParser", "run_job"]

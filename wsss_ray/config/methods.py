@@ -118,7 +118,8 @@ class FreeSegConfig(PromptedCamConfig):
         at_least(self, ("surgery_layers",), 0)
 
 
-def _load(target: str | type) -> type:
+def load_target(target: str | type) -> type:
+    """The object an import path ``"package.module:name"`` names (a class given is itself)."""
     if isinstance(target, type):
         return target
     module, _, name = target.partition(":")
@@ -134,11 +135,11 @@ class Method:
     implementation: str | type
 
     def settings_class(self) -> type:
-        return _load(self.settings)
+        return load_target(self.settings)
 
     def load(self) -> type:
         """The method's class (imports its module: torch, open_clip)."""
-        return _load(self.implementation)
+        return load_target(self.implementation)
 
 
 METHODS: dict[str, Method] = {
