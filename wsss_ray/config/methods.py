@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from wsss_ray.config.layers import at_least, choice, side
 
@@ -118,7 +118,7 @@ class FreeSegConfig(PromptedCamConfig):
         at_least(self, ("surgery_layers",), 0)
 
 
-def load_target(target: str | type) -> type:
+def load_target(target: str | type) -> Any:
     """The object an import path ``"package.module:name"`` names (a class given is itself)."""
     if isinstance(target, type):
         return target
