@@ -10,6 +10,7 @@ import time
 import pytest
 
 from wsss_ray.claim import OutputBusy, OutputClaim, check_output, claim_path, claim_stands, read_claims
+from wsss_ray.testing.waits import wait_until
 
 
 def _fake_claim(output, run_id, host="elsewhere", pid=1, age=0.0, started=None):
@@ -19,14 +20,6 @@ def _fake_claim(output, run_id, host="elsewhere", pid=1, age=0.0, started=None):
     path.write_text(json.dumps({"run_id": run_id, "host": host, "pid": pid, "started": started, "took_over": []}))
     os.utime(path, (time.time() - age, time.time() - age))
     return path
-
-
-def _until(condition, timeout=30.0):
-    """Wait for `condition()` to hold (polling), failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_a_second_run_on_a_held_output_refuses_naming_the_holder(tmp_path):
@@ -77,9 +70,9 @@ def test_the_heartbeat_renews_the_claim_and_stops_once_it_is_taken_over(tmp_path
     path = tmp_path / claim_path(str(tmp_path), "beating").rsplit("/", 1)[1]
     with OutputClaim(str(tmp_path), "beating", heartbeat=0.05) as claim:
         os.utime(path, (0, 0))
-        _until(lambda: path.stat().st_mtime > 0)             # rewritten by the heartbeat
+        wait_until(lambda: path.stat().st_mtime > 0)             # rewritten by the heartbeat
         path.unlink()                                        # another run took it over
-        _until(lambda: not claim._thread.is_alive())         # the heartbeat saw it and stopped
+        wait_until(lambda: not claim._thread.is_alive())         # the heartbeat saw it and stopped
         assert read_claims(str(tmp_path)) == []              # not written back
 
 
@@ -112,7 +105,7 @@ def test_of_runs_that_start_at_once_exactly_one_writes(tmp_path):
             try:
                 with OutputClaim(str(output), run_id):
                     entered.append(run_id)
-                    _until(lambda: len(entered) + len(refused) == 3)  # held until the others gave up
+                    wait_until(lambda: len(entered) + len(refused) == 3)  # held until the others gave up
             except OutputBusy:
                 refused.append(run_id)
 

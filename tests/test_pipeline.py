@@ -13,6 +13,7 @@ import pytest
 import ray
 
 from wsss_ray.testing.processes import kill_tree
+from wsss_ray.testing.waits import wait_until
 from wsss_ray.testing.loopback import free_port
 from wsss_ray.config import CrfConfig, LabelJobConfig, PostConfig
 from wsss_ray.masks import decode_png
@@ -235,12 +236,6 @@ def _ids(out) -> set[str]:
     return set() if table is None else set(table.column("id").to_pylist())
 
 
-def _wait_for(predicate, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while not predicate() and time.time() < deadline:
-        time.sleep(0.05)
-
-
 def test_progress_counts_rows_as_they_leave_the_last_stage(ray_local):
     from wsss_ray.progress import RowCounter, count_rows
 
@@ -249,14 +244,14 @@ def test_progress_counts_rows_as_they_leave_the_last_stage(ray_local):
     assert progress.line().startswith("[pseudolabel] 0 rows, ") and "(0/2 input partitions, 0 rows so far)" in progress.line()
     counter.add_pending.remote(6, 1, 0)      # the resume step's first partition: 6 rows to do, 1 written
     count_rows(counter, 3)                   # a batch of 3 rows finished, long before any file is written
-    _wait_for(lambda: "(1/2 input partitions, 6 rows so far)" in progress.line())
+    wait_until(lambda: "(1/2 input partitions, 6 rows so far)" in progress.line())
     assert progress.line().startswith("[pseudolabel] 3 rows, ")
     counter.add_pending.remote(4, 0, 0)      # the last partition: the total is known
-    _wait_for(lambda: "/10 rows" in progress.line())
+    wait_until(lambda: "/10 rows" in progress.line())
     line = progress.line()
     assert line.startswith("[pseudolabel] 3/10 rows (30%), ") and "rows/s, ETA " in line
     count_rows(counter, 9)                   # a retried batch counted twice never shows more than the total
-    _wait_for(lambda: "10/10 rows" in progress.line())
+    wait_until(lambda: "10/10 rows" in progress.line())
     assert progress.line().startswith("[pseudolabel] 10/10 rows (100%)")
     assert ray.get(counter.counts.remote()) == {"done": 12, "pending": 10, "skipped": 1, "truth": 0, "partitions": 2,
                                                 "started": {}}
@@ -269,7 +264,7 @@ def test_progress_says_what_the_job_does_before_its_first_row(ray_local):
     counter = RowCounter.remote()
     progress = Progress(counter, partitions=1)
     counter.add_pending.remote(2, 0, 0)
-    _wait_for(lambda: "0/2 rows" in progress.line())
+    wait_until(lambda: "0/2 rows" in progress.line())
     assert progress.line() == ("[pseudolabel] 0/2 rows; reading and decoding the first images, starting the "
                                "actors (they load the model)")
     count_attempt(counter, "cam", ["a", "b"])
@@ -301,7 +296,7 @@ def test_the_last_stage_counts_each_batch_as_it_finishes_it(ray_local, tmp_path)
     table = crf_stage(batch, config, "run", counter)
     assert table.num_rows == 2 and table.column("status").to_pylist() == ["ok", "ok"]
     assert decode_png(table.column("mask")[0].as_py()).max() == 4   # cow (index 3) + 1 wins everywhere
-    _wait_for(lambda: ray.get(counter.counts.remote())["done"] == 2)
+    wait_until(lambda: ray.get(counter.counts.remote())["done"] == 2)
     assert ray.get(counter.counts.remote())["done"] == 2
     confusion, scored = ray.get(counter.scores.remote())
     expected = np.zeros((9, 9), np.int64)

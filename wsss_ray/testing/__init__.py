@@ -3,6 +3,7 @@
     loopback.py      free ports on 127.0.0.1
     s3.py            moto S3 on loopback, and a proxy in front of it that fails on purpose
     processes.py     a process and everything it started (Ray starts some in sessions of their own)
+    waits.py         waiting on an event instead of sleeping a fixed time
     gates.py         jobs held at a known point, so that a kill lands part-way on any machine
     degraded.py      CAM-like CRF inputs from photos with ground truth (the ground truth, degraded)
     node_loss.py     a worker node lost mid-job on a multi-node cluster on this machine
