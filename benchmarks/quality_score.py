@@ -11,9 +11,15 @@ confidence), and scores each against the image's own mIoU with its exact mask
   10 %, divided by their share in a random 10 % (1.0 = chance; 5.0 = perfect).
 
 The combined score is a least-squares fit of the true mIoU on the standardised signals,
-fitted on val only and scored on test. Per (image, label) the same for a label's IoU.
+fitted on val only and scored on test; it prints the fit in ``post.quality``'s form
+(QualityConfig's defaults are this fit). Per (image, label) the same for a label's IoU.
+
+``--job N`` measures what the labelling job writes instead: N test images through
+``wsss_ray.pipeline.run`` (local Ray, toyclip's settings), the ``quality`` and
+``label_quality`` columns against each mask's own mIoU (per label: IoU), overall and per class.
 
     .venv/bin/python benchmarks/quality_score.py [--val 300] [--test 500]
+    .venv/bin/python benchmarks/quality_score.py --job 500
 """
 
 from __future__ import annotations
@@ -25,14 +31,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from wsss_ray.crf import crf_within_budget
+from wsss_ray.crf import crf_within_budget, resize_probs
 from wsss_ray.labeler import Labeler
 from wsss_ray.masks import class_values
+from wsss_ray.quality import signals
 from wsss_ray.toyworld import CLASSES, render
 from wsss_ray.toyworld.world import SPLIT_SEEDS
-
-SMALL = 0.001  # a label whose mask covers less of the image than this is counted as missing
-
 
 def image_miou(truth: np.ndarray, mask: np.ndarray) -> float:
     ious = []
@@ -40,39 +44,6 @@ def image_miou(truth: np.ndarray, mask: np.ndarray) -> float:
         t, m = truth == c, mask == c
         ious.append((t & m).sum() / (t | m).sum())
     return float(np.mean(ious))
-
-
-def signals(cams: np.ndarray, probs: np.ndarray, marginals: np.ndarray, values: np.ndarray) -> tuple[dict, list]:
-    """Per-image signals and per-label signals from one image's CAMs, probabilities and CRF marginals."""
-    order = np.sort(marginals, axis=0)
-    top, second = order[-1], order[-2] if len(order) > 1 else np.zeros_like(order[-1])
-    arg = marginals.argmax(0)
-    before = probs.argmax(0)
-    entropy = -(marginals * np.log(marginals + 1e-9)).sum(0) / np.log(max(len(marginals), 2))
-    per_label = []
-    for k in range(cams.shape[0]):
-        region = arg == k + 1
-        area = region.mean()
-        cam_region = cams[k] >= 0.5
-        agree = (region & cam_region).sum() / max((region | cam_region).sum(), 1)
-        per_label.append({
-            "area": float(area), "missing": float(area < SMALL),
-            "confidence_in_region": float(top[region].mean()) if region.any() else 0.0,
-            "cam_agreement": float(agree), "cam_mean": float(cams[k].mean()),
-            "margin_in_region": float((top - second)[region].mean()) if region.any() else 0.0,
-            "kept_by_crf": float((before == k + 1)[region].mean()) if region.any() else 0.0,
-        })
-    image = {
-        "confidence_mean": float(top.mean()), "confidence_above_0.95": float((top >= 0.95).mean()),
-        "margin_mean": float((top - second).mean()), "entropy_mean": float(entropy.mean()),
-        "crf_changed": float((before != arg).mean()), "background": float((arg == 0).mean()),
-        "labels": float(cams.shape[0]),
-        "missing_labels": float(np.mean([p["missing"] for p in per_label])) if per_label else 0.0,
-        "cam_agreement": float(np.mean([p["cam_agreement"] for p in per_label])) if per_label else 1.0,
-        "cam_mean": float(np.mean([p["cam_mean"] for p in per_label])) if per_label else 0.0,
-        "label_confidence_min": float(min(p["confidence_in_region"] for p in per_label)) if per_label else 1.0,
-    }
-    return image, per_label
 
 
 def enrichment(score: np.ndarray, truth: np.ndarray) -> float:
@@ -108,33 +79,40 @@ def masks_of(labeler, images, labels) -> list[np.ndarray]:
     return out
 
 
-def rows(split: str, n: int, offset: int = 0) -> tuple[list[dict], list[dict]]:
-    """(per-image rows, per-label rows) of `n` images of `split`: signals and the true scores."""
+def rows(split: str, n: int, extras: bool = False) -> tuple[list[dict], list[dict]]:
+    """(per-image rows, per-label rows) of `n` images of `split`: signals and the true scores.
+
+    `extras`: also signals the job does not compute (CLIP's zero-shot probabilities of the
+    labels; agreement with the mask of the mirrored image, a second labelling pass)."""
     labeler = Labeler.from_spec("toyclip", "toyworld", precision="fp32")
-    samples = [render(SPLIT_SEEDS[split] + offset + i) for i in range(n)]
+    samples = [render(SPLIT_SEEDS[split] + i) for i in range(n)]
     images, per_label = [], []
     for start in range(0, n, 32):
         batch = samples[start:start + 32]
         pixels, labels = [s.image for s in batch], [list(s.labels) for s in batch]
         cams = labeler.cams(pixels, labels)
-        zero_shot = clip_label_probs(labeler, pixels)
-        flipped = [m[:, ::-1] for m in masks_of(labeler, [np.ascontiguousarray(p[:, ::-1]) for p in pixels], labels)]
+        if extras:
+            zero_shot = clip_label_probs(labeler, pixels)
+            flipped = [m[:, ::-1] for m in masks_of(labeler, [np.ascontiguousarray(p[:, ::-1]) for p in pixels], labels)]
         for j, (s, cam, probs) in enumerate(zip(batch, cams, labeler.probs(cams))):
             ids = labeler.class_ids(list(s.labels))
             marginals, _ = crf_within_budget(s.image, probs, labeler.post.crf)
             values = class_values(ids)
             mask = values[marginals.argmax(0)]
-            image, label_rows = signals(cam, probs, marginals, values)
-            label_probs = [float(zero_shot[j, i]) for i in ids]
-            flip = [float(((mask == v) & (flipped[j] == v)).sum() / max(((mask == v) | (flipped[j] == v)).sum(), 1))
-                    for v in values]
-            image.update(clip_min=min(label_probs), clip_sum=sum(label_probs), flip_miou=float(np.mean(flip)),
-                         flip_min=float(min(flip[1:] or [1.0])))
+            image, label_rows = signals(resize_probs(probs, marginals.shape[1:]), marginals)
+            if extras:
+                label_probs = [float(zero_shot[j, i]) for i in ids]
+                flip = [float(((mask == v) & (flipped[j] == v)).sum() / max(((mask == v) | (flipped[j] == v)).sum(), 1))
+                        for v in values]
+                image.update(clip_min=min(label_probs), clip_sum=sum(label_probs), flip_miou=float(np.mean(flip)),
+                             flip_min=float(min(flip[1:] or [1.0])))
+                for k, label in enumerate(label_rows):
+                    label.update(clip=label_probs[k], flip_iou=flip[k + 1])
             images.append({**image, "truth": image_miou(s.mask, mask)})
             for k, label in enumerate(label_rows):
                 value = values[k + 1]
                 t, m = s.mask == value, mask == value
-                per_label.append({**label, "clip": label_probs[k], "flip_iou": flip[k + 1], "class": CLASSES[ids[k]],
+                per_label.append({**label, "class": CLASSES[ids[k]],
                                   "truth": float((t & m).sum() / max((t | m).sum(), 1))})
     return images, per_label
 
@@ -170,7 +148,60 @@ def report(title: str, val: list[dict], test: list[dict], only: list[str] | None
     out["combined"] = (round(float(rho), 3), round(enr, 2))
     print(f"| **combined (least squares on val)** | {rho:.3f} | {enr:.2f} |")
     print("weights (standardised): " + ", ".join(f"{k} {w:+.3f}" for k, w in zip(keys, model[0])))
-    return out
+    return out, model, keys
+
+
+def raw(model, keys: list[str]) -> tuple[dict, float]:
+    """A fit on standardised signals as weights on the raw signals and a bias (QualityConfig's form)."""
+    weights, mean, std = model
+    w = weights[:-1] / std
+    return {k: round(float(v), 5) for k, v in zip(keys, w)}, round(float(weights[-1] - (w * mean).sum()), 5)
+
+
+def job_scores(n: int, workdir: str) -> None:
+    """The job's own quality columns on `n` test images, against the exact masks."""
+    import shutil
+
+    import ray
+
+    from wsss_ray.config import resolve_label_job
+    from wsss_ray.masks import decode_png
+    from wsss_ray.output import read_output
+    from wsss_ray.pipeline import run
+    from wsss_ray.sources import load_mask, read_source
+    from wsss_ray.toyworld import default_collection
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    manifest = default_collection("test", n, f"{workdir}/toyworld-test")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    summary = run(resolve_label_job({"model": "toyclip", "input": manifest, "output": f"{workdir}/pseudolabels"}))
+    ray.shutdown()
+    truth = {it.id: it.mask for it in read_source(manifest)}
+    table = read_output(f"{workdir}/pseudolabels", ["id", "status", "labels", "mask", "quality", "label_quality"])
+    quality, miou, label_rows = [], [], []
+    for row in table.to_pylist():
+        if row["status"] != "ok":
+            continue
+        gt, mask = load_mask(truth[row["id"]]), decode_png(row["mask"])
+        quality.append(row["quality"])
+        miou.append(image_miou(gt, mask))
+        for name, q in zip(row["labels"], row["label_quality"]):
+            value = CLASSES.index(name) + 1
+            t, m = gt == value, mask == value
+            label_rows.append((name, q, float((t & m).sum() / max((t | m).sum(), 1))))
+    quality, miou = np.array(quality), np.array(miou)
+    print(f"\nthe job's columns: {len(quality)} ok rows of {summary['rows']}, job mIoU {summary.get('miou')}")
+    print(f"quality: rho {spearmanr(quality, miou)[0]:.3f}, enrichment {enrichment(quality, miou):.2f}, "
+          f"clipped to 0 or 1: {np.mean((quality <= 0) | (quality >= 1)):.1%}")
+    q, iou = np.array([r[1] for r in label_rows]), np.array([r[2] for r in label_rows])
+    print(f"label_quality, all labels: rho {spearmanr(q, iou)[0]:.3f}, enrichment {enrichment(q, iou):.2f} "
+          f"({len(q)} labels)\n\n| class | labels | rho | enrichment | mean IoU | mean label_quality |\n|---|---|---|---|---|---|")
+    for name in CLASSES:
+        sel = [r for r in label_rows if r[0] == name]
+        if len(sel) >= 10:
+            q, iou = np.array([r[1] for r in sel]), np.array([r[2] for r in sel])
+            print(f"| {name} | {len(sel)} | {spearmanr(q, iou)[0]:.3f} | {enrichment(q, iou):.2f} | {iou.mean():.3f} | "
+                  f"{q.mean():.3f} |")
 
 
 def main() -> None:
@@ -179,17 +210,28 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--signals", nargs="+", help="combine only these signals (default: all)")
     parser.add_argument("--rows", help="a JSON file of the computed signals: written once, read after")
+    parser.add_argument("--extras", action="store_true",
+                        help="also signals the job does not compute: CLIP zero-shot, a mirrored second pass")
+    parser.add_argument("--job", type=int, metavar="N", help="measure the job's own columns on N test images")
+    parser.add_argument("--workdir", default="outputs/bench-quality", help="--job: wiped first")
     args = parser.parse_args()
+    if args.job:
+        return job_scores(args.job, args.workdir)
     if args.rows and Path(args.rows).is_file():
         computed = json.loads(Path(args.rows).read_text())
     else:
-        computed = {"val": rows("val", args.val), "test": rows("test", args.test)}
+        computed = {"val": rows("val", args.val, args.extras), "test": rows("test", args.test, args.extras)}
         if args.rows:
             Path(args.rows).write_text(json.dumps(computed))
     (val_images, val_labels), (test_images, test_labels) = computed["val"], computed["test"]
-    result = {"image": report("per image (quality)", val_images, test_images, args.signals),
-              "label": report("per label (label_quality)", val_labels, test_labels, args.signals)}
-    print(json.dumps(result))
+    image, image_model, image_keys = report("per image (quality)", val_images, test_images, args.signals)
+    label, label_model, label_keys = report("per label (label_quality)", val_labels, test_labels, args.signals)
+    print(json.dumps({"image": image, "label": label}))
+    weights, bias = raw(image_model, image_keys)
+    label_weights, label_bias = raw(label_model, label_keys)
+    print("\npost.quality fitted on val (QualityConfig's defaults):")
+    print(json.dumps({"weights": weights, "bias": bias, "label_weights": label_weights, "label_bias": label_bias},
+                     indent=1))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,6 @@ pip_install() {
 }
 # torch first, from the machine's wheel cache, so nothing else pulls a different build.
 pip_install "torch==2.14.1" "torchvision==0.29.1"
-pip_install -e ".[test]"
+pip_install -e ".[test,review]"
 echo "$want" > "$STAMP"
 echo "wsss-ray installed in $VENV"

@@ -36,7 +36,7 @@ def test_crf_in_the_actor_gives_the_masks_of_crf_tasks(tmp_path):
     config = LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), precision="fp32")
     stage = CamStage(config)
     assert stage.refine is False  # a CPU actor leaves the CRF to CPU tasks
-    masks = {}
+    masks, scores = {}, {}
     for refine in (False, True):
         stage.refine = refine
         batch = stage(decode_stage(_batch(manifest), max_pixels=10**8))
@@ -44,5 +44,9 @@ def test_crf_in_the_actor_gives_the_masks_of_crf_tasks(tmp_path):
         table = crf_stage(batch, config, run_id="r").to_pylist()
         assert all(row["status"] == "ok" for row in table)
         masks[refine] = [decode_png(row["mask"]) for row in table]
+        scores[refine] = [(row["quality"], row["label_quality"]) for row in table]
     agree = [(a == b).mean() for a, b in zip(masks[False], masks[True])]
     assert min(agree) > 0.99  # float16 transport of the probabilities vs of the marginals
+    for (q_cpu, labels_cpu), (q_gpu, labels_gpu) in zip(scores[False], scores[True]):  # the actor scores them alike
+        assert 0 <= q_cpu <= 1 and q_gpu == pytest.approx(q_cpu, abs=0.02)
+        assert len(labels_gpu) == len(labels_cpu) and np.allclose(labels_gpu, labels_cpu, atol=0.02)

@@ -44,6 +44,7 @@ def test_toy_world_run_schema_rows_and_resume(ray_local, tmp_path):
     allowed = {0} | {["boat", "plane", "car", "cow", "bird", "chair", "bottle", "sheep"].index(l) + 1
                           for l in row["labels"]}
     assert set(np.unique(mask)) <= allowed
+    assert all(0 <= r["quality"] <= 1 and len(r["label_quality"]) == len(r["labels"]) for r in t.to_pylist())
     # scored as the batches finished; the same as a second pass over the output, which a resumed run makes
     assert summary["miou"] == evaluate_output(str(out), str(manifest), 9, truth=12) > 0
     assert summary["retried_batches"] == 0 and summary["took_over"] == []

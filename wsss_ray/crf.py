@@ -20,13 +20,15 @@ confidence grows with the photo's area.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
 from wsss_ray.budget import fit_side, shrink
-from wsss_ray.config import CrfConfig, PostConfig
+from wsss_ray.config import CrfConfig, PostConfig, QualityConfig
 from wsss_ray.masks import class_values, probs_to_mask
+from wsss_ray.quality import mask_quality
 
 BAND_PIXELS = 1 << 20  # edge pixels upsample_labels handles at once: bounds its memory
 
@@ -89,6 +91,31 @@ def refine(image: np.ndarray, probs: np.ndarray, class_ids: list[int], post: Pos
     """
     marginals, small = crf_within_budget(image, probs, post.crf)
     return full_size_mask(marginals, small, class_ids, post, image if full_image is None else full_image)
+
+
+class Refined(NamedTuple):
+    """One image's pseudo-mask and confidence (uint8, the full image's size) and their scores."""
+
+    mask: np.ndarray
+    confidence: np.ndarray
+    quality: float
+    label_quality: list[float]
+
+
+def refine_scored(image: np.ndarray, probs: np.ndarray, class_ids: list[int], post: PostConfig,
+                  full_image: np.ndarray | None = None) -> Refined:
+    """:func:`refine`, and the mask's ``quality`` and ``label_quality`` (``wsss_ray.quality``)
+    from the probabilities before and after the CRF."""
+    marginals, small = crf_within_budget(image, probs, post.crf)
+    return Refined(*full_size_mask(marginals, small, class_ids, post, image if full_image is None else full_image),
+                   *score(probs, marginals, post.quality))
+
+
+def score(probs: np.ndarray, marginals: np.ndarray, config: QualityConfig) -> tuple[float, list[float]]:
+    """(quality, label_quality) of the CRF's `marginals` from `probs`, brought to the marginals' grid."""
+    if probs.shape != marginals.shape:
+        probs = resize_probs(probs, marginals.shape[1:])
+    return mask_quality(probs, marginals, config)
 
 
 def full_size_mask(marginals: np.ndarray, small: np.ndarray, class_ids: list[int], post: PostConfig,

@@ -30,7 +30,7 @@ from wsss_ray.cam import CamMethod
 from wsss_ray.clip import load_clip
 from wsss_ray.config import (PRECISIONS, LabelJobConfig, Method, PostConfig, method_entry, method_key, model_settings,
                              resolve_label_job)
-from wsss_ray.crf import refine
+from wsss_ray.crf import refine, refine_scored
 from wsss_ray.labelset import Labelset, load_labelset
 from wsss_ray.masks import cams_to_probs
 
@@ -40,11 +40,14 @@ class LabelResult:
     """Per image: uint8 mask (0 bg, i = class i; the argmax) and uint8 confidence 0..255
     (max probability), both at the image's size, and the CAMs of its labels (float32,
     [0,1]) at the size the labeller worked at: the image's own, or within the size
-    budget for a larger image (see :meth:`Labeler.label`)."""
+    budget for a larger image (see :meth:`Labeler.label`); the mask's ``quality`` and its
+    ``label_quality`` per label (``wsss_ray.quality``), as the job writes them."""
 
     mask: np.ndarray
     confidence: np.ndarray
     cams: np.ndarray
+    quality: float
+    label_quality: list[float]
 
 
 def class_ids(labelset: Labelset, labels: list[str]) -> list[int]:
@@ -147,5 +150,11 @@ class Labeler:
         side = decode_side(self.method.config, self.post.crf)
         working = [shrink(image, fit_side(*image.shape[:2], side)) for image in images]
         cams = self.cams(working, labels)
-        return [LabelResult(*refine(small, probs, self.class_ids(lab), self.post, image), cam)
-                for image, small, lab, cam, probs in zip(images, working, labels, cams, self.probs(cams))]
+        out = []
+        for image, small, lab, cam, probs in zip(images, working, labels, cams, self.probs(cams)):
+            mask, confidence, quality, label_quality = refine_scored(small, probs, self.class_ids(lab), self.post, image)
+            out.append(LabelResult(mask, confidence, cam, quality, label_quality))
+        return out
+
+
+__all__ = ["LabelResult", "Labeler", "refine"]  # refine: kept here for callers of its earlier home

@@ -31,6 +31,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("width", pa.int32()), ("height", pa.int32()), ("mask", pa.binary()), ("confidence", pa.binary()),
     ("status", pa.string()), ("error", pa.string()),
     ("labelset", pa.string()), ("model", pa.string()), ("method", pa.string()), ("run_id", pa.string()),
+    ("quality", pa.float32()), ("label_quality", pa.list_(pa.float32())),
 ])
 
 def parquet_files(output: str) -> tuple[pafs.FileSystem, list[str]]:

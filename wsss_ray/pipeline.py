@@ -84,13 +84,15 @@ class CamStage:
             except KeyError as e:
                 mark_error(batch, i, str(e.args[0]))
         probs = dict(zip(todo, self.probs(batch, todo, alone=attempt > 1))) if todo else {}
-        batch["probs"] = objects([probs.get(i, BLANK) for i in range(n)])
+        batch["probs"] = objects([probs.get(i, (BLANK, None))[0] for i in range(n)])
+        batch["scores"] = objects([probs.get(i, (BLANK, None))[1] for i in range(n)])
         batch["refined"] = np.full(n, self.refine)
         return batch
 
-    def probs(self, batch: dict, rows: list[int], alone: bool = False) -> list[np.ndarray]:
-        """float16 probabilities (or, on a GPU, the CRF's marginals) of the images `rows`, all
-        together; if that raises, one image at a time, and an image that raises alone is an error row.
+    def probs(self, batch: dict, rows: list[int], alone: bool = False) -> list[tuple[np.ndarray, tuple | None]]:
+        """(float16 probabilities, None) of the images `rows` (on a GPU: (the CRF's marginals,
+        their quality scores)), all together; if that raises, one image at a time, and an
+        image that raises alone is an error row.
 
         `alone`: a batch retried after its actor died is labelled one image at a time, each
         named to the job's counter first, so an image that kills the actor every time is known.
@@ -106,42 +108,44 @@ class CamStage:
         except Exception as e:  # noqa: BLE001 - one image's failure is that image's error row
             if len(rows) == 1:
                 mark_error(batch, rows[0], failure("labelling", e))
-                return [BLANK]
+                return [(BLANK, None)]
         return [p for i in rows for p in self.probs(batch, [i])]
 
-    def _probs(self, batch: dict, rows: list[int]) -> list[np.ndarray]:
-        from wsss_ray.crf import crf_within_budget
+    def _probs(self, batch: dict, rows: list[int]) -> list[tuple[np.ndarray, tuple | None]]:
+        from wsss_ray.crf import crf_within_budget, score
 
         pixels = [batch["pixels"][i] for i in rows]
         cams = self.labeler.cams(pixels, [list(batch["labels"][i]) for i in rows])
         out = []
         for image, p in zip(pixels, self.labeler.probs(cams)):
-            if self.refine:  # the CRF's marginals, computed here on the GPU
-                p = crf_within_budget(image, p, self.labeler.post.crf, self.device)[0]
-            out.append(p.astype(np.float16))
+            scores = None
+            if self.refine:  # the CRF's marginals, computed here on the GPU, and their scores
+                marginals = crf_within_budget(image, p, self.labeler.post.crf, self.device)[0]
+                p, scores = marginals, score(p, marginals, self.labeler.post.quality)
+            out.append((p.astype(np.float16), scores))
         return out
 
 
 def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) -> pa.Table:
     """Dense CRF (unless the CAM actor ran it), pseudo-mask and confidence PNGs at the images'
-    full size (CPU tasks); the rows done go to `counter`."""
+    full size and their ``quality`` scores (CPU tasks); the rows done go to `counter`."""
     from wsss_ray.budget import shrink
-    from wsss_ray.crf import full_size_mask, refine
+    from wsss_ray.crf import full_size_mask, refine_scored
 
     count_attempt(counter, "crf", batch["id"])
     labelset = load_labelset(config.labelset)
     batch = writable_batch(batch)
     refined_rows = batch.get("refined")
 
-    def mask(i: int) -> tuple[np.ndarray, np.ndarray]:
+    def mask(i: int) -> tuple:
         probs = batch["probs"][i].astype(np.float32)
         probs /= probs.sum(0, keepdims=True)  # float16 transport loses the exact normalisation
         ids = labelset.class_ids(list(batch["labels"][i]))
         image = batch["pixels"][i]
         full = full_pixels(batch, i, config.max_pixels)
         if refined_rows is not None and refined_rows[i]:  # the actor ran the CRF: these are its marginals
-            return full_size_mask(probs, shrink(image, probs.shape[1:]), ids, config.post, full)
-        return refine(image, probs, ids, config.post, full)
+            return (*full_size_mask(probs, shrink(image, probs.shape[1:]), ids, config.post, full), *batch["scores"][i])
+        return refine_scored(image, probs, ids, config.post, full)
 
     pngs = png_rows(batch, mask, "refinement")
     table = output_table(batch, pngs, labelset=config.labelset, model=config.model, method=config.method,

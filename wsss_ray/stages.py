@@ -76,33 +76,39 @@ def full_pixels(batch: dict, i: int, max_pixels: int) -> np.ndarray:
         return pixels
     return decode_within(read_bytes(batch["image"][i]), max_pixels)[0]
 
-def png_rows(batch: dict, make: Callable[[int], tuple[np.ndarray, np.ndarray]], step: str) -> list:
-    """(mask PNG, confidence PNG) from ``make(i)`` for each ok row, None elsewhere.
+def png_rows(batch: dict, make: Callable[[int], tuple], step: str) -> list:
+    """(mask PNG, confidence PNG, *scores) from ``make(i)`` = (mask, confidence, *scores)
+    for each ok row, None elsewhere; the scores are the ``quality`` and ``label_quality`` columns, if any.
 
     A row whose `step` raises becomes that row's error; the others go on.
     """
-    out: list[tuple[bytes, bytes] | None] = [None] * len(batch["id"])
+    out: list[tuple | None] = [None] * len(batch["id"])
     for i in range(len(out)):
         if batch["status"][i] != "ok":
             continue
         try:
-            mask, conf = make(i)
-            out[i] = encode_png(mask), encode_png(conf, palette=False)
+            mask, conf, *scores = make(i)
+            out[i] = (encode_png(mask), encode_png(conf, palette=False), *scores)
         except Exception as e:  # noqa: BLE001 - one item's failure is that item's error row
             mark_error(batch, i, failure(step, e))
     return out
 
 def output_table(batch: dict, pngs: list, *, labelset: str | None, model: str, method: str, run_id: str
                  ) -> pa.Table:
-    """A batch and its (mask, confidence) PNGs as rows of OUTPUT_SCHEMA."""
+    """A batch and its (mask PNG, confidence PNG[, quality, label_quality]) per row as rows of OUTPUT_SCHEMA."""
     n = len(batch["id"])
+
+    def column(k: int) -> list:
+        return [p[k] if p and len(p) > k else None for p in pngs]
+
     return pa.table({
         "id": [str(x) for x in batch["id"]],
         "image": [str(x) for x in batch["image"]],
         "labels": list(batch["labels"]),
         "width": batch["width"], "height": batch["height"],
-        "mask": [p and p[0] for p in pngs], "confidence": [p and p[1] for p in pngs],
+        "mask": column(0), "confidence": column(1),
         "status": list(batch["status"]), "error": list(batch["error"]),
         "labelset": [labelset] * n, "model": [model] * n, "method": [method] * n, "run_id": [run_id] * n,
+        "quality": column(2), "label_quality": column(3),
     }, schema=OUTPUT_SCHEMA)
 

@@ -31,8 +31,9 @@ errors raised here, before Ray starts.
 """
 
 from wsss_ray.config.flags import parse_settings
-from wsss_ray.config.label import (CRF_BACKENDS, JOB_KEYS, LABEL_KEYS, LOCAL_DIR, MODEL_SETTINGS_FILE, PRECISIONS,
-                                   TOYCLIP, CrfConfig, LabelJobConfig, PostConfig, label_job_config, label_keys,
+from wsss_ray.config.label import (CRF_BACKENDS, IMAGE_SIGNALS, JOB_KEYS, LABEL_KEYS, LABEL_SIGNALS, LOCAL_DIR,
+                                   MODEL_SETTINGS_FILE, PRECISIONS, TOYCLIP, CrfConfig, LabelJobConfig, PostConfig,
+                                   QualityConfig, label_job_config, label_keys,
                                    model_folder, model_settings, params, resolve_label_job, settings_dict,
                                    write_settings)
 from wsss_ray.config.layers import build, flatten, merge, parse_concurrency, read_mapping, resolve, unflatten
@@ -42,10 +43,11 @@ from wsss_ray.config.methods import (CAA_SOURCES, FREESEG_SCORES, METHODS, SCORE
 from wsss_ray.config.sweep import SEARCHERS, SWEEP_KINDS, SweepConfig
 from wsss_ray.config.train import ARCHS, LOSSES, LearnPromptsConfig, PredictConfig, TrainConfig, resolve_predict
 
-__all__ = ["ARCHS", "CAA_SOURCES", "CRF_BACKENDS", "FREESEG_SCORES", "JOB_KEYS", "LABEL_KEYS", "LOCAL_DIR", "LOSSES", "METHODS",
+__all__ = ["ARCHS", "CAA_SOURCES", "CRF_BACKENDS", "FREESEG_SCORES", "IMAGE_SIGNALS", "JOB_KEYS", "LABEL_KEYS",
+           "LABEL_SIGNALS", "LOCAL_DIR", "LOSSES", "METHODS",
            "MODEL_SETTINGS_FILE", "PRECISIONS", "SCORES", "SEARCHERS", "SOFTMAX_OVER", "SWEEP_KINDS",
            "SYNONYM_FUSIONS", "TOYCLIP", "ClipESConfig", "CrfConfig", "FreeSegConfig", "LabelJobConfig",
-           "LearnPromptsConfig", "Method", "PostConfig", "PredictConfig", "PromptedCamConfig", "SemplesConfig",
+           "LearnPromptsConfig", "Method", "PostConfig", "PredictConfig", "PromptedCamConfig", "QualityConfig", "SemplesConfig",
            "SweepConfig", "TrainConfig", "build", "flatten", "label_job_config", "label_keys", "merge", "method_entry",
            "method_config_class", "method_key", "model_folder", "model_settings", "params", "parse_concurrency",
            "parse_settings", "read_mapping", "resolve", "resolve_label_job", "resolve_predict", "settings_dict",

@@ -54,6 +54,47 @@ class CrfConfig:
             raise ValueError(f"crf backend must be one of {CRF_BACKENDS}, got {self.backend!r}")
 
 
+# The signals of wsss_ray.quality. Per image; ``labels`` is the number of image-level labels and
+# the ``label_*`` ones summarise the per-label signals over the image's labels.
+IMAGE_SIGNALS = ("confidence_mean", "confidence_above_0.95", "margin_mean", "entropy_mean", "crf_changed",
+                 "background", "labels", "missing_labels", "label_prob_mean", "label_agreement",
+                 "label_confidence_min")
+# Per label k, whose region is where the CRF's argmax is k.
+LABEL_SIGNALS = ("area", "missing", "confidence_in_region", "margin_in_region", "kept_by_crf", "prob_mean",
+                 "agreement")
+
+
+def _fitted(**weights: float) -> Any:
+    return field(default_factory=lambda: dict(weights))
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """The linear models of ``quality`` (per mask) and ``label_quality`` (per label) over the
+    signals of ``wsss_ray.quality``: a weight per signal and a bias, clipped to [0, 1].
+
+    The defaults were fitted on the toy world's val split with toyclip
+    (``benchmarks/quality_score.py``; docs/RESULTS.md, "Which signals say how good a mask
+    is"); they rank masks by how the probability maps look, so they carry to other models
+    as a ranking, not as a calibrated mIoU. Refit them on masks with ground truth of your own.
+    """
+
+    weights: dict = _fitted(**{
+        "confidence_mean": -19.42248, "confidence_above_0.95": 4.32411, "margin_mean": 3.0998,
+        "entropy_mean": -0.35558, "crf_changed": 0.48509, "background": 0.54812, "labels": -0.12862,
+        "missing_labels": -0.20371, "label_prob_mean": -1.33964, "label_agreement": 0.24046,
+        "label_confidence_min": 0.10113})
+    bias: float = 12.40125
+    label_weights: dict = _fitted(
+        area=-1.22576, missing=-0.14446, confidence_in_region=0.39026, margin_in_region=0.09667,
+        kept_by_crf=-0.44164, prob_mean=-0.35344, agreement=0.54786)
+    label_bias: float = 0.22357
+
+    def __post_init__(self):
+        reject_unknown(self.weights, IMAGE_SIGNALS, "post.quality.weights signals")
+        reject_unknown(self.label_weights, LABEL_SIGNALS, "post.quality.label_weights signals")
+
+
 @dataclass(frozen=True)
 class PostConfig:
     """Everything after the CAMs, shared by every CAM method: background score and CRF.
@@ -61,12 +102,14 @@ class PostConfig:
     The background score is ``(1 - max_k cam_k) ** bg_power`` (CLIP-ES), or the
     constant `bg_threshold` when given. The mask is the per-pixel argmax; the
     confidence (max probability) is stored beside it and thresholds are applied by
-    whoever uses it (CGL training, ``export --min-confidence``).
+    whoever uses it (CGL training, ``export --min-confidence``). ``quality`` scores
+    each mask and each of its labels (:class:`QualityConfig`).
     """
 
     bg_power: float = 1.0
     bg_threshold: float | None = None
     crf: CrfConfig = field(default_factory=CrfConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     def __post_init__(self):
         if self.bg_power <= 0:
