@@ -1,11 +1,14 @@
 # `make run` and `make test` are the two commands the README opens with.
-.PHONY: setup run test
+.PHONY: setup review-tools run test
 
 setup:
 	@bash scripts/setup.sh
 
+review-tools:
+	@bash scripts/setup-review-tools.sh
+
 run: setup
 	.venv/bin/python jobs/pseudolabel.py
 
-test: setup
+test: setup review-tools
 	.venv/bin/python -m pytest

@@ -24,20 +24,20 @@ def test_export_writes_palette_pngs_for_ok_rows(tmp_path, capsys):
     out.mkdir()
     rows = [_row("a", "ok", mask), _row("sub/b", "ok", mask), _row("bad", "error", None)]
     pq.write_table(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA), out / "part.parquet")
-    assert main([str(out), "--png-dir", str(tmp_path / "png"), "--confidence-dir", str(tmp_path / "conf")]) == 0
+    assert main([str(out), "--format", "png", "--to", str(tmp_path / "png"), "--confidence-dir", str(tmp_path / "conf")]) == 0
     assert '"written": 2' in capsys.readouterr().out
     png = Image.open(tmp_path / "png" / "a.png")
     assert png.mode == "P" and np.array_equal(np.array(png), mask)
     assert (tmp_path / "png" / "sub" / "b.png").is_file() and not (tmp_path / "png" / "bad.png").exists()
     assert np.array(Image.open(tmp_path / "conf" / "a.png")).max() == 200
     first = (tmp_path / "png" / "a.png").read_bytes()
-    main([str(out), "--png-dir", str(tmp_path / "png")])
+    main([str(out), "--png-dir", str(tmp_path / "png")])  # the earlier spelling of --format png --to
     assert (tmp_path / "png" / "a.png").read_bytes() == first  # idempotent
 
 
 def test_export_of_a_missing_output_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit):
-        main([str(tmp_path / "nope"), "--png-dir", str(tmp_path / "png")])
+        main([str(tmp_path / "nope"), "--to", str(tmp_path / "png")])
 
 
 def test_ids_that_escape_the_folder_are_refused(tmp_path, capsys):
@@ -46,7 +46,7 @@ def test_ids_that_escape_the_folder_are_refused(tmp_path, capsys):
     pq.write_table(pa.Table.from_pylist([_row("../evil", "ok", np.zeros((2, 3), np.uint8))], schema=OUTPUT_SCHEMA),
                    out / "part.parquet")
     with pytest.raises(SystemExit):
-        main([str(out), "--png-dir", str(tmp_path / "png")])
+        main([str(out), "--to", str(tmp_path / "png")])
     assert "would be written outside" in capsys.readouterr().err
     assert not (tmp_path / "evil.png").exists()
 
@@ -57,8 +57,8 @@ def test_min_confidence_writes_ignore_below_it(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     pq.write_table(pa.Table.from_pylist([_row("a", "ok", mask, conf)], schema=OUTPUT_SCHEMA), out / "part.parquet")
-    main([str(out), "--png-dir", str(tmp_path / "full")])
-    main([str(out), "--png-dir", str(tmp_path / "kept"), "--min-confidence", "0.95"])
+    main([str(out), "--to", str(tmp_path / "full")])
+    main([str(out), "--to", str(tmp_path / "kept"), "--min-confidence", "0.95"])
     assert np.array_equal(np.array(Image.open(tmp_path / "full" / "a.png")), mask)
     assert np.array(Image.open(tmp_path / "kept" / "a.png")).tolist() == [[0, 255, 4], [1, 255, 255]]
 

@@ -44,15 +44,29 @@ def read_output(output: str, columns: list[str] | None = None) -> pa.Table | Non
     fs, files = parquet_files(output)
     if not files:
         return None
-    return pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=columns)
+    # OUTPUT_SCHEMA, not the first file's: files written before a column existed read it as null
+    return pads.dataset(files, format="parquet", filesystem=fs, schema=OUTPUT_SCHEMA).to_table(columns=columns)
 
 def iter_output(output: str, columns: list[str] | None = None, batch_rows: int = 256) -> Iterator[pa.RecordBatch]:
     """The rows under `output`, `batch_rows` at a time, file by file: the memory of one batch
-    of rows, whatever the size of the output."""
+    of rows, whatever the size of the output.
+
+    A column of OUTPUT_SCHEMA that a file predates (``quality`` and ``label_quality`` are later) comes
+    back null, so outputs written by earlier versions read as they are.
+    """
     fs, files = parquet_files(output)
     for path in files:
         with fs.open_input_file(path) as f:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+            parquet = pq.ParquetFile(f)
+            present = set(parquet.schema_arrow.names)
+            wanted = columns or parquet.schema_arrow.names
+            missing = [c for c in wanted if c not in present and c in OUTPUT_SCHEMA.names]
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=[c for c in wanted if c not in missing]):
+                if missing:
+                    arrays = {c: batch.column(c) for c in batch.schema.names}
+                    arrays.update({c: pa.nulls(batch.num_rows, OUTPUT_SCHEMA.field(c).type) for c in missing})
+                    batch = pa.RecordBatch.from_pydict({c: arrays[c] for c in wanted})
+                yield batch
 
 
 def output_overlays(output: str, n: int = 8) -> np.ndarray | None:

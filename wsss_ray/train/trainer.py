@@ -1,7 +1,8 @@
 """Ray Train (V2) DDP training of a segmentation net on the pseudo-label job's Parquet output.
 
 Data streams from the Parquet files through Ray Data: ``read_parquet`` (``ok`` rows
-only) -> a CPU map that decodes the image, mask and confidence and applies the joint
+only) -> a CPU map that decodes the image, mask and confidence (a person's reviewed mask,
+``wsss_ray.reviewed``, in place of the pseudo-mask where there is one) and applies the joint
 random scale/crop/flip (``wsss_ray.train.transforms.augment``) -> one shard per
 worker (``get_dataset_shard``). Nothing is copied to local disk first.
 
@@ -52,26 +53,47 @@ EpochHook = Callable[[int, int], None]  # (epoch about to start, world rank)
 # ------------------------------------------------------------------ data
 
 
-def augment_stage(batch: dict, crop: int, scales: tuple[float, ...]) -> dict:
+def augment_stage(batch: dict, crop: int, scales: tuple[float, ...], reviewed: dict[str, bytes] | None = None) -> dict:
     """Decode (image from its path, mask and confidence PNGs) and jointly augment to `crop` (CPU task).
 
-    Returns uint8 arrays image Nx3xcropxcrop, mask and confidence Nxcropxcrop.
-    Randomness is fresh per execution, so every epoch sees new crops.
+    A row whose id has a reviewed mask (`reviewed`: id -> PNG) trains on it instead, every
+    pixel trusted (confidence 255). Returns uint8 arrays image Nx3xcropxcrop, mask and
+    confidence Nxcropxcrop. Randomness is fresh per execution, so every epoch sees new crops.
     """
     rng = np.random.default_rng()
-    out = [augment(load_image(str(path)), decode_png(m), decode_png(c) if c is not None else None, crop, rng, scales)
-           for path, m, c in zip(batch["image"], batch["mask"], batch["confidence"])]
+    reviewed = reviewed or {}
+    out = []
+    for row_id, path, m, c in zip(batch["id"], batch["image"], batch["mask"], batch["confidence"]):
+        if row_id in reviewed:
+            mask = decode_png(reviewed[row_id])
+            confidence = np.full(mask.shape, 255, np.uint8)
+        else:
+            mask, confidence = decode_png(m), decode_png(c) if c is not None else None
+        out.append(augment(load_image(str(path)), mask, confidence, crop, rng, scales))
     return {k: np.stack([o[i].numpy() for o in out]) for i, k in enumerate(("image", "mask", "confidence"))}
 
 
-def train_dataset(config: TrainConfig, task_cpus: float = 1.0) -> ray.data.Dataset:
-    """Parquet rows with status ``ok`` -> augmented fixed-size crops, streaming."""
+def reviewed_training_masks(config: TrainConfig) -> dict[str, bytes]:
+    """The reviewed masks (``wsss_ray.reviewed``) of the training input's rows: id -> PNG."""
+    from wsss_ray.reviewed import reviewed_masks
+
+    return {i: r["mask"] for i, r in reviewed_masks(config.input).items()}
+
+
+def train_dataset(config: TrainConfig, task_cpus: float = 1.0, reviewed: dict[str, bytes] | None = None
+                  ) -> ray.data.Dataset:
+    """Parquet rows with status ``ok``, and rows with a reviewed mask whatever their status
+    (a person fixed them) -> augmented fixed-size crops, streaming."""
     from ray.data.expressions import col
 
     ds = ray.data.read_parquet(config.input, num_cpus=task_cpus)
-    ds = ds.select_columns(["image", "mask", "confidence", "status"]).filter(expr=col("status") == "ok")
-    return ds.map_batches(augment_stage, fn_kwargs={"crop": config.crop, "scales": config.aug_scales}, batch_size=config.batch_size,
-                          batch_format="numpy", num_cpus=task_cpus)
+    keep = col("status") == "ok"
+    if reviewed:
+        keep = keep | col("id").is_in(sorted(reviewed))
+    ds = ds.select_columns(["id", "image", "mask", "confidence", "status"]).filter(expr=keep)
+    return ds.map_batches(augment_stage, fn_kwargs={"crop": config.crop, "scales": config.aug_scales,
+                                                    "reviewed": reviewed},
+                          batch_size=config.batch_size, batch_format="numpy", num_cpus=task_cpus)
 
 
 def val_pairs(config: TrainConfig) -> list[tuple[str, str]]:
@@ -218,7 +240,7 @@ def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: Epoch
             name=name, storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES), callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, **score)),
-        datasets={"train": train_dataset(config, task_cpus)},
+        datasets={"train": train_dataset(config, task_cpus, reviewed_training_masks(config))},
     )
     return trainer.fit()
 
@@ -260,6 +282,7 @@ def run(config: TrainConfig, epoch_hook: EpochHook | None = None,
         "train_loss": round(history[-1]["train_loss"], 4) if history else None,
         "samples_per_s": round(float(np.mean([h["samples_per_s"] for h in new])), 2) if new else None,
         "seconds": round(time.time() - start, 2), "output": config.output,
+        "reviewed_masks": len(reviewed_training_masks(config)),
         "history": history,
     }
 
