@@ -17,8 +17,9 @@ from wsss_ray.masks import decode_png, encode_png
 from wsss_ray.output import OUTPUT_SCHEMA, iter_output, parquet_files, read_output
 from wsss_ray.review import import_labelstudio, main as review_main
 from wsss_ray.reviewed import REVIEWED_DIR, reviewed_masks, write_reviews
+from wsss_ray.testing.outputs import toy_output
+from wsss_ray.toyworld import CLASSES
 
-CLASSES = ["boat", "plane", "car", "cow", "bird", "chair", "bottle", "sheep"]  # toyworld
 
 
 def test_the_brush_rle_matches_label_studios_own_encoder_on_a_known_mask():
@@ -47,26 +48,8 @@ def test_the_labelling_config_is_xml_with_a_brush_per_class_in_the_pngs_colours(
     assert len(brush) == 8
 
 
-def _output(tmp_path, masks: dict, status: dict | None = None, quality: dict | None = None, name="out"):
-    """An output folder of toyworld rows with these masks (id -> HxW uint8), images written beside it."""
-    out = tmp_path / name
-    out.mkdir()
-    rows = []
-    for i, (row_id, mask) in enumerate(masks.items()):
-        image = tmp_path / "images" / f"{row_id}.png"
-        image.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.zeros((*mask.shape, 3), np.uint8)).save(image)
-        labels = [CLASSES[v - 1] for v in np.unique(mask) if 0 < v < 255] or ["cow"]
-        ok = (status or {}).get(row_id, "ok") == "ok"
-        rows.append({"id": row_id, "image": str(image), "labels": labels, "width": mask.shape[1],
-                     "height": mask.shape[0], "mask": encode_png(mask) if ok else None,
-                     "confidence": encode_png(np.full(mask.shape, 250, np.uint8), palette=False) if ok else None,
-                     "status": "ok" if ok else "error", "error": None if ok else "labelling failed",
-                     "labelset": "toyworld", "model": "toyclip", "method": "clip-es", "run_id": "run-1",
-                     "quality": (quality or {}).get(row_id, 0.5) if ok else None,
-                     "label_quality": [0.25 + 0.5 * k for k in range(len(labels))] if ok else None})
-    pq.write_table(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA), out / "part-0.parquet")
-    return out
+def _output(tmp_path, masks: dict, status: dict | None = None, quality: dict | None = None):
+    return toy_output(tmp_path / "out", masks, status, quality)
 
 
 def _masks():
@@ -128,7 +111,7 @@ def test_coco_has_one_rle_per_image_and_class_that_pycocotools_decodes_to_the_ma
     summary = export(str(out), "coco", str(tmp_path / "coco.json"))
     assert (summary["images"], summary["annotations"]) == (2, 3)
     coco = COCO(str(tmp_path / "coco.json"))
-    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == CLASSES
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(CLASSES)
     for image in coco.dataset["images"]:
         mask = masks[image["row_id"]]
         assert image["file_name"].endswith(f"images/{image['row_id']}.png")

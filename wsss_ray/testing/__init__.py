@@ -8,6 +8,7 @@
     degraded.py      CAM-like CRF inputs from photos with ground truth (the ground truth, degraded)
     node_loss.py     a worker node lost mid-job on a multi-node cluster on this machine
     fake_cluster.py  the labelling job on the fake autoscaling cluster of cluster/local.yaml
+    outputs.py       small labelling-job outputs with known masks, written directly
 
 A test asserts on what a scenario returns; a benchmark (``benchmarks/``) prints its timings.
 """
