@@ -14,7 +14,7 @@ PACKAGE = ROOT / "wsss_ray"
 HEAVY = {"torch", "torchvision", "open_clip", "ray", "mlflow", "pyarrow"}
 CORE = ["wsss_ray.cam", "wsss_ray.crf", "wsss_ray.lattice", "wsss_ray.masks", "wsss_ray.metrics", "wsss_ray.budget",
         "wsss_ray.labeler", "wsss_ray.labelset", "wsss_ray.clip", "wsss_ray.vit", "wsss_ray.train.losses", "wsss_ray.train.model",
-        "wsss_ray.train.transforms", "wsss_ray.toyworld"]
+        "wsss_ray.train.transforms", "wsss_ray.toyworld", "wsss_ray.quality", "wsss_ray.labelstudio"]
 JOBS = sorted((ROOT / "jobs").glob("*.py"))
 
 _LOADED = """
@@ -51,8 +51,8 @@ def test_every_jobs_help_imports_nothing_heavy(job):
     assert loaded(str(job)) & HEAVY == set()
 
 
-def test_the_export_needs_pyarrow_but_not_ray():
-    pulled = loaded("wsss_ray.export")
+def test_the_export_and_the_review_import_need_pyarrow_but_not_ray():
+    pulled = loaded("wsss_ray.export,wsss_ray.review")
     assert "pyarrow" in pulled and pulled & {"ray", "torch", "mlflow"} == set()
 
 
