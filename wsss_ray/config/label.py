@@ -74,9 +74,10 @@ class QualityConfig:
     signals of ``wsss_ray.quality``: a weight per signal and a bias, clipped to [0, 1].
 
     The defaults were fitted on the toy world's val split with toyclip
-    (``benchmarks/quality_score.py``; docs/RESULTS.md, "Which signals say how good a mask
-    is"); they rank masks by how the probability maps look, so they carry to other models
-    as a ranking, not as a calibrated mIoU. Refit them on masks with ground truth of your own.
+    (``benchmarks/quality_score.py``; docs/RESULTS.md, "Which masks are wrong: the quality
+    column"). They rank masks by how their probability maps look, which carries to other
+    models as a ranking more than as a calibrated mIoU; refit them (the benchmark prints
+    this form) on masks with ground truth of your own.
     """
 
     weights: dict = _fitted(**{
