@@ -54,6 +54,19 @@ def test_toy_world_run_schema_rows_and_resume(ray_local, tmp_path):
     assert set(t.column("run_id").to_pylist()) == {summary["run_id"]}
 
 
+def test_the_gpu_layout_hands_its_quality_scores_through_ray_data_to_the_rows(ray_local, tmp_path):
+    class RefiningCamStage(CamStage):  # the GPU layout (the CRF and the scores in the actor), forced on the CPU;
+        def __init__(self, *args, **kwargs):  # defined in the test, so Ray pickles it by value
+            super().__init__(*args, **kwargs)
+            self.refine = True
+
+    manifest = generate(tmp_path / "toy", 4, seed=2_000_000)
+    config = LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=4, precision="fp32")
+    assert run(config, cam_stage=RefiningCamStage)["ok"] == 4
+    rows = read_output(str(tmp_path / "out"), ["labels", "quality", "label_quality"]).to_pylist()
+    assert all(0 <= r["quality"] <= 1 and len(r["label_quality"]) == len(r["labels"]) for r in rows)
+
+
 def test_bad_items_become_error_rows_and_nothing_is_lost(ray_local, tmp_path):
     manifest = generate(tmp_path / "toy", 4, seed=2_000_100)
     lines = manifest.read_text().splitlines()
