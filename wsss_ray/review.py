@@ -19,7 +19,7 @@ import json
 import sys
 
 from wsss_ray.files import read_bytes
-from wsss_ray.labelset import load_labelset
+from wsss_ray.export import class_names
 from wsss_ray.labelstudio import annotation_masks
 from wsss_ray.output import iter_output, parquet_files
 from wsss_ray.reviewed import write_reviews
@@ -37,8 +37,7 @@ def import_labelstudio(export_file: str, output: str, labelset: str | None = Non
     if not isinstance(tasks, list):
         raise ValueError(f"{export_file} is not a Label Studio JSON export (a list of tasks); "
                          f"export the project with Export -> JSON")
-    names = labelset or _labelset_of(output)
-    annotations = {a["id"]: a for a in annotation_masks(tasks, list(load_labelset(names).names))}
+    annotations = {a["id"]: a for a in annotation_masks(tasks, class_names(output, labelset))}
     sizes = {}  # of the annotated ids only: the output is streamed, whatever its size
     for batch in iter_output(output, ["id", "width", "height"]):
         for row in batch.to_pylist():
@@ -63,14 +62,6 @@ def import_labelstudio(export_file: str, output: str, labelset: str | None = Non
     if unknown:
         summary["first_unknown_ids"] = unknown[:5]
     return summary
-
-
-def _labelset_of(output: str) -> str:
-    for batch in iter_output(output, ["labelset"], batch_rows=1):
-        name = batch.column("labelset")[0].as_py()
-        if name:
-            return name
-    raise ValueError(f"the rows of {output} name no labelset; give --labelset")
 
 
 def main(argv: list[str] | None = None) -> int:
