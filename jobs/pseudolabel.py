@@ -17,7 +17,7 @@ import dataclasses
 import sys
 
 from wsss_ray.cli import JobParser, run_job
-from wsss_ray.config import CRF_BACKENDS, METHODS, PRECISIONS, LabelJobConfig, resolve_label_job
+from wsss_ray.config import CRF_BACKENDS, LABEL_MODES, METHODS, PRECISIONS, LabelJobConfig, resolve_label_job
 
 
 def parse(argv: list[str] | None = None) -> tuple[LabelJobConfig, str | None]:
@@ -25,6 +25,11 @@ def parse(argv: list[str] | None = None) -> tuple[LabelJobConfig, str | None]:
     p.flag("input", "PATH.jsonl | DIR | voc:ROOT[:SPLIT] | coco:ROOT:ANN.json (local or URI) "
                     "(default: 200 generated toy-world test images)")
     p.shared("labelset", "model", "pretrained")
+    p.flag("labels", "where the image-level labels come from: given (the input's; an item without is an error row), "
+                     "missing (the input's, proposed by the tagger where an item has none), auto (proposed for "
+                     "every item; given ones are only scored against)", choices=LABEL_MODES)
+    p.flag("tag_threshold", "the tagger's score a proposed label needs (tagger.threshold)", dest="tagger.threshold",
+           type=float)
     p.flag("method", f"CAM method, from the registry wsss_ray.config.METHODS: {', '.join(sorted(METHODS))}")
     p.flag("no_caa", "clip-es: skip class-aware attention affinity", dest="clip_es.caa", action="store_const",
            const=False)

@@ -76,7 +76,7 @@ def test_settings_round_trip_through_a_file(tmp_path):
     again = resolve_label_job({}, path)
     assert again == cfg
     label_only = write_settings(cfg, tmp_path / "label_config.yaml", label_only=True)
-    assert set(yaml.safe_load(label_only.read_text())) == {"method", "clip_es", "post"}
+    assert set(yaml.safe_load(label_only.read_text())) == {"method", "clip_es", "post", "tagger"}
 
 
 def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from wsss_ray.sources import (
-    decode_image, load_image, load_mask, read_coco, read_manifest, read_source, read_voc,
+    decode_image, load_image, load_mask, read_coco, read_manifest, read_source, read_voc, unlabelled_folder,
 )
 
 
@@ -54,13 +54,26 @@ def test_folder_with_labels_csv_and_jsonl(tmp_path):
     (tmp_path / "labels.csv").unlink()
     (tmp_path / "labels.jsonl").write_text(json.dumps({"image": "a.png", "labels": ["boat"]}) + "\n")
     items = {i.id: i for i in read_source(str(tmp_path))}
-    assert items["a"].labels == ("boat",) and items["sub/b"].labels == ()
+    assert items["a"].labels == ("boat",) and items["sub/b"].labels is None  # not listed: not known
 
 
-def test_folder_without_labels_file_is_a_clear_error(tmp_path):
+def test_a_folder_without_labels_file_has_items_whose_labels_are_not_known(tmp_path):
     _png(tmp_path / "a.png")
-    with pytest.raises(ValueError, match="labels.jsonl or labels.csv"):
-        read_source(str(tmp_path))
+    _png(tmp_path / "b.png")
+    assert [(i.id, i.labels) for i in read_source(str(tmp_path))] == [("a", None), ("b", None)]
+    assert unlabelled_folder(str(tmp_path))
+    (tmp_path / "labels.csv").write_text("image,labels\na.png,cow\n")
+    assert not unlabelled_folder(str(tmp_path))
+
+
+def test_manifest_labels_absent_or_null_are_not_known_and_an_empty_list_is_nothing_in_it(tmp_path):
+    lines = [{"id": "a", "image": "a.png"}, {"id": "b", "image": "b.png", "labels": None},
+             {"id": "c", "image": "c.png", "labels": []}, {"id": "d", "image": "d.png", "labels": ["cow"]}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert [i.labels for i in read_source(str(tmp_path / "m.jsonl"))] == [None, None, (), ("cow",)]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "e", "image": "e.png", "labels": "cow"}) + "\n")
+    with pytest.raises(ValueError, match="labels must be a list or null"):
+        read_source(str(tmp_path / "bad.jsonl"))
 
 
 def _voc(root):

@@ -8,17 +8,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from wsss_ray.cam import ClipES
 from wsss_ray.config import LabelJobConfig, SweepConfig, TrainConfig, resolve_label_job
-from wsss_ray.sources import load_image, read_source
+from wsss_ray.sources import load_image, load_mask, read_source
 from wsss_ray.testing.loopback import free_port
 from wsss_ray.testing.processes import kill_tree
 from wsss_ray.toyworld import SPLIT_SEEDS, generate
 from wsss_ray.tune import (CamCache, apply_labels, apply_train, default_space, domains, evaluate_labels,
-                           label_space_keys, load_space)
+                           evaluate_tags, label_space_keys, load_space, tag_space_keys)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +124,8 @@ def test_a_sweep_logs_every_trial_and_its_best_config_runs_the_labelling_job(dev
     best_file = tmp_path / "sweep" / "best_config.yaml"
     best = resolve_label_job({"input": manifest}, best_file)
     assert best.model == "toyclip" and best.post.bg_power in (0.5, 1.0, 2.0)
-    assert set(yaml.safe_load(best_file.read_text())) == {"model", "pretrained", "labelset", "method", "clip_es", "post"}
+    assert set(yaml.safe_load(best_file.read_text())) == {"model", "pretrained", "labelset", "method", "clip_es", "post",
+                                                          "labels", "tagger"}
     client = MlflowClient(uri)
     parent = client.get_run(summary["mlflow_run_id"])
     children = client.search_runs([parent.info.experiment_id],
@@ -212,8 +214,84 @@ def test_sweep_settings_are_checked(tmp_path):
     from wsss_ray.config import resolve
 
     assert resolve(SweepConfig, {"num_samples": 4, "searcher": "random"}) == SweepConfig(num_samples=4, searcher="random")
-    with pytest.raises(ValueError, match="kind must be one of \\['labels', 'train'\\]"):
+    with pytest.raises(ValueError, match="kind must be one of \\['labels', 'tags', 'train'\\]"):
         resolve(SweepConfig, {"kind": "prompts"})
     with pytest.raises(ValueError, match="save_to_model writes label_config.yaml beside a local-dir: model"):
         resolve(SweepConfig, {"save_to_model": True})  # toyclip lives inside the package
     assert resolve(SweepConfig, {"save_to_model": True, "model": f"local-dir:{tmp_path}"}).save_to_model
+
+
+def test_a_tags_trial_scores_the_tagger_s_labels_and_reuses_its_scores_across_thresholds(dev, monkeypatch):
+    from wsss_ray.labeler import Labeler
+    from wsss_ray.metrics import tag_counts, tag_scores
+    from wsss_ray.tagger import Tagger
+
+    _, items, images = dev
+    base = resolve_label_job({"input": "dev"})
+    assert "tagger.threshold" in tag_space_keys(base) and not any(k.startswith("post.") for k in tag_space_keys(base))
+    calls = []
+    scores = Tagger.scores
+    monkeypatch.setattr(Tagger, "scores", lambda self, imgs: calls.append(len(imgs)) or scores(self, imgs))
+    for threshold in (0.01, 0.05, 0.2):
+        config = apply_labels(base, {"tagger.threshold": threshold})
+        got = evaluate_tags(config, items, images)
+        tags = Labeler.from_config(config).tags(images)
+        expected = tag_scores(tag_counts([it.labels for it in items], [t.labels for t in tags]))
+        assert got["tag_f1"] == expected["tag_f1"] and got["tag_exact"] == expected["tag_exact"]
+        assert 0 < got["tag_map"] <= 1
+    assert len([c for c in calls if c == len(images)]) == 1 + 3  # one trial computed them; the checks above, 3
+
+
+def test_labels_trials_can_sweep_the_tagger_and_label_with_its_labels(dev, tmp_path):
+    _, items, images = dev
+    base = resolve_label_job({"input": "dev", "labels": "auto"})
+    assert {"labels", "tagger.threshold"} <= set(label_space_keys(base))
+    cache = CamCache(str(tmp_path / "cache"))
+    strict = apply_labels(base, {"tagger.threshold": 1.0})  # no label proposed: every mask all background
+    loose = apply_labels(base, {"tagger.threshold": 0.01})
+    assert CamCache.key(strict) != CamCache.key(loose)
+    truths = [load_mask(it.mask) for it in items]
+    present = len(set(np.unique(np.concatenate([t.ravel() for t in truths]))))
+    background_iou = sum((t == 0).sum() for t in truths) / sum(t.size for t in truths)
+    # Every pixel background: its IoU is its share of the pixels, every other class present scores 0.
+    assert evaluate_labels(strict, items, images, cache)["miou"] == pytest.approx(background_iou / present)
+    stored = cache.load(CamCache.key(strict), [it.id for it in items])
+    assert all(labels == [] and cams.shape[0] == 0 for labels, cams in stored.values())
+    assert evaluate_labels(loose, items, images, cache)["miou"] > evaluate_labels(strict, items, images, cache)["miou"]
+
+
+@pytest.mark.slow
+def test_a_tags_sweep_needs_only_image_level_labels_and_its_best_config_runs_the_job(dev, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    manifest, _, _ = dev
+    folder = Path(manifest).parent
+    labels_only = tmp_path / "labels_only.jsonl"  # image-level labels, no masks
+    labels_only.write_text("".join(json.dumps({"id": r["id"], "image": str(folder / r["image"]), "labels": r["labels"]})
+                                   + "\n" for r in map(json.loads, Path(manifest).read_text().splitlines())))
+    space = _space(tmp_path, "tagger.threshold: {choice: [0.005, 0.025, 0.3, 0.9]}\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = _sweep_job(["--kind", "tags", "--input", str(labels_only), "--space", space, "--num-samples", "4",
+                         "--searcher", "random", "--max-concurrent", "1", "--output", str(tmp_path / "sweep"),
+                         "--mlflow-uri", uri])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    client = MlflowClient(uri)
+    parent = client.get_run(summary["mlflow_run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert summary["trials"] == len(children) == 4
+    assert all({"tag_f1", "tag_map", "tag_exact"} <= set(c.data.metrics) for c in children)
+    best = max(children, key=lambda c: c.data.metrics["tag_f1"])
+    assert summary["best_tag_f1"] == pytest.approx(best.data.metrics["tag_f1"], abs=1e-4)
+    best_file = tmp_path / "sweep" / "best_config.yaml"
+    chosen = yaml.safe_load(best_file.read_text())
+    assert set(chosen) == {"model", "pretrained", "labelset", "tagger"}
+    assert chosen["tagger"]["threshold"] == pytest.approx(float(best.data.params["tagger.threshold"]))
+
+    job = subprocess.run([sys.executable, str(ROOT / "jobs" / "pseudolabel.py"), "--input", str(labels_only),
+                          "--labels", "auto", "--config", str(best_file), "--output", str(tmp_path / "labelled"),
+                          "--mlflow-uri", uri], capture_output=True, text=True,
+                         env={**os.environ, "RAY_ADDRESS": "local"}, timeout=600)
+    assert job.returncode == 0, job.stderr[-3000:]
+    labelled = json.loads(job.stdout.strip().splitlines()[-1])
+    assert labelled["tag_f1"] == pytest.approx(summary["best_tag_f1"], abs=1e-4)  # the same labels as the best trial

@@ -55,14 +55,14 @@ def item_table(items: list[Item], source: str, first_line: int = 1) -> pa.Table:
     n = len(items)
     return pa.table({
         "id": [it.id for it in items], "image": [it.image for it in items],
-        "labels": [list(it.labels) for it in items], "mask": [it.mask for it in items],
+        "labels": [None if it.labels is None else list(it.labels) for it in items], "mask": [it.mask for it in items],
         "status": ["ok"] * n, "error": [None] * n, "source": [source] * n,
         "line": list(range(first_line, first_line + n)), "written": [False] * n,
     }, schema=ITEM_SCHEMA)
 
 
 class ManifestDatasource(FileBasedDatasource):
-    """Manifest shards (JSONL lines or Parquet rows of ``{id, image, labels, mask?}``) as item rows.
+    """Manifest shards (JSONL lines or Parquet rows of ``{id, image, labels?, mask?}``) as item rows.
 
     Relative image and mask paths are taken against the shard's own folder. A line
     that is not a manifest line becomes an error row naming the file and line.
@@ -120,7 +120,8 @@ def _manifest_table(rows: list[tuple[int, object]], uri: str) -> pa.Table:
         except ManifestLineError as e:
             it = Item(e.id or f"{uri}:{number}", "", ())
             status, error = "error", f"{uri}:{number}: {e}"
-        for name, value in (("id", it.id), ("image", it.image), ("labels", list(it.labels)), ("mask", it.mask),
+        labels = None if it.labels is None else list(it.labels)
+        for name, value in (("id", it.id), ("image", it.image), ("labels", labels), ("mask", it.mask),
                             ("status", status), ("error", error), ("source", uri), ("line", number),
                             ("written", False)):
             cols[name].append(value)

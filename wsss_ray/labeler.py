@@ -7,6 +7,8 @@ another tool and the job's CAM actors all call the same thing, at two levels:
     labeler = Labeler.from_spec("toyclip", "toyworld")               # the model's own settings
     cams = labeler.cams(images, [["cow", "sheep"], ["boat"]])         # per image: KxHxW float32 in [0, 1]
     results = labeler.label(images, [["cow", "sheep"], ["boat"]])     # per image: LabelResult(mask, confidence, cams)
+    tags = labeler.tags(images)                                       # per image: Tags(labels, scores, class_scores)
+    results = labeler.label(images)                                   # labels proposed by the tagger (None: per image)
 
     Labeler.from_spec("ViT-B-16", "voc", method="clip-es", settings={"caa": False},
                       post={"bg_power": 1}, pretrained="/weights/ViT-B-16.pt")
@@ -28,11 +30,12 @@ import torch
 from wsss_ray.budget import decode_side, fit_side, shrink
 from wsss_ray.cam import CamMethod
 from wsss_ray.clip import load_clip
-from wsss_ray.config import (PRECISIONS, LabelJobConfig, Method, PostConfig, method_entry, method_key, model_settings,
-                             resolve_label_job)
-from wsss_ray.crf import refine, refine_scored
+from wsss_ray.config import (PRECISIONS, LabelJobConfig, Method, PostConfig, TaggerConfig, method_entry, method_key,
+                             model_settings, resolve_label_job)
+from wsss_ray.crf import crf_within_budget, full_size_mask, refine, refine_scored, score
 from wsss_ray.labelset import Labelset, load_labelset
 from wsss_ray.masks import cams_to_probs
+from wsss_ray.tagger import Tagger, Tags
 
 
 @dataclass
@@ -41,13 +44,16 @@ class LabelResult:
     (max probability), both at the image's size, and the CAMs of its labels (float32,
     [0,1]) at the size the labeller worked at: the image's own, or within the size
     budget for a larger image (see :meth:`Labeler.label`); the mask's ``quality`` and its
-    ``label_quality`` per label (``wsss_ray.quality``), as the job writes them."""
+    ``label_quality`` per label (``wsss_ray.quality``), as the job writes them; the labels used
+    and, when the tagger proposed them, their scores (else None)."""
 
     mask: np.ndarray
     confidence: np.ndarray
     cams: np.ndarray
     quality: float
     label_quality: list[float]
+    labels: list[str]
+    label_scores: list[float] | None = None
 
 
 def class_ids(labelset: Labelset, labels: list[str]) -> list[int]:
@@ -79,14 +85,49 @@ def to_probs(cams: np.ndarray, post: PostConfig) -> np.ndarray:
     return cams_to_probs(cams, post.bg_power, post.bg_threshold)
 
 
-class Labeler:
-    """A CAM method plus post-processing: labels batches of uint8 HxWx3 RGB images."""
+@dataclass
+class Verified:
+    """The CRF of an image's proposed labels after the weak ones were dropped: its marginals over
+    `small` (the image within the CRF's budget), their (quality, label_quality), and the
+    positions of the labels kept."""
 
-    def __init__(self, method: CamMethod, post: PostConfig = PostConfig(), precision: str = "auto"):
+    marginals: np.ndarray
+    small: np.ndarray
+    scores: tuple[float, list[float]]
+    kept: list[int]
+
+
+def verify_labels(image: np.ndarray, cams: np.ndarray, post: PostConfig, min_quality: float,
+                  device: str = "cpu") -> Verified:
+    """Check proposed labels against the mask they make: the dense CRF of the CAMs' probabilities,
+    and, if a label's ``label_quality`` is below `min_quality`, the CRF again without those labels.
+
+    A wrong label costs a mask more than a missing one (its CAM takes pixels from the right
+    classes; docs/RESULTS.md), so a label the tagger proposed must also hold up in the mask.
+    """
+    kept = list(range(len(cams)))
+    while True:
+        probs = to_probs(cams[kept], post)
+        marginals, small = crf_within_budget(image, probs, post.crf, device)
+        scores = score(probs, marginals, post.quality)
+        weak = [k for k, q in zip(kept, scores[1]) if q < min_quality]
+        if not weak:
+            return Verified(marginals, small, scores, kept)
+        kept = [k for k in kept if k not in weak]
+
+
+class Labeler:
+    """A CAM method plus post-processing: labels batches of uint8 HxWx3 RGB images; its tagger
+    (``wsss_ray.tagger``, built on the method's CLIP at first use) proposes labels for images without."""
+
+    def __init__(self, method: CamMethod, post: PostConfig = PostConfig(), precision: str = "auto",
+                 tagger: TaggerConfig = TaggerConfig()):
         autocast_dtype(precision, "cpu")  # fail early on a wrong name
         self.method = method
         self.post = post
         self.precision = precision
+        self.tagger_config = tagger
+        self._tagger: Tagger | None = None
 
     @classmethod
     def from_config(cls, config: LabelJobConfig, device: str = "cpu", entry: Method | None = None) -> "Labeler":
@@ -95,20 +136,22 @@ class Labeler:
         method_class = (entry or method_entry(config.method)).load()
         clip = load_clip(config.model, config.pretrained, device)
         return cls(method_class(config.method_config, clip, load_labelset(config.labelset)), config.post,
-                   config.precision)
+                   config.precision, config.tagger)
 
     @classmethod
     def from_spec(cls, model: str = "toyclip", labelset: str | Labelset = "toyworld", method: str | None = None,
                   settings: Mapping[str, Any] | None = None, post: Mapping[str, Any] | None = None,
-                  pretrained: str | None = None, device: str = "cpu", precision: str = "auto") -> "Labeler":
+                  pretrained: str | None = None, device: str = "cpu", precision: str = "auto",
+                  tagger: Mapping[str, Any] | None = None) -> "Labeler":
         """A labeller for a model spec, a labelset and a method, settings resolved as the job does.
 
         Defaults come from the model's ``label_config.yaml`` when it ships one (``toyclip``
-        does), else from the method's; `settings` (the method's, e.g. ``{"caa": False}``)
-        and `post` (``{"bg_power": 0.5, "crf": {"iters": 5}}``) override them.
+        does), else from the method's; `settings` (the method's, e.g. ``{"caa": False}``),
+        `post` (``{"bg_power": 0.5, "crf": {"iters": 5}}``) and `tagger`
+        (``{"threshold": 0.2}``) override them.
         """
         given: dict[str, Any] = {"model": model, "pretrained": pretrained, "post": dict(post or {}),
-                                 "precision": precision}
+                                 "tagger": dict(tagger or {}), "precision": precision}
         if isinstance(labelset, str):
             given["labelset"] = labelset
         if method:
@@ -120,7 +163,7 @@ class Labeler:
         if isinstance(labelset, Labelset):
             clip = load_clip(model, pretrained, device)
             return cls(method_entry(config.method).load()(config.method_config, clip, labelset), config.post,
-                       config.precision)
+                       config.precision, config.tagger)
         return cls.from_config(config, device)
 
     @property
@@ -131,6 +174,18 @@ class Labeler:
         """0-based labelset indices of an image's labels, deduplicated, in the given order."""
         return class_ids(self.labelset, labels)
 
+    @property
+    def tagger(self) -> Tagger:
+        """The tagger on the method's own CLIP (and its prompts, when the settings agree)."""
+        if self._tagger is None:
+            self._tagger = Tagger(self.tagger_config, self.method.clip, self.labelset)
+        return self._tagger
+
+    def tags(self, images: list[np.ndarray]) -> list[Tags]:
+        """Per image, the labels the tagger proposes (best first) and their scores."""
+        with model_autocast(self.precision, self.method.device):
+            return self.tagger.tags(images)
+
     def cams(self, images: list[np.ndarray], labels: list[list[str]]) -> list[np.ndarray]:
         """Per image, KxHxW float32 CAMs in [0,1] at the image's own size (K = its distinct labels)."""
         with model_autocast(self.precision, self.method.device):
@@ -140,20 +195,35 @@ class Labeler:
         """Per image, (1+K)xHxW probabilities (background first) from its CAMs."""
         return [to_probs(c, self.post) for c in cams]
 
-    def label(self, images: list[np.ndarray], labels: list[list[str]]) -> list[LabelResult]:
+    def label(self, images: list[np.ndarray], labels: list[list[str] | None] | None = None) -> list[LabelResult]:
         """Pseudo-masks and confidence maps for a batch of uint8 HxWx3 RGB images, as the job makes them.
 
-        An image larger than the size budget (the method's ``max_side`` and the CRF's,
-        ``wsss_ray.budget``) is labelled shrunk to the larger of the two, and its mask
-        and confidence brought back to its full size, so memory stays bounded.
+        An image whose labels are None (or every image, when `labels` is None) gets the
+        labels its tagger proposes. An image larger than the size budget (the method's
+        ``max_side`` and the CRF's, ``wsss_ray.budget``) is labelled shrunk to the larger
+        of the two, and its mask and confidence brought back to its full size, so memory
+        stays bounded.
         """
+        labels = [None] * len(images) if labels is None else list(labels)
         side = decode_side(self.method.config, self.post.crf)
         working = [shrink(image, fit_side(*image.shape[:2], side)) for image in images]
+        untagged = [i for i, given in enumerate(labels) if given is None]
+        scores: dict[int, list[float]] = {}
+        for i, tags in zip(untagged, self.tags([working[i] for i in untagged])):
+            labels[i], scores[i] = tags.labels, tags.scores
         cams = self.cams(working, labels)
         out = []
-        for image, small, lab, cam, probs in zip(images, working, labels, cams, self.probs(cams)):
-            mask, confidence, quality, label_quality = refine_scored(small, probs, self.class_ids(lab), self.post, image)
-            out.append(LabelResult(mask, confidence, cam, quality, label_quality))
+        check = self.tagger_config.min_label_quality
+        for i, (image, small, lab, cam, probs) in enumerate(zip(images, working, labels, cams, self.probs(cams))):
+            if i in scores and check:  # proposed labels must hold up in their mask
+                v = verify_labels(small, cam, self.post, check, self.method.device)
+                lab, scores[i], cam = [lab[k] for k in v.kept], [scores[i][k] for k in v.kept], cam[v.kept]
+                mask, confidence = full_size_mask(v.marginals, v.small, self.class_ids(lab), self.post, image)
+                quality, label_quality = v.scores
+            else:
+                mask, confidence, quality, label_quality = refine_scored(small, probs, self.class_ids(lab), self.post,
+                                                                         image)
+            out.append(LabelResult(mask, confidence, cam, quality, label_quality, list(lab), scores.get(i)))
         return out
 
 

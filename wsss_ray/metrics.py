@@ -103,3 +103,30 @@ def average_precision(truth: np.ndarray, score: np.ndarray) -> float:
     hits = truth[order]
     precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
     return float(precision_at[hits].mean())
+
+
+def mean_average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Multi-label mAP: :func:`average_precision` of each class (columns of BxC `truth` and
+    `scores`) over the images, averaged over the classes that occur."""
+    aps = [average_precision(truth[:, c], scores[:, c]) for c in range(truth.shape[1]) if truth[:, c].any()]
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def tag_counts(truth: list, proposed: list) -> np.ndarray:
+    """(images, true labels, proposed labels, right ones, images exactly right) of image-level label sets."""
+    out = np.zeros(5, np.int64)
+    for t, p in zip(truth, proposed):
+        t, p = set(t), set(p)
+        out += (1, len(t), len(p), len(t & p), t == p)
+    return out
+
+
+def tag_scores(counts: np.ndarray) -> dict:
+    """Micro precision, recall and F1 of proposed labels, and the share of images exactly right, from
+    :func:`tag_counts` (summed over batches); {} for no images."""
+    images, true, proposed, right, exact = (int(v) for v in counts)
+    if not images:
+        return {}
+    return {"tags_scored": images, "tag_precision": round(right / max(1, proposed), 4),
+            "tag_recall": round(right / max(1, true), 4), "tag_f1": round(2 * right / max(1, true + proposed), 4),
+            "tag_exact": round(exact / images, 4)}

@@ -32,6 +32,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("status", pa.string()), ("error", pa.string()),
     ("labelset", pa.string()), ("model", pa.string()), ("method", pa.string()), ("run_id", pa.string()),
     ("quality", pa.float32()), ("label_quality", pa.list_(pa.float32())),
+    ("labels_source", pa.string()), ("label_scores", pa.list_(pa.float32())),
 ])
 
 def parquet_files(output: str) -> tuple[pafs.FileSystem, list[str]]:
@@ -51,7 +52,8 @@ def iter_output(output: str, columns: list[str] | None = None, batch_rows: int =
     """The rows under `output`, `batch_rows` at a time, file by file: the memory of one batch
     of rows, whatever the size of the output.
 
-    A column of OUTPUT_SCHEMA that a file predates (``quality`` and ``label_quality`` are later) comes
+    A column of OUTPUT_SCHEMA that a file predates (``quality``, ``label_quality``, ``labels_source``
+    and ``label_scores`` are later) comes
     back null, so outputs written by earlier versions read as they are.
     """
     fs, files = parquet_files(output)

@@ -13,7 +13,8 @@ The data path, top to bottom, and where each step lives:
     input     wsss_ray.inputs.read_items      sources -> item rows (Ray Data readers)
     resume    wsss_ray.inputs.pending         drop ids already written, mark repeated ones
     decode    wsss_ray.stages.decode_stage    CPU tasks; within the size budget (wsss_ray.budget)
-    cam       CamStage                        actor pool: CAMs -> class probabilities
+    cam       CamStage                        actor pool: labels proposed where needed (wsss_ray.tagger),
+                                              CAMs -> class probabilities
     crf       crf_stage                       CPU tasks: dense CRF -> mask, confidence -> rows
     rows      wsss_ray.stages.output_table    OUTPUT_SCHEMA (wsss_ray.output)
     sink      wsss_ray.writer                 claim, atomic Parquet files, progress, score
@@ -36,12 +37,16 @@ import ray
 
 from wsss_ray.budget import decode_side
 from wsss_ray.config import LabelJobConfig, Method, method_entry, params
+from wsss_ray.errors import JobError
 from wsss_ray.labelset import load_labelset
+from wsss_ray.metrics import tag_counts
 from wsss_ray.output import batch_confusion, output_overlays
 from wsss_ray.progress import count_attempt, count_rows, count_suspect
 from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.stages import decode_stage, failure, full_pixels, mark_error, objects, output_table, png_rows, writable_batch
+from wsss_ray.sources import unlabelled_folder
+from wsss_ray.stages import (decode_stage, failure, full_pixels, lists, mark_error, objects, output_table, png_rows,
+                             writable_batch)
 from wsss_ray.writer import write_pending
 
 
@@ -55,11 +60,22 @@ def crf_in_actor(config: LabelJobConfig, device: str) -> bool:
     return device.startswith("cuda") and crf.backend == "torch" and crf.iters > 0
 
 
-class CamStage:
-    """CAMs -> per-pixel probabilities (actor: the labeller is built once); on a GPU, also the CRF.
+NO_LABELS = ("no image-level labels given for this item; add them to the input, or run with --labels missing "
+             "to have them proposed")
 
-    An image whose labelling raises (out of memory, a numerical error, anything the
-    method or the CRF raises) becomes an error row, and the rest of its batch is labelled.
+
+class CamStage:
+    """Labels where needed, CAMs -> per-pixel probabilities (actor: the labeller is built once);
+    on a GPU, also the CRF.
+
+    The job's ``labels`` mode decides which rows the tagger labels (on the same model and
+    the same decoded image): ``missing``, rows without labels; ``auto``, every row (the
+    given labels move to ``given_labels``, for scoring); ``given``, none (a row without
+    labels is an error row). With ``tagger.min_label_quality``, the actor also runs the
+    CRF of a row with proposed labels, to drop those that do not hold up in the mask
+    (``labeler.verify_labels``), and hands on the CRF's marginals. An image whose labelling raises (out of memory, a numerical
+    error, anything the method or the CRF raises) becomes an error row, and the rest of
+    its batch is labelled.
     """
 
     def __init__(self, config: LabelJobConfig, entry: Method | None = None, counter=None):
@@ -69,11 +85,13 @@ class CamStage:
         self.labeler = Labeler.from_config(config, self.device, entry)
         self.refine = crf_in_actor(config, self.device)
         self.counter = counter
+        self.mode = config.labels
 
     def __call__(self, batch: dict) -> dict:
         attempt = count_attempt(self.counter, "cam", batch["id"])
         batch = writable_batch(batch)
         n = len(batch["id"])
+        self.propose(batch)
         todo = []
         for i in range(n):
             if batch["status"][i] != "ok":
@@ -86,8 +104,42 @@ class CamStage:
         probs = dict(zip(todo, self.probs(batch, todo, alone=attempt > 1))) if todo else {}
         batch["probs"] = objects([probs.get(i, (BLANK, None))[0] for i in range(n)])
         batch["scores"] = objects([probs.get(i, (BLANK, None))[1] for i in range(n)])
-        batch["refined"] = np.full(n, self.refine)
+        batch["refined"] = np.array([s is not None for s in batch["scores"]])  # the actor ran the CRF
         return batch
+
+    def propose(self, batch: dict) -> None:
+        """The labels of the rows the mode leaves to the tagger, in place; ``labels_source``,
+        ``label_scores`` and ``given_labels`` (the labels given, kept for scoring) per row."""
+        n = len(batch["id"])
+        given = list(batch["labels"])
+        batch["given_labels"] = objects(given)
+        batch["labels_source"] = np.array([None if g is None else "given" for g in given], dtype=object)
+        batch["label_scores"] = objects([None] * n)
+        rows = [i for i in range(n) if batch["status"][i] == "ok" and (self.mode == "auto" or given[i] is None)]
+        if self.mode == "given":
+            for i in rows:
+                mark_error(batch, i, NO_LABELS)
+            rows = []
+        try:
+            tags = self.labeler.tags([batch["pixels"][i] for i in rows]) if rows else []
+        except Exception as e:  # noqa: BLE001 - one at a time, so only the image that fails is an error row
+            if len(rows) == 1:
+                mark_error(batch, rows[0], failure("tagging", e))
+                return
+            tags = []
+            for i in rows:
+                try:
+                    tags += self.labeler.tags([batch["pixels"][i]])
+                except Exception as e:  # noqa: BLE001
+                    mark_error(batch, i, failure("tagging", e))
+                    tags.append(None)
+        for i, t in zip(rows, tags):
+            if t is None:
+                continue
+            batch["labels"][i], batch["labels_source"][i], batch["label_scores"][i] = t.labels, "predicted", t.scores
+            if not t.labels:  # an ok row whose note says why its mask is all background
+                batch["error"][i] = (f"the tagger proposed no label (none scored {self.labeler.tagger_config.threshold}"
+                                     f" or more): the mask is all background")
 
     def probs(self, batch: dict, rows: list[int], alone: bool = False) -> list[tuple[np.ndarray, tuple | None]]:
         """(float16 probabilities, None) of the images `rows` (on a GPU: (the CRF's marginals,
@@ -113,13 +165,23 @@ class CamStage:
 
     def _probs(self, batch: dict, rows: list[int]) -> list[tuple[np.ndarray, tuple | None]]:
         from wsss_ray.crf import crf_within_budget, score
+        from wsss_ray.labeler import verify_labels
 
         pixels = [batch["pixels"][i] for i in rows]
         cams = self.labeler.cams(pixels, [list(batch["labels"][i]) for i in rows])
+        check = self.labeler.tagger_config.min_label_quality
         out = []
-        for image, p in zip(pixels, self.labeler.probs(cams)):
+        for i, image, cam, p in zip(rows, pixels, cams, self.labeler.probs(cams)):
             scores = None
-            if self.refine:  # the CRF's marginals, computed here on the GPU, and their scores
+            if check and batch["labels_source"][i] == "predicted":  # proposed labels must hold up in their mask
+                v = verify_labels(image, cam, self.labeler.post, check, self.device)
+                batch["labels"][i] = [batch["labels"][i][k] for k in v.kept]
+                batch["label_scores"][i] = [batch["label_scores"][i][k] for k in v.kept]
+                if cam.shape[0] and not v.kept:
+                    batch["error"][i] = (f"no proposed label held up in its mask (label_quality below {check}): "
+                                         f"the mask is all background")
+                p, scores = v.marginals, v.scores
+            elif self.refine:  # the CRF's marginals, computed here on the GPU, and their scores
                 marginals = crf_within_budget(image, p, self.labeler.post.crf, self.device)[0]
                 p, scores = marginals, score(p, marginals, self.labeler.post.quality)
             out.append((p.astype(np.float16), scores))
@@ -151,8 +213,19 @@ def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) ->
     table = output_table(batch, pngs, labelset=config.labelset, model=config.model, method=config.method,
                          run_id=run_id)
     truths = batch.get("mask", [None] * table.num_rows)  # the items' ground-truth paths
-    count_rows(counter, table.num_rows, *batch_confusion(list(truths), table, len(labelset) + 1))
+    count_rows(counter, table.num_rows, *batch_confusion(list(truths), table, len(labelset) + 1),
+               tags=scored_tags(batch))
     return table
+
+
+def scored_tags(batch: dict) -> np.ndarray | None:
+    """``metrics.tag_counts`` over the batch's ok rows whose labels the tagger proposed although the
+    input gave some (``--labels auto``): what the job's tag scores sum."""
+    if "given_labels" not in batch:
+        return None
+    rows = [(truth, batch["labels"][i]) for i, truth in enumerate(lists(batch["given_labels"]))
+            if truth is not None and batch["status"][i] == "ok" and batch["labels_source"][i] == "predicted"]
+    return tag_counts(*zip(*rows)) if rows else None
 
 
 @ray.remote(num_cpus=0)
@@ -187,6 +260,9 @@ def run(config: LabelJobConfig, run_id: str | None = None, cam_stage: type = Cam
     if config.input is None:
         raise ValueError("no input given; pass --input SOURCE (a manifest, folder, voc:... or coco:...)")
     labelset = load_labelset(config.labelset)  # fail before starting Ray if the labelset is wrong
+    if config.labels == "given" and unlabelled_folder(config.input):
+        raise JobError(f"folder {config.input} has no labels.jsonl or labels.csv with the images' labels; add one, "
+                         f"or run with --labels missing (or auto) to have the labels proposed")
     run_id = run_id or uuid.uuid4().hex
     summary = write_pending(config.input, config.output, run_id,
                             lambda items, counter: build_dataset(config, items, run_id, cam_stage, counter),

@@ -17,6 +17,7 @@ import numpy as np
 import ray
 
 from wsss_ray.errors import JobError
+from wsss_ray.metrics import tag_scores
 
 
 @ray.remote(num_cpus=0)
@@ -31,6 +32,7 @@ class RowCounter:
     def __init__(self):
         self.done = self.pending = self.skipped = self.truth = self.partitions = self.scored = 0
         self.confusion: np.ndarray | None = None
+        self.tags = np.zeros(5, np.int64)  # wsss_ray.metrics.tag_counts
         self.attempts: collections.Counter = collections.Counter()
         self.suspects: dict[str, str] = {}
 
@@ -51,8 +53,11 @@ class RowCounter:
         a dead actor) or recomputed because their output was lost with a node."""
         return sum(1 for n in self.attempts.values() if n > 1)
 
-    def add(self, rows: int, confusion: np.ndarray | None = None, scored: int = 0) -> None:
+    def add(self, rows: int, confusion: np.ndarray | None = None, scored: int = 0,
+            tags: np.ndarray | None = None) -> None:
         self.done += rows
+        if tags is not None:
+            self.tags += tags
         if confusion is not None:
             self.confusion = confusion if self.confusion is None else self.confusion + confusion
             self.scored += scored
@@ -72,6 +77,11 @@ class RowCounter:
         """The confusion matrix summed over finished batches, and how many ground-truth rows it counts."""
         return self.confusion, self.scored
 
+    def tag_scores(self) -> dict:
+        """Precision, recall, F1 and the exactly-right share of the proposed labels over the rows that
+        had labels given too (``--labels auto``); {} when there were none."""
+        return tag_scores(self.tags)
+
 def on_this_node():
     """A scheduling strategy that keeps a job's own actors (counters) on the driver's node,
     which outlives any worker node a cluster may lose."""
@@ -79,11 +89,13 @@ def on_this_node():
 
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
-def count_rows(counter, rows: int, confusion: np.ndarray | None = None, scored: int = 0) -> None:
+def count_rows(counter, rows: int, confusion: np.ndarray | None = None, scored: int = 0,
+               tags: np.ndarray | None = None) -> None:
     """Tell a job's :class:`RowCounter` (if any) that `rows` rows left its last stage, with the
-    confusion matrix of the `scored` rows among them that have ground truth; never waits."""
+    confusion matrix of the `scored` rows among them that have ground truth and the counts of
+    their proposed labels against the given ones (`tags`); never waits."""
     if counter is not None:
-        counter.add.remote(rows, confusion, scored)
+        counter.add.remote(rows, confusion, scored, tags)
 
 def count_attempt(counter, stage: str, ids) -> int:
     """Tell a job's :class:`RowCounter` (if any) that `stage` starts the batch of these ids;

@@ -2,14 +2,16 @@
 
 A SOURCE (the ``--input`` flag) is one of:
 
-- ``PATH.jsonl``: a manifest, one ``{"id", "image", "labels", "mask"?}`` object per line
+- ``PATH.jsonl``: a manifest, one ``{"id", "image", "labels"?, "mask"?}`` object per line
   (DESIGN.md); paths relative to the manifest's folder, absolute, or URIs; ``PATH.parquet``
-  holds the same as columns;
+  holds the same as columns; ``labels`` absent or null means the item's labels are not
+  known (the job's ``--labels missing`` has them proposed), ``[]`` that nothing is in it;
 - ``DIR`` of manifest shards (``*.jsonl`` / ``*.parquet``, any depth): one manifest in
   many files, each read by its own Ray Data read tasks in a job;
 - ``DIR``: otherwise, a folder of images with ``DIR/labels.jsonl`` (``{"image": "a/b.jpg", "labels": [...]}``)
-  or ``DIR/labels.csv`` (header ``image,labels``, labels separated by ``;``); ids are the
-  image paths relative to DIR without extension;
+  or ``DIR/labels.csv`` (header ``image,labels``, labels separated by ``;``), or with neither
+  (every image's labels unknown); ids are the image paths relative to DIR without
+  extension; an image the labels file does not list has unknown labels;
 - ``voc:ROOT[:SPLIT]``: the VOC2012 layout, SPLIT from ``ImageSets/Segmentation`` (default
   ``train``), labels from ``Annotations/*.xml``, ground truth from ``SegmentationClass``;
 - ``coco:ROOT:ANNOTATIONS.json``: images under ROOT, labels = the categories of an image's
@@ -46,11 +48,11 @@ COCO_RENAMES = {"airplane": "aeroplane", "motorcycle": "motorbike", "couch": "so
 
 @dataclass(frozen=True)
 class Item:
-    """One image of a collection: id, image path/URI, image-level labels, optional GT mask."""
+    """One image of a collection: id, image path/URI, image-level labels (None: not known), optional GT mask."""
 
     id: str
     image: str
-    labels: tuple[str, ...]
+    labels: tuple[str, ...] | None
     mask: str | None = None
 
 
@@ -122,14 +124,14 @@ def manifest_item(record: bytes | str | dict, base: str) -> Item:
     rec = None
     try:
         rec = json.loads(record) if isinstance(record, (bytes, str)) else record
-        labels = rec["labels"]
-        if not isinstance(labels, (list, tuple)):
-            raise TypeError("labels must be a list")
-        return Item(str(rec["id"]), _join(base, rec["image"]), tuple(map(str, labels)),
+        labels = rec.get("labels")
+        if labels is not None and not isinstance(labels, (list, tuple)):
+            raise TypeError("labels must be a list or null")
+        return Item(str(rec["id"]), _join(base, rec["image"]), None if labels is None else tuple(map(str, labels)),
                     _join(base, rec["mask"]) if rec.get("mask") else None)
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # json.JSONDecodeError is a ValueError
         rid = rec.get("id") if isinstance(rec, dict) else None
-        raise ManifestLineError(f"not a manifest line with id, image and labels ({type(e).__name__}: {e})",
+        raise ManifestLineError(f"not a manifest line with id, image and labels or none ({type(e).__name__}: {e})",
                                 None if rid is None else str(rid)) from None
 
 
@@ -155,25 +157,36 @@ def read_manifest(path: str | Path) -> list[Item]:
 
 def manifest_shard_paths(folder: str) -> list[str]:
     """The manifest shards (``*.jsonl``, ``*.parquet``) under a folder that is not a folder of images."""
-    if any(is_file(_join(folder, name)) for name in ("labels.jsonl", "labels.csv")):
+    if folder_has_labels(folder):
         return []
     return [_join(folder, rel) for rel in _list_files(folder)
             if rel.endswith((".jsonl", ".parquet")) and not posixpath.basename(rel).startswith((".", "_"))]
 
 
 def read_folder(folder: str) -> list[Item]:
-    """Images under `folder` with labels from labels.jsonl or labels.csv beside them."""
-    labels = _folder_labels(folder)
+    """Images under `folder` with labels from labels.jsonl or labels.csv beside them (None where not listed)."""
+    labels = _folder_labels(folder) or {}
     items = []
     for rel in _list_files(folder):
         if rel.lower().endswith(IMAGE_EXTENSIONS):
-            items.append(Item(posixpath.splitext(rel)[0], _join(folder, rel), labels.get(rel, ())))
+            items.append(Item(posixpath.splitext(rel)[0], _join(folder, rel), labels.get(rel)))
     if not items:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
     return items
 
 
-def _folder_labels(folder: str) -> dict[str, tuple[str, ...]]:
+def folder_has_labels(folder: str) -> bool:
+    """Whether a folder of images has a labels file (labels.jsonl or labels.csv)."""
+    return any(is_file(_join(folder, name)) for name in ("labels.jsonl", "labels.csv"))
+
+
+def unlabelled_folder(spec: str) -> bool:
+    """Whether SOURCE `spec` is a folder of images without a labels file."""
+    return (not spec.startswith(("voc:", "coco:")) and not spec.endswith((".jsonl", ".parquet")) and _is_dir(spec)
+            and not folder_has_labels(spec) and not manifest_shard_paths(spec))
+
+
+def _folder_labels(folder: str) -> dict[str, tuple[str, ...]] | None:
     jsonl, csv_path = _join(folder, "labels.jsonl"), _join(folder, "labels.csv")
     if is_file(jsonl):
         out = {}
@@ -190,7 +203,7 @@ def _folder_labels(folder: str) -> dict[str, tuple[str, ...]]:
         if not rows.fieldnames or not {"image", "labels"} <= set(rows.fieldnames):
             raise ValueError(f"{csv_path} needs a header with 'image' and 'labels' columns")
         return {r["image"]: tuple(l.strip() for l in (r["labels"] or "").split(";") if l.strip()) for r in rows}
-    raise ValueError(f"folder {folder} has no labels.jsonl or labels.csv with the images' labels")
+    return None
 
 
 def read_voc(root: str, split: str = "train") -> list[Item]:

@@ -24,8 +24,19 @@ def writable_batch(batch: dict) -> dict:
     # An all-null column arrives as float NaN; errors are strings or None.
     batch["error"] = np.array([e if isinstance(e, str) else None for e in batch["error"]], dtype=object)
     # Lists, not numpy string arrays: ragged arrays would make Ray try (and fail) a tensor column.
-    batch["labels"] = objects([[str(label) for label in labels] for labels in batch["labels"]])
+    # None: the item's labels are not known (the tagger may propose them).
+    batch["labels"] = lists(batch["labels"], str)
     return batch
+
+def lists(column, kind: type = str) -> np.ndarray:
+    """A column of lists (or nulls) as an object array of Python lists of `kind`, or None where null
+    (Ray hands an all-null column over as float NaN)."""
+    return objects([[kind(v) for v in value] if isinstance(value, (list, tuple, np.ndarray)) else None
+                    for value in column])
+
+def strings(column) -> list:
+    """A column of strings (or nulls) as a list, None where null."""
+    return [v if isinstance(v, str) else None for v in column]
 
 def objects(values: list) -> np.ndarray:
     """A 1-D object array of arrays (np.array would stack same-shape arrays into one block)."""
@@ -95,11 +106,14 @@ def png_rows(batch: dict, make: Callable[[int], tuple], step: str) -> list:
 
 def output_table(batch: dict, pngs: list, *, labelset: str | None, model: str, method: str, run_id: str
                  ) -> pa.Table:
-    """A batch and its (mask PNG, confidence PNG[, quality, label_quality]) per row as rows of OUTPUT_SCHEMA."""
+    """A batch and its (mask PNG, confidence PNG[, quality, label_quality]) per row as rows of OUTPUT_SCHEMA;
+    ``labels_source`` and ``label_scores`` from the batch's columns of those names when it has them."""
     n = len(batch["id"])
 
     def column(k: int) -> list:
         return [p[k] if p and len(p) > k else None for p in pngs]
+
+    scores = list(lists(batch["label_scores"], float)) if "label_scores" in batch else [None] * n
 
     return pa.table({
         "id": [str(x) for x in batch["id"]],
@@ -110,5 +124,6 @@ def output_table(batch: dict, pngs: list, *, labelset: str | None, model: str, m
         "status": list(batch["status"]), "error": list(batch["error"]),
         "labelset": [labelset] * n, "model": [model] * n, "method": [method] * n, "run_id": [run_id] * n,
         "quality": column(2), "label_quality": column(3),
+        "labels_source": strings(batch.get("labels_source", [None] * n)), "label_scores": scores,
     }, schema=OUTPUT_SCHEMA)
 

@@ -1,13 +1,18 @@
-"""Ray Tune sweeps over the labelling settings or the training settings, every trial in MLflow.
+"""Ray Tune sweeps over the labelling settings, the tagger's or the training settings, every trial in MLflow.
 
-Two kinds (``SweepConfig.kind``):
+Three kinds (``SweepConfig.kind``):
 
 - ``labels``: each trial labels a small dev source that has masks with one set of
   labelling settings and reports the pseudo-masks' mIoU. CAMs depend only on the
-  CAM-level settings (the method's section, ``clip_es.*``), so they are computed
-  once per distinct combination and kept in a cache under the sweep's output
-  (:class:`CamCache`); a trial that changes only ``post.*`` settings reads them
-  back and runs only the background score, CRF and argmax.
+  CAM-level settings (the method's section, ``clip_es.*``, and, when the labels are
+  proposed, ``labels`` and ``tagger.*``), so they are computed once per distinct
+  combination and kept in a cache under the sweep's output (:class:`CamCache`); a
+  trial that changes only ``post.*`` settings reads them back and runs only the
+  background score, CRF and argmax.
+- ``tags``: each trial runs the tagger (``tagger.*``) on a dev source that has
+  image-level labels, no masks needed, and reports the proposed labels' micro F1
+  (``tag_f1``; also ``tag_map`` and ``tag_exact``). The class scores are computed
+  once per setting that changes them; the threshold and the top-k cap only read them.
 - ``train``: each trial builds and fits a ``TorchTrainer`` (Ray Train V2 inside a
   Tune function: ``Tuner(TorchTrainer)`` raises on Ray 2.60) and reports val mIoU
   every epoch through ``TuneReportCallback``; ASHA stops weak trials early.
@@ -42,7 +47,8 @@ from wsss_ray.config import (MODEL_SETTINGS_FILE, LabelJobConfig, SweepConfig, T
 from wsss_ray.files import absolute, atomic_write, is_file, read_bytes, run_folder
 from wsss_ray.sources import Item, load_image, load_mask, read_source
 
-OBJECTIVE = {"labels": "miou", "train": "val_miou"}
+OBJECTIVE = {"labels": "miou", "tags": "tag_f1", "train": "val_miou"}
+REPORTED = ("cam_cache_hit", "trial_seconds", "tag_map", "tag_exact", "epoch", "train_loss", "training_iteration")
 DISTRIBUTIONS: dict[str, Callable] = {"choice": tune.choice, "uniform": tune.uniform,
                                       "loguniform": tune.loguniform, "randint": tune.randint}
 JSON_PREFIX = "json:"  # choice values that are lists travel as JSON strings (Optuna takes only scalars)
@@ -56,8 +62,8 @@ STATE_FILE = "sweep.json"
 def default_space(kind: str, method: str | None = None) -> list[str]:
     """The shipped space files of a sweep kind: for labels, the shared post.yaml plus the method's own."""
     folder = resources.files("wsss_ray").joinpath("spaces")
-    if kind == "train":
-        return [str(folder.joinpath("train.yaml"))]
+    if kind in ("train", "tags"):
+        return [str(folder.joinpath(f"{kind}.yaml"))]
     own = folder.joinpath(f"{method_key(method or 'clip-es')}.yaml")
     return [str(own)] * own.is_file() + [str(folder.joinpath("post.yaml"))]
 
@@ -121,12 +127,18 @@ def label_space_keys(base: LabelJobConfig) -> list[str]:
     return cam + post
 
 
+def tag_space_keys(base: LabelJobConfig) -> list[str]:
+    return [k for k in params(base) if k.startswith("tagger.")]
+
+
 class CamCache:
     """CAMs of the dev images, one file per distinct CAM-level setting, under a sweep's output.
 
     The key hashes everything the CAMs depend on (model, labelset, method, the
-    method's settings and the precision the model runs in); the file maps image id -> float16 KxHxW CAMs. Files are
-    written atomically, so trials that race on one key both end with a whole file.
+    method's settings, the labels mode and the tagger's settings, and the precision
+    the model runs in); the file maps image id -> float16 KxHxW CAMs and ``ID.labels``
+    -> the K labels they are of. Files are written atomically, so trials that race on
+    one key both end with a whole file.
     """
 
     def __init__(self, root: str):
@@ -143,30 +155,45 @@ class CamCache:
     def path(self, key: str) -> str:
         return f"{self.root}/{key}.npz"
 
-    def load(self, key: str, ids: list[str]) -> dict[str, np.ndarray] | None:
+    def load(self, key: str, ids: list[str]) -> dict[str, tuple[list[str], np.ndarray]] | None:
         if not is_file(self.path(key)):
             return None
         with np.load(io.BytesIO(read_bytes(self.path(key)))) as data:
-            cams = {i: data[i] for i in ids if i in data.files}
+            cams = {i: (data[f"{i}.labels"].tolist(), data[i]) for i in ids if i in data.files}
         return cams if len(cams) == len(ids) else None
 
-    def save(self, key: str, cams: dict[str, np.ndarray]) -> None:
+    def save(self, key: str, cams: dict[str, tuple[list[str], np.ndarray]]) -> None:
         buf = io.BytesIO()
-        np.savez(buf, **cams)
+        arrays = {i: m for i, (_, m) in cams.items()}
+        arrays.update({f"{i}.labels": np.array(labels, dtype=str) for i, (labels, _) in cams.items()})
+        np.savez(buf, **arrays)
         atomic_write(self.path(key), buf.getvalue())
 
 
+def item_labels(config: LabelJobConfig, labeler, items: list[Item], images: list[np.ndarray]) -> list[list[str]]:
+    """The labels each item is labelled with under `config`'s labels mode: its own, or the tagger's."""
+    todo = [i for i, it in enumerate(items) if config.labels == "auto" or it.labels is None]
+    if config.labels == "given" and todo:
+        raise ValueError(f"dev item {items[todo[0]].id} has no labels; give them or sweep with labels: missing")
+    labels = [list(it.labels or ()) for it in items]
+    for i, tags in zip(todo, labeler.tags([images[i] for i in todo]) if todo else []):
+        labels[i] = tags.labels
+    return labels
+
+
 def compute_cams(config: LabelJobConfig, items: list[Item], images: list[np.ndarray], batch_size: int = 32
-                 ) -> dict[str, np.ndarray]:
-    """id -> float16 CAMs of the items under `config`'s CAM-level settings (loads the model)."""
+                 ) -> dict[str, tuple[list[str], np.ndarray]]:
+    """id -> (labels, float16 CAMs) of the items under `config`'s CAM-level settings (loads the model);
+    the labels are the tagger's where the labels mode asks for them."""
     from wsss_ray.labeler import Labeler
 
     labeler = Labeler.from_config(config)
-    cams: dict[str, np.ndarray] = {}
+    labels = item_labels(config, labeler, items, images)
+    cams: dict[str, tuple[list[str], np.ndarray]] = {}
     for i in range(0, len(items), batch_size):
         chunk = slice(i, i + batch_size)
-        maps = labeler.cams(images[chunk], [list(it.labels) for it in items[chunk]])
-        cams.update({it.id: m.astype(np.float16) for it, m in zip(items[chunk], maps)})
+        maps = labeler.cams(images[chunk], labels[chunk])
+        cams.update({it.id: (lab, m.astype(np.float16)) for it, lab, m in zip(items[chunk], labels[chunk], maps)})
     return cams
 
 
@@ -193,8 +220,9 @@ def evaluate_labels(config: LabelJobConfig, items: list[Item], images: list[np.n
 
     def pairs():
         for it, image in zip(items, images):
-            ids = class_ids(labelset, list(it.labels))
-            probs = to_probs(cams[it.id].astype(np.float32), config.post)
+            labels, maps = cams[it.id]
+            ids = class_ids(labelset, labels)
+            probs = to_probs(maps.astype(np.float32), config.post)
             yield load_mask(it.mask), refine(image, probs, ids, config.post)[0]
 
     miou = scores(accumulate(pairs(), len(labelset) + 1)).miou
@@ -215,18 +243,62 @@ def label_trial(trial: dict, base: LabelJobConfig, items: list[Item], cache_root
 
 
 def dev_items(sweep: SweepConfig, root: str) -> list[Item]:
-    """The dev source's first `limit` items with masks (default with the toy world: generated val images)."""
+    """The dev source's first `limit` items with what the sweep scores against (default with the toy
+    world: generated val images): masks for a labels sweep, image-level labels for a tags sweep."""
+    need = "image-level labels" if sweep.kind == "tags" else "masks"
     source = sweep.input
     if source is None:
         if sweep.labelset != "toyworld":
-            raise ValueError("a labels sweep needs --input, a dev source whose items have masks")
+            raise ValueError(f"a {sweep.kind} sweep needs --input, a dev source whose items have {need}")
         from wsss_ray.toyworld import default_collection
 
         source = default_collection("val", sweep.limit, f"{root}/dev")
-    items = [it for it in read_source(source) if it.mask][:sweep.limit]
+    has = (lambda it: it.labels is not None) if sweep.kind == "tags" else (lambda it: it.mask)
+    items = [it for it in read_source(source) if has(it)][:sweep.limit]
     if not items:
-        raise ValueError(f"--input {source} has no items with masks; a labels sweep scores pseudo-masks against them")
+        raise ValueError(f"--input {source} has no items with {need}; a {sweep.kind} sweep scores against them")
     return items
+
+
+_SCORES: dict[str, np.ndarray] = {}  # class scores per score-level tagger setting, kept by a reused trial actor
+
+
+def evaluate_tags(config: LabelJobConfig, items: list[Item], images: list[np.ndarray]) -> dict:
+    """Micro F1, mAP and the exactly-right share of the tagger's labels on the dev items.
+
+    The class scores do not depend on the threshold or the top-k cap: a trial that changes
+    only those reuses the scores an earlier trial in the same actor computed.
+    """
+    from wsss_ray.labeler import Labeler
+    from wsss_ray.labelset import load_labelset
+    from wsss_ray.metrics import mean_average_precision, tag_counts, tag_scores
+    from wsss_ray.tagger import select
+
+    start = time.time()
+    what = {k: v for k, v in params(config).items() if k not in ("tagger.threshold", "tagger.top_k")
+            and (k.startswith("tagger.") or k in ("model", "pretrained", "labelset", "precision"))}
+    key = json.dumps([what, [it.id for it in items]], sort_keys=True, default=str)
+    if key not in _SCORES:
+        _SCORES.clear()
+        tagger = Labeler.from_config(config).tagger
+        _SCORES[key] = np.concatenate([tagger.scores(images[i:i + 32]) for i in range(0, len(images), 32)])
+    scores = _SCORES[key]
+    names = [c.name for c in load_labelset(config.labelset).classes]
+    truth = np.array([[n in it.labels for n in names] for it in items])
+    proposed = [select(s, names, config.tagger.threshold, config.tagger.top_k).labels for s in scores]
+    figures = tag_scores(tag_counts([list(it.labels) for it in items], proposed))
+    return {"tag_f1": figures["tag_f1"], "tag_exact": figures["tag_exact"],
+            "tag_map": mean_average_precision(truth, scores), "trial_seconds": time.time() - start}
+
+
+def tag_trial(trial: dict, base: LabelJobConfig, items: list[Item]) -> None:
+    """One tags trial (Tune function): apply the sampled tagger settings, score the labels, report."""
+    config = apply_labels(base, trial)
+    ids = tuple(it.id for it in items)
+    if ids not in _IMAGES:
+        _IMAGES.clear()
+        _IMAGES[ids] = [load_image(it.image) for it in items]
+    tune.report(evaluate_tags(config, items, _IMAGES[ids]))
 
 
 def label_base(sweep: SweepConfig) -> LabelJobConfig:
@@ -280,8 +352,7 @@ class _TrialRuns(tune.Callback):
         from wsss_ray import tracking
 
         result = trial.last_result or {}
-        metrics = {k: v for k, v in result.items() if k in (self.objective, "cam_cache_hit", "trial_seconds",
-                                                             "epoch", "train_loss", "training_iteration")}
+        metrics = {k: v for k, v in result.items() if k == self.objective or k in REPORTED}
         tracking.log_child_run(self.parent, f"trial {trial.trial_id}", self.to_params(trial.config), metrics, failed)
 
 
@@ -334,7 +405,7 @@ WORKER_CPU = 0.05
 
 def _trial_resources(sweep: SweepConfig) -> tuple[dict, int, float | None]:
     """(resources per trial, max concurrent trials, CPUs each train trial's workers and tasks may use)."""
-    if sweep.kind == "labels":
+    if sweep.kind in ("labels", "tags"):
         return {"cpu": 1}, sweep.max_concurrent, None
     cpus = ray.cluster_resources().get("CPU", 0)
     if not cpus:  # an autoscaling cluster from zero: let it grow to the trials' demand
@@ -368,6 +439,13 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
         items = dev_items(sweep, out)
         trainable = tune.with_parameters(label_trial, base=base, items=items,
                                          cache_root=f"{out}/cam-cache" if sweep.cam_cache else None)
+        to_params = lambda t: params(apply_labels(base, t))  # noqa: E731
+        current = params(base)
+        scheduler = None
+    elif sweep.kind == "tags":
+        base = label_base(sweep)
+        space = load_space(sweep.space or default_space("tags"), lambda t: apply_labels(base, t), tag_space_keys(base))
+        trainable = tune.with_parameters(tag_trial, base=base, items=dev_items(sweep, out))
         to_params = lambda t: params(apply_labels(base, t))  # noqa: E731
         current = params(base)
         scheduler = None
@@ -406,7 +484,7 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
                                    metric=metric, mode="max", num_samples=sweep.num_samples,
                                    search_alg=_searcher(sweep, metric, _start_point(space, current)),
                                    scheduler=scheduler, time_budget_s=sweep.time_budget_s,
-                                   reuse_actors=sweep.kind == "labels",
+                                   reuse_actors=sweep.kind != "train",
                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name))
         results = tuner.fit()
         summary = _summarise(results, metric, sweep, base, out, time.time() - start)
@@ -430,14 +508,17 @@ def _summarise(results, metric: str, sweep: SweepConfig, base, out: str, seconds
         raise RuntimeError(f"no trial of the sweep in {out} reported {metric}; see the trial errors above")
     best = results.get_best_result(metric=metric, mode="max", scope="all")
     trial = {k: v for k, v in best.config.items()}
-    if sweep.kind == "labels":
+    if sweep.kind in ("labels", "tags"):
         best_config = apply_labels(base, trial)
         d = settings_dict(best_config)
-        keep = ("model", "pretrained", "labelset", "method", method_key(best_config.method), "post")
-        best_dict = {k: d[k] for k in keep}
-        if sweep.save_to_model:
-            atomic_write(str(model_folder(sweep.model) / MODEL_SETTINGS_FILE),
-                         yaml.safe_dump({k: best_dict[k] for k in keep[3:]}, sort_keys=False).encode())
+        own = ("tagger",) if sweep.kind == "tags" else ("method", method_key(best_config.method), "post", "labels",
+                                                         "tagger")
+        best_dict = {k: d[k] for k in ("model", "pretrained", "labelset", *own)}
+        if sweep.save_to_model:  # the model's label_config.yaml, this sweep's sections replaced
+            path = model_folder(sweep.model) / MODEL_SETTINGS_FILE
+            kept = {k: v for k, v in (read_mapping(path) if path.is_file() else {}).items() if k not in own}
+            model_keys = {k: best_dict[k] for k in own if k != "labels"}
+            atomic_write(str(path), yaml.safe_dump({**kept, **model_keys}, sort_keys=False).encode())
     else:
         d = dataclasses.asdict(apply_train(base, trial))
         best_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()

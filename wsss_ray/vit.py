@@ -46,7 +46,8 @@ def interpolate_pos_embed(model: open_clip.CLIP, grid_hw: tuple[int, int]) -> to
 
 
 def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None = None,
-               capture: int = 0, source: str = "attention") -> tuple[torch.Tensor, list[torch.Tensor]]:
+               capture: int = 0, source: str = "attention", keep: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run the image tower up to (not including) block `stop_at` at any patch-aligned size.
 
     Args:
@@ -54,9 +55,13 @@ def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None 
         stop_at: index of the first block not to run (None = all blocks).
         capture: return the head-averaged self-attention of the last `capture` blocks run.
         source: what to capture, see :func:`block_attention`.
+        keep: BxN booleans over the patch grid (row-major), the same number set in each
+            row: only those patches enter the tower, with their own positional embeddings,
+            a crop in token space that keeps the image's scale (``wsss_ray.tagger``).
 
     Returns:
-        tokens: Bx(1+N)xD, the input of block `stop_at` (class token first, N = H/p * W/p).
+        tokens: Bx(1+N)xD, the input of block `stop_at` (class token first, N = H/p * W/p,
+            or the patches kept).
         attentions: list of Bx(1+N)x(1+N) maps, oldest block first.
     """
     _check_vit(model)
@@ -67,9 +72,12 @@ def vit_tokens(model: open_clip.CLIP, images: torch.Tensor, stop_at: int | None 
                          f"resize to a multiple first (see cam.gradcam.patch_aligned_size)")
     gh, gw = images.shape[-2] // p, images.shape[-1] // p
     x = v.conv1(images).flatten(2).transpose(1, 2)
-    cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([cls, x], dim=1) + interpolate_pos_embed(model, (gh, gw)).to(x.dtype)
-    x = v.ln_pre(x)
+    pos = interpolate_pos_embed(model, (gh, gw)).to(x.dtype)
+    x = x + pos[1:]
+    if keep is not None:
+        x = x[keep].view(x.shape[0], -1, x.shape[-1])
+    cls = (v.class_embedding.to(x.dtype) + pos[0]).expand(x.shape[0], 1, -1)
+    x = v.ln_pre(torch.cat([cls, x], dim=1))
     blocks = v.transformer.resblocks
     stop = len(blocks) if stop_at is None else stop_at
     attentions = []
@@ -196,6 +204,16 @@ def patch_embeddings(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tenso
     v = model.visual
     x = v.ln_post(tokens)[:, 1:]
     return x @ v.proj if v.proj is not None else x
+
+
+def image_embedding(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """The model's own image embedding from its final tokens (its pooling: class token or patch
+    mean, ``ln_post`` before or after), as ``encode_image`` makes it. Not L2-normalised. BxD_embed."""
+    v = model.visual
+    if v.attn_pool is not None:
+        raise ClipLoadError("attention-pooled image towers (CoCa) are not supported; use a CLIP ViT")
+    pooled = v._pool(tokens)[0]
+    return pooled @ v.proj if v.proj is not None else pooled
 
 
 def pool_tokens(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:

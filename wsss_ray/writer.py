@@ -30,6 +30,10 @@ from wsss_ray.output import PAIR_SCHEMA, confusion_block, parquet_files, remove_
 from wsss_ray.progress import Progress, RowCounter, killed_by, on_this_node
 
 
+LABELS_SOURCES = ("given", "predicted")  # the values of the labels_source column
+COUNTS = ("rows", "ok", "errors", *(f"labels_{v}" for v in LABELS_SOURCES))
+
+
 class AtomicParquetSink(Datasink):
     """One Parquet file per write task, made visible only once complete.
 
@@ -43,7 +47,7 @@ class AtomicParquetSink(Datasink):
 
     def __init__(self, output: str, run_id: str | None = None):
         self.output, self.run_id = output, run_id
-        self.counts = {"rows": 0, "ok": 0, "errors": 0}
+        self.counts = dict.fromkeys(COUNTS, 0)
 
     def _claim_stands(self) -> None:
         if self.run_id is not None and not claim_stands(self.output, self.run_id):
@@ -59,13 +63,15 @@ class AtomicParquetSink(Datasink):
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
         if not tables:
-            return {"rows": 0, "ok": 0, "errors": 0}
+            return dict.fromkeys(COUNTS, 0)
         table = pa.concat_tables(tables)
         digest = hashlib.sha1("\n".join(sorted(table.column("id").to_pylist())).encode()).hexdigest()[:20]
         atomic_write(f"{self.output.rstrip('/')}/part-{digest}.parquet",
                      lambda fs, tmp: pq.write_table(table, tmp, filesystem=fs), check=self._claim_stands)
         ok = pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0
-        return {"rows": table.num_rows, "ok": ok, "errors": table.num_rows - ok}
+        source = table.column("labels_source") if "labels_source" in table.column_names else pa.nulls(0, pa.string())
+        return {"rows": table.num_rows, "ok": ok, "errors": table.num_rows - ok,
+                **{f"labels_{v}": pc.sum(pc.equal(source, v)).as_py() or 0 for v in LABELS_SOURCES}}
 
     def on_write_complete(self, write_result) -> None:
         """Sum what this run's write tasks wrote (on the driver, once every task has succeeded)."""
@@ -127,13 +133,17 @@ def write_pending(source: str, output: str, run_id: str,
         remove_temporaries(output)  # left by write tasks of nodes lost mid-run (their retries wrote the rows)
     counts = ray.get(counter.counts.remote())
     confusion, scored = ray.get(counter.scores.remote())
+    tags = ray.get(counter.tag_scores.remote())
     retried = ray.get(counter.retried.remote())
     ray.kill(counter)
     seconds = round(time.time() - start, 2)
     rate = round(sink.counts["rows"] / seconds, 2) if seconds else None
     summary = {**sink.counts, "skipped": counts["skipped"], "truth": counts["truth"], "output": output,
                "run_id": run_id, "seconds": seconds, "rows_per_s": rate, "retried_batches": retried,
-               "took_over": claim.took_over}
+               "took_over": claim.took_over, **tags}
+    if not any(summary[f"labels_{v}"] for v in LABELS_SOURCES):  # a job that writes no labels_source (predict)
+        for v in LABELS_SOURCES:
+            del summary[f"labels_{v}"]
     if num_classes is not None:
         whole = counts["skipped"] == 0 and counts["done"] == sink.counts["rows"] and scored == counts["truth"]
         summary["miou"] = (round(scores(confusion).miou, 4) if whole and confusion is not None and confusion.any()

@@ -20,9 +20,11 @@ sweep's search space:
     method: clip-es
     clip_es: {caa: false, scales: [1.0, 2.0]}     # the method's own settings (ClipESConfig)
     post: {bg_power: 0.5, crf: {iters: 10}}       # after the CAMs, shared by all methods (PostConfig)
+    labels: missing                               # proposed where an item has none (TaggerConfig)
+    tagger: {threshold: 0.3}
 
 -> params ``input``, ``method``, ``clip_es.caa``, ``clip_es.scales``, ``post.bg_power``,
-``post.crf.iters``. A method's section is its registry name with ``_`` for ``-``.
+``post.crf.iters``, ``labels``, ``tagger.threshold``. A method's section is its registry name with ``_`` for ``-``.
 
 Settings are layered, each layer overriding the one before: the defaults, the
 model's own ``label_config.yaml`` (beside its weights: ``toyclip`` ships one), the
@@ -31,9 +33,9 @@ errors raised here, before Ray starts.
 """
 
 from wsss_ray.config.flags import parse_settings
-from wsss_ray.config.label import (CRF_BACKENDS, IMAGE_SIGNALS, JOB_KEYS, LABEL_KEYS, LABEL_SIGNALS, LOCAL_DIR,
-                                   MODEL_SETTINGS_FILE, PRECISIONS, TOYCLIP, CrfConfig, LabelJobConfig, PostConfig,
-                                   QualityConfig, label_job_config, label_keys,
+from wsss_ray.config.label import (CRF_BACKENDS, IMAGE_SIGNALS, JOB_KEYS, LABEL_KEYS, LABEL_MODES, LABEL_SIGNALS,
+                                   LOCAL_DIR, MODEL_SETTINGS_FILE, PRECISIONS, TAGGER_KINDS, TOYCLIP, CrfConfig,
+                                   LabelJobConfig, PostConfig, QualityConfig, TaggerConfig, label_job_config, label_keys,
                                    model_folder, model_settings, params, resolve_label_job, settings_dict,
                                    write_settings)
 from wsss_ray.config.layers import build, flatten, merge, parse_concurrency, read_mapping, resolve, unflatten
@@ -44,7 +46,7 @@ from wsss_ray.config.sweep import SEARCHERS, SWEEP_KINDS, SweepConfig
 from wsss_ray.config.train import ARCHS, LOSSES, LearnPromptsConfig, PredictConfig, TrainConfig, resolve_predict
 
 __all__ = ["ARCHS", "CAA_SOURCES", "CRF_BACKENDS", "FREESEG_SCORES", "IMAGE_SIGNALS", "JOB_KEYS", "LABEL_KEYS",
-           "LABEL_SIGNALS", "LOCAL_DIR", "LOSSES", "METHODS",
+           "LABEL_MODES", "LABEL_SIGNALS", "TAGGER_KINDS", "TaggerConfig", "LOCAL_DIR", "LOSSES", "METHODS",
            "MODEL_SETTINGS_FILE", "PRECISIONS", "SCORES", "SEARCHERS", "SOFTMAX_OVER", "SWEEP_KINDS",
            "SYNONYM_FUSIONS", "TOYCLIP", "ClipESConfig", "CrfConfig", "FreeSegConfig", "LabelJobConfig",
            "LearnPromptsConfig", "Method", "PostConfig", "PredictConfig", "PromptedCamConfig", "QualityConfig", "SemplesConfig",

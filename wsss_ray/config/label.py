@@ -10,12 +10,14 @@ from typing import Any, Mapping
 
 import yaml
 
-from wsss_ray.config.layers import (at_least, build, concurrency_range, fields, flatten, merge, parse_concurrency,
-                                    plain, read_mapping, reject_unknown, side, unflatten)
+from wsss_ray.config.layers import (at_least, build, choice, concurrency_range, fields, flatten, merge,
+                                    parse_concurrency, plain, read_mapping, reject_unknown, side, unflatten)
 from wsss_ray.config.methods import method_config_class, method_entry, method_key, method_sections
 
 CRF_BACKENDS = ("torch", "pydensecrf")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LABEL_MODES = ("given", "missing", "auto")   # where an item's image-level labels come from (--labels)
+TAGGER_KINDS = ("tagclip", "global")
 
 TOYCLIP = "toyclip"
 LOCAL_DIR = "local-dir:"
@@ -120,6 +122,55 @@ class PostConfig:
 
 
 @dataclass(frozen=True)
+class TaggerConfig:
+    """The tagger that proposes an image's labels when it has none (``--labels missing|auto``).
+
+    ``tagclip`` (TagCLIP's local-to-global idea, ``wsss_ray.tagger``): the image's
+    global classification, patch-level classification refined by the attention of
+    the earlier blocks (`refine`), and class-wise reidentification (`reidentify`): each
+    of the `candidates` best classes is classified again on its own region, cut out of
+    the token grid (patches scoring at least `region` of the class's best patch).
+    The score is ``global_weight * global + (1 - global_weight) * local``, the local
+    part being the reidentification score (or the refined patches' maximum).
+    ``global``: the global classification only, the baseline. `flip` averages the
+    global classification with that of the mirrored image. A class whose score is
+    at least `threshold` is a label, at most `top_k` of them (None: no cap). Scores
+    are softmax probabilities over the classes and background words, so a good
+    threshold depends on the model and the labelset: choose it with a ``tags`` sweep.
+
+    `min_label_quality` checks proposed labels against the mask they make: a proposed
+    label whose ``label_quality`` (``post.quality``) falls below it is dropped and the
+    mask made again without it (0: off). The quality model is fitted on toyclip, so
+    the default is off; toyclip's own settings turn it on.
+    """
+
+    kind: str = "tagclip"
+    threshold: float = 0.3
+    top_k: int | None = None
+    templates: tuple[str, ...] | None = None  # None: the labelset's
+    side: int | None = None                   # the long side the tagger's model sees (None: its native size)
+    flip: bool = True
+    refine: bool = True
+    reidentify: bool = True
+    candidates: int = 4
+    region: float = 0.5
+    global_weight: float = 0.5
+    min_label_quality: float = 0.0
+
+    def __post_init__(self):
+        choice("tagger.kind", self.kind, TAGGER_KINDS)
+        side("tagger.side", self.side)
+        at_least(self, ("candidates",), 1)
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"tagger.top_k must be at least 1 or null, got {self.top_k}")
+        for name in ("threshold", "region", "global_weight", "min_label_quality"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"tagger.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.templates is not None:
+            object.__setattr__(self, "templates", tuple(self.templates))
+
+
+@dataclass(frozen=True)
 class LabelJobConfig:
     """Every setting of a pseudo-labelling run; field names are the job's flags.
 
@@ -144,7 +195,9 @@ class LabelJobConfig:
     rows_per_file: int = 4096               # rows per Parquet file (the unit of resume)
     max_pixels: int = 50_000_000
     precision: str = "auto"                 # the CAM model's autocast: auto = bf16 on CPUs with native bf16, else fp32
+    labels: str = "missing"                 # given | missing (proposed where absent) | auto (always proposed)
     post: PostConfig = field(default_factory=PostConfig)
+    tagger: TaggerConfig = field(default_factory=TaggerConfig)
     method_config: Any = None               # None: the method's defaults
 
     def __post_init__(self):
@@ -154,6 +207,7 @@ class LabelJobConfig:
         at_least(self, ("batch_size", "rows_per_file"), 1)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        choice("labels", self.labels, LABEL_MODES)
         cls = method_config_class(self.method)
         if self.method_config is None:
             object.__setattr__(self, "method_config", cls())
@@ -162,8 +216,9 @@ class LabelJobConfig:
         getattr(self.method_config, "check_complete", lambda: None)()
 
 
-JOB_KEYS = tuple(f for f in fields(LabelJobConfig) if f not in ("post", "method_config"))
-LABEL_KEYS = ("method", "post")  # with the method sections: what a model's label_config.yaml may hold
+SECTIONS = ("post", "tagger")  # the job's own settings sections; the method's section is the third
+JOB_KEYS = tuple(f for f in fields(LabelJobConfig) if f not in (*SECTIONS, "method_config"))
+LABEL_KEYS = ("method", *SECTIONS)  # with the method sections: what a model's label_config.yaml may hold
 
 
 def label_job_config(d: Mapping) -> LabelJobConfig:
@@ -171,7 +226,7 @@ def label_job_config(d: Mapping) -> LabelJobConfig:
     d = unflatten(d)
     sections = method_sections()
     method_entry(d.get("method", LabelJobConfig.method))  # an unknown --method, named before any section
-    reject_unknown(d, set(JOB_KEYS) | {"post"} | set(sections), "settings")
+    reject_unknown(d, set(JOB_KEYS) | set(SECTIONS) | set(sections), "settings")
     job = {k: d[k] for k in JOB_KEYS if k in d}
     if "concurrency" in job:
         job["concurrency"] = parse_concurrency(job["concurrency"])
@@ -183,7 +238,7 @@ def label_job_config(d: Mapping) -> LabelJobConfig:
             method_config = built if name == selected else method_config
     try:
         return LabelJobConfig(**job, post=build(PostConfig, d.get("post"), what="post"),
-                              method_config=method_config)
+                              tagger=build(TaggerConfig, d.get("tagger"), what="tagger"), method_config=method_config)
     except TypeError as e:
         raise ValueError(f"bad settings: {e}") from None
 
@@ -221,10 +276,10 @@ def resolve_label_job(settings: Mapping, config_file: str | Path | None = None) 
 def settings_dict(config: LabelJobConfig, label_only: bool = False) -> dict:
     """The nested mapping a ``--config`` file holds for `config` (the method's section by its key).
 
-    ``label_only`` keeps only what a model's label_config.yaml may hold (method, its section, post).
+    ``label_only`` keeps only what a model's label_config.yaml may hold (method, its section, post, tagger).
     """
     out = {} if label_only else {k: plain(getattr(config, k)) for k in JOB_KEYS}
-    out.update(method=config.method, post=plain(config.post))
+    out.update(method=config.method, post=plain(config.post), tagger=plain(config.tagger))
     out[method_key(config.method)] = plain(config.method_config)
     return out
 
@@ -235,10 +290,14 @@ def params(config: LabelJobConfig) -> dict:
 
 
 def label_keys(config: LabelJobConfig) -> tuple[list[str], list[str]]:
-    """(CAM-level, post-level) dotted names: changing only post-level ones leaves the CAMs unchanged."""
+    """(CAM-level, post-level) dotted names: changing only post-level ones leaves the CAMs unchanged.
+
+    The CAM level holds the method's section and, since proposed labels decide which
+    CAMs are made, ``labels`` and the tagger's settings.
+    """
     p = params(config)
-    cam_prefix = method_key(config.method) + "."
-    return ([k for k in p if k.startswith(cam_prefix)], [k for k in p if k.startswith("post.")])
+    cam = (method_key(config.method) + ".", "tagger.")
+    return ([k for k in p if k.startswith(cam) or k == "labels"], [k for k in p if k.startswith("post.")])
 
 
 def write_settings(config: LabelJobConfig, path: str | Path, label_only: bool = False) -> Path:

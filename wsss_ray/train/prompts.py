@@ -75,7 +75,7 @@ class BackgroundStage:
     def __call__(self, batch: dict) -> dict:
         ok, ids = [], []
         for i in range(len(batch["id"])):
-            if batch["status"][i] != "ok":
+            if batch["status"][i] != "ok" or batch["labels"][i] is None:  # no labels: nothing to learn from
                 continue
             try:
                 ids.append(self.labeler.class_ids(list(batch["labels"][i])))
