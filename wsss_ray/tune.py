@@ -147,6 +147,8 @@ class CamCache:
     @staticmethod
     def key(config: LabelJobConfig) -> str:
         cam_keys, _ = label_keys(config)
+        if config.labels == "given":  # the tagger decides nothing then
+            cam_keys = [k for k in cam_keys if not k.startswith("tagger.")]
         p = params(config)
         what = {"model": config.model, "pretrained": config.pretrained, "labelset": config.labelset,
                 "method": config.method, "precision": config.precision, **{k: p[k] for k in cam_keys}}
