@@ -19,8 +19,10 @@ classification. Here, on the project's ViT hooks (``wsss_ray.vit``):
    best classes, the bounding box of the patches scoring at least ``region`` of its
    best patch (:func:`class_box`) is cut out *in token space*, only those patches
    and their positional embeddings entering the tower, and classified globally
-   again. TagCLIP crops the image and resizes the crop; a token crop keeps the
-   objects at the scale the model saw them, which a 64-pixel model needs;
+   again (a box of nearly the whole grid is the image: its global classification
+   stands for it, no second pass). TagCLIP crops the image and resizes the crop; a
+   token crop keeps the objects at the scale the model saw them, which a 64-pixel
+   model needs;
 5. **fusion**: ``global_weight * global + (1 - global_weight) * local``, the local
    score being the reidentification's (or, without it, the refined patches' maximum);
    a class at or above ``threshold`` is a label, at most ``top_k`` (:func:`select`).
@@ -81,6 +83,9 @@ def class_box(scores: torch.Tensor, grid: tuple[int, int], region: float) -> tor
     return box.flatten()
 
 
+WHOLE_BOX = 0.9  # a class box covering this share of the patch grid is classified as the whole image
+
+
 class Tagger:
     """Proposes labels for batches of uint8 HxWx3 RGB images with a loaded CLIP (see the module docstring)."""
 
@@ -128,19 +133,24 @@ class Tagger:
             patches = refine_patches(patches, attention)
         local = patches.amax(1)
         if c.reidentify:
-            local = self._reidentify(x, patches, (whole + local) / 2)
+            local = self._reidentify(x, patches, (whole + local) / 2, whole)
         return (c.global_weight * whole + (1 - c.global_weight) * local).cpu().numpy()
 
-    def _reidentify(self, x: torch.Tensor, patches: torch.Tensor, ranking: torch.Tensor) -> torch.Tensor:
+    def _reidentify(self, x: torch.Tensor, patches: torch.Tensor, ranking: torch.Tensor, whole: torch.Tensor
+                    ) -> torch.Tensor:
         """BxC: each image's `candidates` best classes (by `ranking`) classified again on the token
-        crop of their own region; 0 for the other classes."""
+        crop of their own region; 0 for the other classes. A region whose box covers at least
+        WHOLE_BOX of the grid is the image itself: its classification `whole` stands for the crop."""
         out = torch.zeros_like(ranking)
         crops: dict[int, list[tuple[int, int, torch.Tensor]]] = {}  # crops of the same token count run together
         k = min(self.config.candidates, ranking.shape[1])
         for b, classes in enumerate(ranking.topk(k, dim=1).indices.tolist()):
             for cls in classes:
                 box = class_box(patches[b, :, cls], self.grid, self.config.region)
-                crops.setdefault(int(box.sum()), []).append((b, cls, box))
+                if box.sum() >= WHOLE_BOX * box.numel():
+                    out[b, cls] = whole[b, cls]
+                else:
+                    crops.setdefault(int(box.sum()), []).append((b, cls, box))
         for group in crops.values():
             images = torch.tensor([b for b, _, _ in group], device=x.device)
             tokens, _ = vit_tokens(self.clip.model, x[images], keep=torch.stack([box for _, _, box in group]))
