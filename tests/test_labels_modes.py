@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wsss_ray.config import LabelJobConfig, TaggerConfig
+from wsss_ray.config import LabelJobConfig, TaggerConfig, resolve_label_job
 from wsss_ray.errors import JobError
 from wsss_ray.masks import decode_png
 from wsss_ray.output import OUTPUT_SCHEMA, read_output
@@ -55,8 +55,11 @@ def test_a_folder_of_images_without_labels_is_labelled_by_the_job_with_labels_au
     truth = {line["id"]: set(line["labels"]) for line in _lines(toy)}
     assert all(r["labels_source"] == "predicted" and len(r["label_scores"]) == len(r["labels"]) for r in rows.values())
     assert all(r["label_scores"] == sorted(r["label_scores"], reverse=True) for r in rows.values())
-    right = sum(set(r["labels"]) == truth[i] for i, r in rows.items())
-    assert right >= 4  # toyclip's tagger gets two in three test images exactly right (docs/RESULTS.md)
+    threshold = resolve_label_job({}).tagger.threshold  # toyclip's own
+    assert all(s >= threshold for r in rows.values() for s in r["label_scores"])
+    proposed = sum(len(r["labels"]) for r in rows.values())
+    right = sum(len(set(r["labels"]) & truth[i]) for i, r in rows.items())
+    assert proposed and right / proposed >= 0.6  # 0.87 of the labels it keeps are right on 500 (docs/RESULTS.md)
     for r in rows.values():  # the masks hold only the proposed classes
         assert set(np.unique(decode_png(r["mask"]))) <= {0} | {
             ["boat", "plane", "car", "cow", "bird", "chair", "bottle", "sheep"].index(l) + 1 for l in r["labels"]}
