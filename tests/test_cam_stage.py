@@ -50,3 +50,20 @@ def test_crf_in_the_actor_gives_the_masks_of_crf_tasks(tmp_path):
     for (q_cpu, labels_cpu), (q_gpu, labels_gpu) in zip(scores[False], scores[True]):  # the actor scores them alike
         assert 0 <= q_cpu <= 1 and q_gpu == pytest.approx(q_cpu, abs=0.02)
         assert len(labels_gpu) == len(labels_cpu) and np.allclose(labels_gpu, labels_cpu, atol=0.02)
+
+
+def test_an_image_the_tagger_fails_on_is_an_error_row_and_the_rest_of_its_batch_is_labelled(tmp_path):
+    manifest = generate(tmp_path / "toy", 4, seed=2_000_000)
+    stage = CamStage(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), labels="auto"))
+    batch = decode_stage(_batch(manifest), max_pixels=10**8)
+    poison = batch["pixels"][2]
+    tags = stage.labeler.tags
+    stage.labeler.tags = lambda images: (_ for _ in ()).throw(MemoryError("no room")) if any(
+        i is poison for i in images) else tags(images)
+    out = stage(batch)
+    assert list(out["status"]) == ["ok", "ok", "error", "ok"]
+    assert out["error"][2] == "tagging failed: MemoryError: no room"
+    assert [out["labels_source"][i] for i in (0, 1, 3)] == ["predicted"] * 3
+    expected = tags([out["pixels"][i] for i in (0, 1, 3)])
+    assert [len(out["label_scores"][i]) for i in (0, 1, 3)] == [len(out["labels"][i]) for i in (0, 1, 3)]
+    assert all(set(out["labels"][i]) <= set(t.labels) for i, t in zip((0, 1, 3), expected))  # the check may drop

@@ -199,7 +199,8 @@ class Labeler:
         """Pseudo-masks and confidence maps for a batch of uint8 HxWx3 RGB images, as the job makes them.
 
         An image whose labels are None (or every image, when `labels` is None) gets the
-        labels its tagger proposes. An image larger than the size budget (the method's
+        labels its tagger proposes, checked against their mask as the job checks them
+        (``tagger.min_label_quality``, :func:`verify_labels`). An image larger than the size budget (the method's
         ``max_side`` and the CRF's, ``wsss_ray.budget``) is labelled shrunk to the larger
         of the two, and its mask and confidence brought back to its full size, so memory
         stays bounded.
@@ -209,7 +210,7 @@ class Labeler:
         working = [shrink(image, fit_side(*image.shape[:2], side)) for image in images]
         untagged = [i for i, given in enumerate(labels) if given is None]
         scores: dict[int, list[float]] = {}
-        for i, tags in zip(untagged, self.tags([working[i] for i in untagged])):
+        for i, tags in zip(untagged, self.tags([working[i] for i in untagged]) if untagged else []):
             labels[i], scores[i] = tags.labels, tags.scores
         cams = self.cams(working, labels)
         out = []

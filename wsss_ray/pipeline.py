@@ -45,8 +45,8 @@ from wsss_ray.progress import count_attempt, count_rows, count_suspect
 from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
 from wsss_ray.sources import unlabelled_folder
-from wsss_ray.stages import (decode_stage, failure, full_pixels, lists, mark_error, objects, output_table, png_rows,
-                             writable_batch)
+from wsss_ray.stages import (decode_stage, full_pixels, lists, mark_error, objects, output_table, png_rows,
+                             together_or_alone, writable_batch)
 from wsss_ray.writer import write_pending
 
 
@@ -73,9 +73,9 @@ class CamStage:
     given labels move to ``given_labels``, for scoring); ``given``, none (a row without
     labels is an error row). With ``tagger.min_label_quality``, the actor also runs the
     CRF of a row with proposed labels, to drop those that do not hold up in the mask
-    (``labeler.verify_labels``), and hands on the CRF's marginals. An image whose labelling raises (out of memory, a numerical
-    error, anything the method or the CRF raises) becomes an error row, and the rest of
-    its batch is labelled.
+    (``labeler.verify_labels``), and hands on the CRF's marginals. An image whose tagging
+    or labelling raises (out of memory, a numerical error, anything the method or the
+    CRF raises) becomes an error row, and the rest of its batch is labelled.
     """
 
     def __init__(self, config: LabelJobConfig, entry: Method | None = None, counter=None):
@@ -120,19 +120,7 @@ class CamStage:
             for i in rows:
                 mark_error(batch, i, NO_LABELS)
             rows = []
-        try:
-            tags = self.labeler.tags([batch["pixels"][i] for i in rows]) if rows else []
-        except Exception as e:  # noqa: BLE001 - one at a time, so only the image that fails is an error row
-            if len(rows) == 1:
-                mark_error(batch, rows[0], failure("tagging", e))
-                return
-            tags = []
-            for i in rows:
-                try:
-                    tags += self.labeler.tags([batch["pixels"][i]])
-                except Exception as e:  # noqa: BLE001
-                    mark_error(batch, i, failure("tagging", e))
-                    tags.append(None)
+        tags = together_or_alone(batch, rows, lambda r: self.labeler.tags([batch["pixels"][i] for i in r]), "tagging")
         for i, t in zip(rows, tags):
             if t is None:
                 continue
@@ -155,13 +143,8 @@ class CamStage:
                 count_suspect(self.counter, "cam", batch["id"][i])
                 out += self.probs(batch, [i])
             return out
-        try:
-            return self._probs(batch, rows)
-        except Exception as e:  # noqa: BLE001 - one image's failure is that image's error row
-            if len(rows) == 1:
-                mark_error(batch, rows[0], failure("labelling", e))
-                return [(BLANK, None)]
-        return [p for i in rows for p in self.probs(batch, [i])]
+        return [(BLANK, None) if p is None else p
+                for p in together_or_alone(batch, rows, lambda r: self._probs(batch, r), "labelling")]
 
     def _probs(self, batch: dict, rows: list[int]) -> list[tuple[np.ndarray, tuple | None]]:
         from wsss_ray.crf import crf_within_budget, score
@@ -262,7 +245,7 @@ def run(config: LabelJobConfig, run_id: str | None = None, cam_stage: type = Cam
     labelset = load_labelset(config.labelset)  # fail before starting Ray if the labelset is wrong
     if config.labels == "given" and unlabelled_folder(config.input):
         raise JobError(f"folder {config.input} has no labels.jsonl or labels.csv with the images' labels; add one, "
-                         f"or run with --labels missing (or auto) to have the labels proposed")
+                       f"or run with --labels missing (or auto) to have the labels proposed")
     run_id = run_id or uuid.uuid4().hex
     summary = write_pending(config.input, config.output, run_id,
                             lambda items, counter: build_dataset(config, items, run_id, cam_stage, counter),

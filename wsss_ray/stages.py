@@ -56,6 +56,17 @@ def failure(step: str, error: BaseException) -> str:
     text = f"{step} failed: {type(error).__name__}" + (f": {first}" if first else "")
     return text if len(text) <= 300 else text[:297] + "..."
 
+def together_or_alone(batch: dict, rows: list[int], step_fn: Callable[[list[int]], list], step: str) -> list:
+    """``step_fn(rows)`` (one result per row) for the rows together; if that raises, one row at a
+    time, and a row that raises alone becomes an error row (its result None)."""
+    try:
+        return step_fn(rows) if rows else []
+    except Exception as e:  # noqa: BLE001 - one item's failure is that item's error row
+        if len(rows) == 1:
+            mark_error(batch, rows[0], failure(step, e))
+            return [None]
+    return [r for i in rows for r in together_or_alone(batch, [i], step_fn, step)]
+
 def decode_stage(batch: dict, max_pixels: int, max_side: int | None = None) -> dict:
     """Read and decode each image (CPU task) into ``pixels``; a failure becomes an error row.
 

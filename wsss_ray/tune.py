@@ -237,11 +237,16 @@ _IMAGES: dict[tuple[str, ...], list[np.ndarray]] = {}  # decoded dev images, kep
 def label_trial(trial: dict, base: LabelJobConfig, items: list[Item], cache_root: str | None) -> None:
     """One labels trial (Tune function): apply the sampled settings, score them, report."""
     config = apply_labels(base, trial)
+    tune.report(evaluate_labels(config, items, dev_images(items), CamCache(cache_root) if cache_root else None))
+
+
+def dev_images(items: list[Item]) -> list[np.ndarray]:
+    """The dev items' decoded images, decoded once per trial actor (Tune reuses it across trials)."""
     ids = tuple(it.id for it in items)
     if ids not in _IMAGES:
         _IMAGES.clear()
         _IMAGES[ids] = [load_image(it.image) for it in items]
-    tune.report(evaluate_labels(config, items, _IMAGES[ids], CamCache(cache_root) if cache_root else None))
+    return _IMAGES[ids]
 
 
 def dev_items(sweep: SweepConfig, root: str) -> list[Item]:
@@ -263,6 +268,7 @@ def dev_items(sweep: SweepConfig, root: str) -> list[Item]:
 
 
 _SCORES: dict[str, np.ndarray] = {}  # class scores per score-level tagger setting, kept by a reused trial actor
+SELECTION_KEYS = ("tagger.threshold", "tagger.top_k", "tagger.min_label_quality")  # act after the class scores
 
 
 def evaluate_tags(config: LabelJobConfig, items: list[Item], images: list[np.ndarray]) -> dict:
@@ -277,7 +283,7 @@ def evaluate_tags(config: LabelJobConfig, items: list[Item], images: list[np.nda
     from wsss_ray.tagger import select
 
     start = time.time()
-    what = {k: v for k, v in params(config).items() if k not in ("tagger.threshold", "tagger.top_k")
+    what = {k: v for k, v in params(config).items() if k not in SELECTION_KEYS
             and (k.startswith("tagger.") or k in ("model", "pretrained", "labelset", "precision"))}
     key = json.dumps([what, [it.id for it in items]], sort_keys=True, default=str)
     if key not in _SCORES:
@@ -295,12 +301,7 @@ def evaluate_tags(config: LabelJobConfig, items: list[Item], images: list[np.nda
 
 def tag_trial(trial: dict, base: LabelJobConfig, items: list[Item]) -> None:
     """One tags trial (Tune function): apply the sampled tagger settings, score the labels, report."""
-    config = apply_labels(base, trial)
-    ids = tuple(it.id for it in items)
-    if ids not in _IMAGES:
-        _IMAGES.clear()
-        _IMAGES[ids] = [load_image(it.image) for it in items]
-    tune.report(evaluate_tags(config, items, _IMAGES[ids]))
+    tune.report(evaluate_tags(apply_labels(base, trial), items, dev_images(items)))
 
 
 def label_base(sweep: SweepConfig) -> LabelJobConfig:
