@@ -295,3 +295,17 @@ def test_a_tags_sweep_needs_only_image_level_labels_and_its_best_config_runs_the
     assert job.returncode == 0, job.stderr[-3000:]
     labelled = json.loads(job.stdout.strip().splitlines()[-1])
     assert labelled["tag_f1"] == pytest.approx(summary["best_tag_f1"], abs=1e-4)  # the same labels as the best trial
+
+
+def test_saving_a_sweep_s_best_settings_to_a_model_replaces_its_sections_and_keeps_the_others(tmp_path):
+    from wsss_ray.config import model_settings
+    from wsss_ray.tune import save_model_settings
+
+    (tmp_path / "label_config.yaml").write_text("method: clip-es\nclip_es: {caa: false}\npost: {bg_power: 0.5}\n")
+    save_model_settings(f"local-dir:{tmp_path}", {"tagger": {"threshold": 0.05}})
+    assert model_settings(f"local-dir:{tmp_path}") == {"method": "clip-es", "clip_es": {"caa": False},
+                                                      "post": {"bg_power": 0.5}, "tagger": {"threshold": 0.05}}
+    save_model_settings(f"local-dir:{tmp_path}", {"post": {"bg_power": 2.0}, "tagger": {"threshold": 0.1}})
+    assert model_settings(f"local-dir:{tmp_path}")["post"] == {"bg_power": 2.0}
+    assert model_settings(f"local-dir:{tmp_path}")["clip_es"] == {"caa": False}
+    assert resolve_label_job({"model": f"local-dir:{tmp_path}"}).tagger.threshold == 0.1

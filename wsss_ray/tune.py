@@ -497,6 +497,14 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
     return summary
 
 
+def save_model_settings(model: str, sections: dict) -> None:
+    """Write `sections` into a ``local-dir:`` model's label_config.yaml, replacing those sections and
+    keeping the others (a tags sweep leaves the method's settings as they were)."""
+    path = model_folder(model) / MODEL_SETTINGS_FILE
+    kept = {k: v for k, v in (read_mapping(path) if path.is_file() else {}).items() if k not in sections}
+    atomic_write(str(path), yaml.safe_dump({**kept, **sections}, sort_keys=False).encode())
+
+
 def _best_value(result, metric: str) -> float:
     """A trial's best reported value of `metric` (a training trial reports once per epoch)."""
     history = result.metrics_dataframe
@@ -517,11 +525,8 @@ def _summarise(results, metric: str, sweep: SweepConfig, base, out: str, seconds
         own = ("tagger",) if sweep.kind == "tags" else ("method", method_key(best_config.method), "post", "labels",
                                                          "tagger")
         best_dict = {k: d[k] for k in ("model", "pretrained", "labelset", *own)}
-        if sweep.save_to_model:  # the model's label_config.yaml, this sweep's sections replaced
-            path = model_folder(sweep.model) / MODEL_SETTINGS_FILE
-            kept = {k: v for k, v in (read_mapping(path) if path.is_file() else {}).items() if k not in own}
-            model_keys = {k: best_dict[k] for k in own if k != "labels"}
-            atomic_write(str(path), yaml.safe_dump({**kept, **model_keys}, sort_keys=False).encode())
+        if sweep.save_to_model:
+            save_model_settings(sweep.model, {k: best_dict[k] for k in own if k != "labels"})
     else:
         d = dataclasses.asdict(apply_train(base, trial))
         best_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()
