@@ -50,8 +50,12 @@ def test_train_job_flags_map_to_config_and_params(tmp_path):
     from wsss_ray.config import flatten
 
     assert set(flatten(config)) == {f.replace("-", "_") for f in [
-        "input", "val", "output", "labelset", "loss", "cgl-threshold", "arch", "backbone-weights", "epochs",
+        "input", "val", "output", "labelset", "loss", "cgl-threshold", "arch", "backbone-weights", "model",
+        "pretrained", "unfreeze", "feature-blocks", "clip-scale", "feature-cache-mb", "background-offset", "refine",
+        "calibration-images", "epochs",
         "batch-size", "lr", "crop", "aug-scales", "num-workers", "use-gpu", "seed"]}
+    config, _ = job.parse(["--arch", "clip", "--model", "local-dir:m", "--unfreeze", "1", "--feature-cache-mb", "64"])
+    assert (config.arch, config.model, config.unfreeze, config.feature_cache_mb) == ("clip", "local-dir:m", 1, 64.0)
 
 
 # ------------------------------------------------------------------ end to end on local Ray
@@ -95,8 +99,8 @@ def _write_exact_masks(manifest: str, parquet: Path) -> None:
 
 
 def _config(data, output, **kw) -> TrainConfig:
-    return TrainConfig(input=data["parquet"], val=data["val"], output=str(output), batch_size=4, num_workers=2,
-                       **kw)
+    return TrainConfig(**{"input": data["parquet"], "val": data["val"], "output": str(output), "batch_size": 4,
+                          "num_workers": 2, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +252,32 @@ def test_an_image_that_kills_every_segmentation_actor_fails_prediction_naming_it
                               batch_size=2), segment_stage=Poison)
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_clip_arch_trains_its_decoder_with_ray_train_and_predicts(ray_local, data, tmp_path):
+    """arch clip end to end: one DDP worker, the tower unchanged, a small checkpoint, the prediction job."""
+    from wsss_ray.config import PredictConfig
+    from wsss_ray.output import read_output
+    from wsss_ray.train.clipseg import weights_sha256
+    from wsss_ray.train.model import build_model, load_checkpoint
+    from wsss_ray.train.predict import run as predict
+    from wsss_ray.train.trainer import run
+
+    config = _config(data, tmp_path / "train", arch="clip", model="toyclip", epochs=2, lr=0.01, num_workers=1,
+                     feature_cache_mb=32)
+    summary = run(config)
+    history = summary["history"]
+    assert summary["epochs_run"] == 2 and history[1]["train_loss"] < history[0]["train_loss"], history
+    checkpoint = summary["last_checkpoint"]
+    model, meta = load_checkpoint(checkpoint)
+    fresh = build_model(9, "clip", options={"model": "toyclip"})
+    assert meta["backbone_sha256"] == weights_sha256(fresh.backbone) == weights_sha256(model.backbone)
+    assert Path(checkpoint).stat().st_size < 2_000_000   # the decoder; the 3.4 MB tower stays out
+    out = predict(PredictConfig(checkpoint=str(tmp_path / "train"), input=data["val"], output=str(tmp_path / "pred"),
+                                batch_size=4))
+    assert (out["ok"], out["errors"]) == (8, 0)
+    assert set(read_output(str(tmp_path / "pred"), ["method"])["method"].to_pylist()) == {"segnet"}
 
 
 @pytest.mark.slow

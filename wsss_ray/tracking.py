@@ -268,8 +268,8 @@ def log_segmentation_model(model, checkpoint: str) -> None:
     def log() -> None:
         import mlflow.pytorch
 
-        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                 pip_requirements=["torch", "torchvision"])
+        needs = ["torch", "torchvision"] + (["open_clip_torch"] if getattr(model, "arch", None) == "clip" else [])
+        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=needs)
         _log_artifact(checkpoint, "checkpoint")
 
     _log(lambda r: r["models"].append(checkpoint), log)

@@ -52,7 +52,8 @@ REPORTED = ("cam_cache_hit", "trial_seconds", "tag_map", "tag_exact", "epoch", "
 DISTRIBUTIONS: dict[str, Callable] = {"choice": tune.choice, "uniform": tune.uniform,
                                       "loguniform": tune.loguniform, "randint": tune.randint}
 JSON_PREFIX = "json:"  # choice values that are lists travel as JSON strings (Optuna takes only scalars)
-TRAIN_KEYS = ("loss", "cgl_threshold", "lr", "epochs", "batch_size", "crop", "aug_scales", "arch", "seed")
+TRAIN_KEYS = ("loss", "cgl_threshold", "lr", "epochs", "batch_size", "crop", "aug_scales", "arch", "seed",
+              "unfreeze", "feature_blocks", "clip_scale")
 STATE_FILE = "sweep.json"
 
 

@@ -43,10 +43,10 @@ from wsss_ray.config.methods import (CAA_SOURCES, FREESEG_SCORES, METHODS, SCORE
                                      ClipESConfig, FreeSegConfig, Method, PromptedCamConfig, SemplesConfig, method_entry,
                                      method_config_class, method_key)
 from wsss_ray.config.sweep import SEARCHERS, SWEEP_KINDS, SweepConfig
-from wsss_ray.config.train import ARCHS, LOSSES, LearnPromptsConfig, PredictConfig, TrainConfig, resolve_predict
+from wsss_ray.config.train import ARCHS, LOSSES, REFINES, LearnPromptsConfig, PredictConfig, TrainConfig, resolve_predict
 
 __all__ = ["ARCHS", "CAA_SOURCES", "CRF_BACKENDS", "FREESEG_SCORES", "IMAGE_SIGNALS", "JOB_KEYS", "LABEL_KEYS",
-           "LABEL_MODES", "LABEL_SIGNALS", "TAGGER_KINDS", "TaggerConfig", "LOCAL_DIR", "LOSSES", "METHODS",
+           "LABEL_MODES", "LABEL_SIGNALS", "TAGGER_KINDS", "TaggerConfig", "LOCAL_DIR", "LOSSES", "METHODS", "REFINES",
            "MODEL_SETTINGS_FILE", "PRECISIONS", "SCORES", "SEARCHERS", "SOFTMAX_OVER", "SWEEP_KINDS",
            "SYNONYM_FUSIONS", "TOYCLIP", "ClipESConfig", "CrfConfig", "FreeSegConfig", "LabelJobConfig",
            "LearnPromptsConfig", "Method", "PostConfig", "PredictConfig", "PromptedCamConfig", "QualityConfig", "SemplesConfig",

@@ -10,7 +10,8 @@ from wsss_ray.config.label import TOYCLIP
 from wsss_ray.config.layers import at_least, choice, concurrency_range, fields, given, parse_concurrency, reject_unknown
 
 LOSSES = ("cgl", "ce")
-ARCHS = ("tiny", "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
+REFINES = ("none", "crf")  # as wsss_ray.train.refine.REFINES
+ARCHS = ("tiny", "clip", "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
          "lraspp_mobilenet_v3_large")  # the networks of wsss_ray.train.model.ARCHS
 
 
@@ -22,6 +23,18 @@ class TrainConfig:
     masks (None with the toy world: a generated toy val split). `output` holds the Ray
     Train run (checkpoints) and is where a re-run resumes. `cgl_threshold` is where
     the pseudo-masks' confidence is thresholded (the masks themselves are full argmax).
+
+    ``arch: clip`` trains a decoder on the frozen image tower of `model` / `pretrained`
+    (the labelling job's specs; None: the model named in the input's rows), the last
+    `unfreeze` blocks training too; `feature_blocks` last blocks feed the decoder, the
+    tower sees the crops resized by `clip_scale`, and `feature_cache_mb` of memory per
+    worker keeps frozen outputs of crops that repeat (``wsss_ray.train.clipseg``).
+
+    Predictions (val every epoch, then ``jobs/predict.py`` from the checkpoint) subtract
+    `background_offset` from the background logit (None: fitted every epoch on
+    `calibration_images` training rows so predictions have their pseudo-masks'
+    foreground share) and, with ``refine: crf``, pass through the dense CRF
+    (``wsss_ray.train.refine``).
     """
 
     what: ClassVar[str] = "training"
@@ -34,6 +47,15 @@ class TrainConfig:
     cgl_threshold: float = 0.95
     arch: str = "tiny"
     backbone_weights: str | None = None
+    model: str | None = None                # arch clip: the CLIP (None: the input rows' model)
+    pretrained: str | None = None
+    unfreeze: int = 0
+    feature_blocks: int = 4
+    clip_scale: float = 1.0
+    feature_cache_mb: float = 0.0
+    background_offset: float | None = None  # None: fitted by prior matching every epoch
+    refine: str = "crf"
+    calibration_images: int = 200
     epochs: int = 10
     batch_size: int = 16                    # per worker
     lr: float = 0.003                       # Adam, poly decay over the epochs
@@ -46,9 +68,14 @@ class TrainConfig:
     def __post_init__(self):
         choice("loss", self.loss, LOSSES)
         choice("arch", self.arch, ARCHS)
+        choice("refine", self.refine, REFINES)
         if not 0.0 <= self.cgl_threshold <= 1.0:
             raise ValueError(f"cgl_threshold must lie in [0, 1], got {self.cgl_threshold}")
-        at_least(self, ("epochs", "num_workers"), 1)
+        at_least(self, ("epochs", "num_workers", "feature_blocks"), 1)
+        at_least(self, ("unfreeze", "calibration_images"), 0)
+        if self.clip_scale <= 0 or self.feature_cache_mb < 0:
+            raise ValueError(f"clip_scale must be positive and feature_cache_mb non-negative, got "
+                             f"{self.clip_scale}, {self.feature_cache_mb}")
         at_least(self, ("batch_size",), 2)
         at_least(self, ("crop",), 8)
         if self.lr <= 0:

@@ -33,24 +33,32 @@ from wsss_ray.sources import load_image
 from wsss_ray.stages import decode_stage, output_table, png_rows, writable_batch
 from wsss_ray.train.model import SegNet, load_checkpoint
 from wsss_ray.train.trainer import MODEL_FILE, best_checkpoint
-from wsss_ray.train.transforms import normalize
+from wsss_ray.train.refine import predict
 from wsss_ray.writer import write_pending
 
 METHOD = "segnet"
 
 
-@torch.no_grad()
-def segment(model: SegNet, image: np.ndarray, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """uint8 HxWx3 image -> (mask uint8 HxW = argmax class, confidence uint8 HxW = round(255 * max prob))."""
-    x = normalize(torch.as_tensor(image).permute(2, 0, 1)[None]).to(device)
-    conf, mask = model(x).softmax(1)[0].max(0)
-    return mask.to(torch.uint8).cpu().numpy(), (conf * 255).round().to(torch.uint8).cpu().numpy()
+def segment(model: SegNet, image: np.ndarray, device: str | torch.device = "cpu", offset: float = 0.0,
+            refine: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 HxWx3 image -> (mask uint8 HxW = argmax class, confidence uint8 HxW = round(255 * max prob)).
+
+    `offset` and `refine` are the checkpoint's (``meta``): see ``wsss_ray.train.refine``.
+    """
+    conf, mask = torch.from_numpy(predict(model, image, device, offset, refine)).max(0)
+    return mask.to(torch.uint8).numpy(), (conf * 255).round().to(torch.uint8).numpy()
 
 
-def prediction_grid(model: SegNet, images: list[str], device: str = "cpu") -> np.ndarray:
+def prediction_settings(meta: dict) -> dict:
+    """The checkpoint's prediction settings for :func:`segment` (none in checkpoints older than them)."""
+    return {"offset": meta.get("background_offset") or 0.0, "refine": meta.get("refine") or "none"}
+
+
+def prediction_grid(model: SegNet, images: list[str], device: str = "cpu", meta: dict | None = None) -> np.ndarray:
     """Image above its prediction overlay, one column per image (uint8 HxWx3)."""
     loaded = [load_image(path) for path in images]
-    return overlay_grid([(image, segment(model, image, device)[0]) for image in loaded])
+    settings = prediction_settings(meta or {})
+    return overlay_grid([(image, segment(model, image, device, **settings)[0]) for image in loaded])
 
 
 def resolve_checkpoint(spec: str) -> tuple[str, str]:
@@ -91,7 +99,7 @@ class SegmentStage:
         def one(i: int) -> tuple[np.ndarray, np.ndarray]:
             if retried:  # after its actor died: name each image first, so one that kills it every time is known
                 count_suspect(self.counter, "segment", batch["id"][i])
-            return segment(self.model, batch["pixels"][i], self.device)
+            return segment(self.model, batch["pixels"][i], self.device, **prediction_settings(self.meta))
 
         pngs = png_rows(batch, one, "segmentation")
         table = output_table(batch, pngs, labelset=self.meta.get("labelset"), model=self.checkpoint,

@@ -40,7 +40,9 @@ from wsss_ray.metrics import accumulate, scores
 from wsss_ray.resources import fit_cpus, use_gpu
 from wsss_ray.sources import load_image, load_mask, read_source
 from wsss_ray.train.losses import make_loss
-from wsss_ray.train.model import build_model, load_checkpoint, save_checkpoint
+from wsss_ray.labelset import IGNORE_INDEX
+from wsss_ray.train.refine import OFFSETS, fit_offset, foreground_counts, logits_of, predict
+from wsss_ray.train.model import CLIP_OPTIONS, build_model, check_backbone, load_checkpoint, read_checkpoint, save_checkpoint
 from wsss_ray.train.transforms import augment, normalize
 
 MODEL_FILE = "model.pt"
@@ -112,6 +114,45 @@ def val_pairs(config: TrainConfig) -> list[tuple[str, str]]:
     return pairs
 
 
+def calibration_rows(config: TrainConfig, reviewed: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """(image, mask PNG) of the first `calibration_images` ``ok`` training rows by id (a reviewed
+    mask in place of the pseudo-mask): where the background offset is fitted. Empty when it is fixed."""
+    from wsss_ray.output import read_output
+
+    if config.background_offset is not None or not config.calibration_images:
+        return []
+    table = read_output(config.input, ["id", "image", "mask", "status"])
+    if table is None:
+        return []
+    rows = sorted((r for r in table.to_pylist() if r["status"] == "ok" or r["id"] in reviewed), key=lambda r: r["id"])
+    return [(r["image"], reviewed.get(r["id"], r["mask"])) for r in rows[:config.calibration_images]]
+
+
+def input_model(source: str) -> str | None:
+    """The model named by most ``ok`` rows of a labelling job's output (None when no row names one)."""
+    from wsss_ray.output import read_output
+
+    table = read_output(source, ["model", "status"])
+    if table is None:
+        return None
+    names = [m for m, status in zip(table["model"].to_pylist(), table["status"].to_pylist())
+             if m and status == "ok"]
+    return max(set(names), key=names.count) if names else None
+
+
+def arch_options(config: TrainConfig) -> dict:
+    """The architecture's own build settings (``build_model(options=)``): for ``clip``, its CLIP spec
+    (``--model``, else the one that labelled the input) and the decoder settings."""
+    if config.arch != "clip":
+        return {}
+    options = {k: getattr(config, k) for k in CLIP_OPTIONS}
+    options["model"] = config.model or input_model(config.input)
+    if not options["model"]:
+        raise ValueError(f"--arch clip needs the labelling CLIP and the rows of {config.input} name none; "
+                         f"pass --model (and --pretrained)")
+    return options
+
+
 # ------------------------------------------------------------------ per worker
 
 
@@ -121,7 +162,9 @@ def _restore(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
     if ckpt is None:
         return {"epoch": 0, "history": []}
     with ckpt.as_directory() as d:
-        model.load_state_dict(load_checkpoint(Path(d) / MODEL_FILE)[0].state_dict())
+        saved, meta = read_checkpoint(Path(d) / MODEL_FILE)
+        check_backbone(model, meta, "the run's latest checkpoint")
+        model.load_saved_state(saved)
         opt.load_state_dict(torch.load(Path(d) / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
         return json.loads((Path(d) / STATE_FILE).read_text())
 
@@ -153,15 +196,30 @@ def train_epoch(model, loader, opt, loss_fn, device) -> tuple[float, int, int]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, pairs: list[tuple[str, str]], num_classes: int, device) -> np.ndarray:
-    """Confusion matrix of argmax predictions at full resolution over `pairs` (image, mask paths)."""
+def evaluate(model: torch.nn.Module, pairs: list[tuple[str, str]], num_classes: int, device,
+             offset: float = 0.0, refine: str = "none") -> np.ndarray:
+    """Confusion matrix of predictions at full resolution over `pairs` (image, mask paths),
+    made as ``jobs/predict.py`` makes them (background offset, refinement: ``wsss_ray.train.refine``)."""
     model.eval()
 
-    def predicted(image_path: str) -> np.ndarray:
-        x = normalize(torch.as_tensor(load_image(image_path)).permute(2, 0, 1)[None]).to(device)
-        return model(x).argmax(1)[0].cpu().numpy()
+    return accumulate(((load_mask(m), predict(model, load_image(i), device, offset, refine).argmax(0))
+                       for i, m in pairs), num_classes)
 
-    return accumulate(((load_mask(m), predicted(i)) for i, m in pairs), num_classes)
+
+@torch.no_grad()
+def background_offset(model: torch.nn.Module, rows: list[tuple[str, bytes]], device) -> float:
+    """The offset at which predictions on `rows` (this worker's share of the calibration rows)
+    have, summed over all workers, the foreground share of their masks (``wsss_ray.train.refine``)."""
+    model.eval()
+    predicted, foreground, pixels = np.zeros(len(OFFSETS)), 0.0, 0.0
+    for image_path, png in rows:
+        mask = decode_png(png)
+        known = mask != IGNORE_INDEX
+        predicted += foreground_counts(logits_of(model, load_image(image_path), device), known)
+        foreground += float((mask[known] > 0).sum())
+        pixels += float(known.sum())
+    totals = all_sum(np.concatenate([predicted, [foreground, pixels]]), device)
+    return fit_offset(totals[:-2], totals[-2], totals[-1])
 
 
 def train_loop_per_worker(cfg: dict) -> None:
@@ -171,8 +229,8 @@ def train_loop_per_worker(cfg: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(config.seed)
     num_classes = cfg["num_classes"]
-    model = build_model(num_classes, config.arch, config.backbone_weights)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model = build_model(num_classes, config.arch, config.backbone_weights, cfg["arch_options"])
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     state = _restore(model, opt)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
@@ -195,8 +253,14 @@ def train_loop_per_worker(cfg: dict) -> None:
         metrics = {"epoch": epoch, "train_loss": float(loss_sum / max(batches, 1)), "samples": int(seen),
                    "samples_per_s": float(seen / max(seconds_sum / world, 1e-9)), "lr": lr,
                    "epoch_seconds": float(seconds_sum / world)}
+        net = getattr(model, "module", model)
+        offset = config.background_offset
+        if offset is None:
+            offset = background_offset(net, cfg["calibration_rows"][rank::world], device) \
+                if cfg["calibration_rows"] else 0.0
+        metrics["background_offset"] = offset
         if cfg["val_pairs"]:
-            hist = evaluate(getattr(model, "module", model), pairs, num_classes, device)
+            hist = evaluate(net, pairs, num_classes, device, offset, config.refine)
             metrics["val_miou"] = float(scores(all_sum(hist, device)).miou)
         state["epoch"] = epoch
         state["history"].append(metrics)
@@ -209,7 +273,8 @@ def _report(model, opt, state: dict, metrics: dict, config: TrainConfig, rank: i
         checkpoint = None
         if rank == 0:
             meta = {"epoch": state["epoch"], "labelset": config.labelset, "loss": config.loss,
-                    "val_miou": metrics.get("val_miou")}
+                    "val_miou": metrics.get("val_miou"), "background_offset": metrics["background_offset"],
+                    "refine": config.refine}
             save_checkpoint(Path(d) / MODEL_FILE, model, meta)
             torch.save(opt.state_dict(), Path(d) / OPTIMIZER_FILE)
             (Path(d) / STATE_FILE).write_text(json.dumps(state))
@@ -227,20 +292,22 @@ def fit(config: TrainConfig, pairs: Sequence[tuple[str, str]], epoch_hook: Epoch
     passes ``TuneReportCallback`` so each epoch's metrics reach its trial, and the CPUs
     its trial may use as `cpu_budget`)."""
     num_classes = len(load_labelset(config.labelset)) + 1
+    reviewed = reviewed_training_masks(config)
     worker_cpus, task_cpus = fit_cpus(config.num_workers, 1.0, "train", cpu_budget)
     storage_path, name = run_folder(config.output)
     score = {"checkpoint_score_attribute": "val_miou", "checkpoint_score_order": "max"} if pairs else {}
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config, "num_classes": num_classes, "val_pairs": pairs,
-                           "epoch_hook": epoch_hook},
+                           "epoch_hook": epoch_hook, "arch_options": arch_options(config),
+                           "calibration_rows": calibration_rows(config, reviewed)},
         scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=use_gpu(config, "train"),
                                                resources_per_worker={"CPU": worker_cpus}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES), callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, **score)),
-        datasets={"train": train_dataset(config, task_cpus, reviewed_training_masks(config))},
+        datasets={"train": train_dataset(config, task_cpus, reviewed)},
     )
     return trainer.fit()
 
@@ -330,10 +397,10 @@ def run_tracked(config: TrainConfig, mlflow_uri: str | None = None, epoch_hook: 
         tracking.log_summary(summary, exclude={k for h in history for k in h})  # per-epoch series stay clean
         if summary["best_checkpoint"]:
             with local_file(summary["best_checkpoint"]) as local:
-                model, _ = load_checkpoint(local)
+                model, meta = load_checkpoint(local)
             tracking.log_segmentation_model(model, summary["best_checkpoint"])
             if pairs:
-                tracking.log_image(prediction_grid(model, [p for p, _ in pairs[:8]]), "predictions.png")
+                tracking.log_image(prediction_grid(model, [p for p, _ in pairs[:8]], meta=meta), "predictions.png")
     return summary
 
 
