@@ -50,3 +50,23 @@ def test_probabilities_apply_the_offset_then_the_crf():
     assert refined[:, 3, 2].argmax() == 0 and (refined[:, :, 8:].argmax(0) == 1).all()
     with pytest.raises(ValueError, match="refine must be one of"):
         probabilities(logits, image, refine="dense")
+
+
+def test_the_offset_is_fitted_on_the_first_training_rows_by_id(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from wsss_ray.config import TrainConfig
+    from wsss_ray.output import OUTPUT_SCHEMA
+    from wsss_ray.train.trainer import calibration_rows
+
+    (tmp_path / "in").mkdir()
+    for part, ids in enumerate([["d", "a", "e"], ["c", "b"]]):
+        rows = {c: [None] * len(ids) for c in OUTPUT_SCHEMA.names}
+        rows.update(id=ids, image=[f"{i}.png" for i in ids], mask=[i.encode() for i in ids],
+                    status=["error" if i == "b" else "ok" for i in ids])
+        pq.write_table(pa.table(rows, schema=OUTPUT_SCHEMA), tmp_path / "in" / f"part-{part}.parquet")
+    config = TrainConfig(input=str(tmp_path / "in"), calibration_images=3)
+    assert calibration_rows(config, {}) == [("a.png", b"a"), ("c.png", b"c"), ("d.png", b"d")]
+    assert calibration_rows(config, {"b": b"fixed"}) == [("a.png", b"a"), ("b.png", b"fixed"), ("c.png", b"c")]
+    assert calibration_rows(TrainConfig(input=str(tmp_path / "in"), background_offset=0.5), {}) == []

@@ -116,28 +116,39 @@ def val_pairs(config: TrainConfig) -> list[tuple[str, str]]:
 
 def calibration_rows(config: TrainConfig, reviewed: dict[str, bytes]) -> list[tuple[str, bytes]]:
     """(image, mask PNG) of the first `calibration_images` ``ok`` training rows by id (a reviewed
-    mask in place of the pseudo-mask): where the background offset is fitted. Empty when it is fixed."""
-    from wsss_ray.output import read_output
+    mask in place of the pseudo-mask): where the background offset is fitted. Empty when it is
+    fixed. Two passes over the input a batch at a time, so the driver holds N rows, not the input."""
+    import heapq
 
-    if config.background_offset is not None or not config.calibration_images:
+    from wsss_ray.output import iter_output
+
+    n = config.calibration_images if config.background_offset is None else 0
+    if not n:
         return []
-    table = read_output(config.input, ["id", "image", "mask", "status"])
-    if table is None:
-        return []
-    rows = sorted((r for r in table.to_pylist() if r["status"] == "ok" or r["id"] in reviewed), key=lambda r: r["id"])
-    return [(r["image"], reviewed.get(r["id"], r["mask"])) for r in rows[:config.calibration_images]]
+    ids: list[str] = []
+    for batch in iter_output(config.input, ["id", "status"]):
+        usable = [i for i, status in zip(batch["id"].to_pylist(), batch["status"].to_pylist())
+                  if status == "ok" or i in reviewed]
+        ids = heapq.nsmallest(n, ids + usable)
+    chosen, rows = set(ids), {}
+    for batch in iter_output(config.input, ["id", "image", "mask"]):
+        for i, image, mask in zip(*(batch[c].to_pylist() for c in ("id", "image", "mask"))):
+            if i in chosen:
+                rows[i] = (image, reviewed.get(i, mask))
+    return [rows[i] for i in ids if rows.get(i, (None, None))[1] is not None]
 
 
 def input_model(source: str) -> str | None:
     """The model named by most ``ok`` rows of a labelling job's output (None when no row names one)."""
-    from wsss_ray.output import read_output
+    from collections import Counter
 
-    table = read_output(source, ["model", "status"])
-    if table is None:
-        return None
-    names = [m for m, status in zip(table["model"].to_pylist(), table["status"].to_pylist())
-             if m and status == "ok"]
-    return max(set(names), key=names.count) if names else None
+    from wsss_ray.output import iter_output
+
+    names: Counter = Counter()
+    for batch in iter_output(source, ["model", "status"]):
+        names.update(m for m, status in zip(batch["model"].to_pylist(), batch["status"].to_pylist())
+                     if m and status == "ok")
+    return names.most_common(1)[0][0] if names else None
 
 
 def arch_options(config: TrainConfig) -> dict:
