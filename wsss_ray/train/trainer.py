@@ -6,8 +6,10 @@ only) -> a CPU map that decodes the image, mask and confidence (a person's revie
 random scale/crop/flip (``wsss_ray.train.transforms.augment``) -> one shard per
 worker (``get_dataset_shard``). Nothing is copied to local disk first.
 
-Every epoch each worker reports the train loss, val mIoU (ground-truth split,
-``wsss_ray.metrics``, confusion matrices summed over the workers) and samples/s;
+Every epoch the workers fit the background offset on the calibration rows
+(``wsss_ray.train.refine``: counts summed over the workers), then each reports the
+train loss, val mIoU (ground-truth split, predictions made as ``jobs/predict.py``
+makes them, confusion matrices summed over the workers) and samples/s;
 rank 0 attaches a checkpoint (``model.pt`` in the ``save_checkpoint`` format,
 ``optimizer.pt``, ``state.json`` with the epoch history). The run lives in
 ``config.output``: re-running into it resumes from the latest checkpoint (Ray Train
@@ -34,15 +36,15 @@ import torch.distributed as dist
 
 from wsss_ray.config import TrainConfig, flatten
 from wsss_ray.files import local_file, run_folder
-from wsss_ray.labelset import load_labelset
+from wsss_ray.labelset import IGNORE_INDEX, load_labelset
 from wsss_ray.masks import decode_png
 from wsss_ray.metrics import accumulate, scores
 from wsss_ray.resources import fit_cpus, use_gpu
 from wsss_ray.sources import load_image, load_mask, read_source
 from wsss_ray.train.losses import make_loss
-from wsss_ray.labelset import IGNORE_INDEX
+from wsss_ray.train.model import (CLIP_OPTIONS, build_model, check_backbone, load_checkpoint, read_checkpoint,
+                                  save_checkpoint)
 from wsss_ray.train.refine import OFFSETS, fit_offset, foreground_counts, logits_of, predict
-from wsss_ray.train.model import CLIP_OPTIONS, build_model, check_backbone, load_checkpoint, read_checkpoint, save_checkpoint
 from wsss_ray.train.transforms import augment, normalize
 
 MODEL_FILE = "model.pt"
@@ -355,6 +357,7 @@ def run(config: TrainConfig, epoch_hook: EpochHook | None = None,
         "epochs": state["epoch"], "epochs_run": len(new),
         "best_epoch": best["epoch"] if best else None,
         "best_miou": round(best["val_miou"], 4) if best and best.get("val_miou") is not None else None,
+        "background_offset": best.get("background_offset") if best else None,
         "best_checkpoint": posixpath.join(best_ckpt.path, MODEL_FILE) if best_ckpt else None,
         "last_checkpoint": posixpath.join(result.checkpoint.path, MODEL_FILE) if result.checkpoint else None,
         "train_loss": round(history[-1]["train_loss"], 4) if history else None,
