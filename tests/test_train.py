@@ -217,6 +217,32 @@ def test_predict_writes_pipeline_schema_and_pngs(trained, data, tmp_path):
 
 
 @pytest.mark.slow
+def test_clip_arch_trains_its_decoder_with_ray_train_and_predicts(ray_local, data, tmp_path):
+    """arch clip end to end: one DDP worker, the tower unchanged, a small checkpoint, the prediction job."""
+    from wsss_ray.config import PredictConfig
+    from wsss_ray.output import read_output
+    from wsss_ray.train.clipseg import weights_sha256
+    from wsss_ray.train.model import build_model, load_checkpoint
+    from wsss_ray.train.predict import run as predict
+    from wsss_ray.train.trainer import run
+
+    config = _config(data, tmp_path / "train", arch="clip", model="toyclip", epochs=2, lr=0.01, num_workers=1,
+                     feature_cache_mb=32)
+    summary = run(config)
+    history = summary["history"]
+    assert summary["epochs_run"] == 2 and history[1]["train_loss"] < history[0]["train_loss"], history
+    checkpoint = summary["last_checkpoint"]
+    model, meta = load_checkpoint(checkpoint)
+    fresh = build_model(9, "clip", options={"model": "toyclip"})
+    assert meta["backbone_sha256"] == weights_sha256(fresh.backbone) == weights_sha256(model.backbone)
+    assert Path(checkpoint).stat().st_size < 2_000_000   # the decoder; the 3.4 MB tower stays out
+    out = predict(PredictConfig(checkpoint=str(tmp_path / "train"), input=data["val"], output=str(tmp_path / "pred"),
+                                batch_size=4))
+    assert (out["ok"], out["errors"]) == (8, 0)
+    assert set(read_output(str(tmp_path / "pred"), ["method"])["method"].to_pylist()) == {"segnet"}
+
+
+@pytest.mark.slow
 def test_an_image_that_kills_every_segmentation_actor_fails_prediction_naming_it(tmp_path):
     """Prediction's actors restart a bounded number of times, as the labelling job's do."""
     import ray
@@ -252,32 +278,6 @@ def test_an_image_that_kills_every_segmentation_actor_fails_prediction_naming_it
                               batch_size=2), segment_stage=Poison)
     finally:
         ray.shutdown()
-
-
-@pytest.mark.slow
-def test_clip_arch_trains_its_decoder_with_ray_train_and_predicts(ray_local, data, tmp_path):
-    """arch clip end to end: one DDP worker, the tower unchanged, a small checkpoint, the prediction job."""
-    from wsss_ray.config import PredictConfig
-    from wsss_ray.output import read_output
-    from wsss_ray.train.clipseg import weights_sha256
-    from wsss_ray.train.model import build_model, load_checkpoint
-    from wsss_ray.train.predict import run as predict
-    from wsss_ray.train.trainer import run
-
-    config = _config(data, tmp_path / "train", arch="clip", model="toyclip", epochs=2, lr=0.01, num_workers=1,
-                     feature_cache_mb=32)
-    summary = run(config)
-    history = summary["history"]
-    assert summary["epochs_run"] == 2 and history[1]["train_loss"] < history[0]["train_loss"], history
-    checkpoint = summary["last_checkpoint"]
-    model, meta = load_checkpoint(checkpoint)
-    fresh = build_model(9, "clip", options={"model": "toyclip"})
-    assert meta["backbone_sha256"] == weights_sha256(fresh.backbone) == weights_sha256(model.backbone)
-    assert Path(checkpoint).stat().st_size < 2_000_000   # the decoder; the 3.4 MB tower stays out
-    out = predict(PredictConfig(checkpoint=str(tmp_path / "train"), input=data["val"], output=str(tmp_path / "pred"),
-                                batch_size=4))
-    assert (out["ok"], out["errors"]) == (8, 0)
-    assert set(read_output(str(tmp_path / "pred"), ["method"])["method"].to_pylist()) == {"segnet"}
 
 
 @pytest.mark.slow
