@@ -87,6 +87,41 @@ def plain_miou(checkpoint: str, pairs: list[tuple[str, str]]) -> float:
     return float(scores(evaluate(model, pairs, meta["num_classes"], "cpu")).miou)
 
 
+def cache_rate(images: list, repeats: int = 3, batch: int = 32) -> dict[str, float]:
+    """Training steps/s of ``--arch clip`` (toyclip) on the same `batch` crops, feature cache cold
+    (none) and warm (every crop cached), forward + backward + Adam, in this process."""
+    import numpy as np
+    import torch
+
+    from wsss_ray.train.losses import ce_loss
+    from wsss_ray.train.model import build_model
+    from wsss_ray.train.transforms import normalize
+
+    x = normalize(torch.as_tensor(np.stack(images[:batch])).permute(0, 3, 1, 2))
+    y = torch.randint(0, 9, (len(x), *x.shape[-2:]))
+    rates = {}
+    for name, mb in (("no cache", 0.0), ("cache warm", 512.0)):
+        torch.manual_seed(0)
+        model = build_model(9, "clip", options={"model": "toyclip", "feature_cache_mb": mb}).train()
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+        def step() -> None:
+            loss = ce_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step()  # warm-up (fills the cache)
+        best = 0.0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(5):
+                step()
+            best = max(best, 5 / (time.perf_counter() - start))
+        rates[name] = best
+    return rates
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n-train", type=int, default=1000)
@@ -167,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = {name: cached(results / f"predict-{slug(name, 0)}.json", lambda: predict_rate(ckpt, val_images))
              for name, ckpt in checkpoints.items() if "CE" in name and "exact" not in name}
 
+    cache = cached(results / "cache-rate.json", lambda: cache_rate(val_images))
+
     print(f"\ntoy world: {a.n_train} train / {a.n_val} val images, {a.epochs} epochs, 2 workers x batch 16, "
           f"lr 0.003, {a.cpus} CPUs\n")
     print("| | val mIoU (best epoch; offset + CRF) | vs its masks | last epoch | plain argmax, best checkpoint "
@@ -185,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| training throughput (exact masks, mean over epochs) | workers | samples/s |\n|---|---|---|")
     for label, workers, rate in throughput:
         print(f"| {label} | {workers} | {rate:.1f} |")
+    print(f"\nfeature cache, one process, batch 32 of 64 px crops, train steps/s: no cache {cache['no cache']:.2f}, "
+          f"cache warm {cache['cache warm']:.2f} ({cache['cache warm'] / cache['no cache']:.2f}x)")
     print("\n| checkpoint | size (MB) | prediction images/s (64 px, one process) |\n|---|---|---|")
     for name, ckpt in checkpoints.items():
         rate = f"{rates[name]:.1f}" if name in rates else ""
