@@ -87,9 +87,11 @@ def plain_miou(checkpoint: str, pairs: list[tuple[str, str]]) -> float:
     return float(scores(evaluate(model, pairs, meta["num_classes"], "cpu")).miou)
 
 
-def cache_rate(images: list, repeats: int = 3, batch: int = 32) -> dict[str, float]:
-    """Training steps/s of ``--arch clip`` (toyclip) on the same `batch` crops, feature cache cold
-    (none) and warm (every crop cached), forward + backward + Adam, in this process."""
+def cache_rate(images: list, repeats: int = 3, batch: int = 32, model_spec: str = "toyclip",
+               side: int | None = None) -> dict[str, float]:
+    """Training steps/s of ``--arch clip`` on `model_spec` (an open_clip name: random weights) on the
+    same `batch` crops (resized to `side`), feature cache none and warm (every crop cached),
+    forward + backward + Adam, in this process."""
     import numpy as np
     import torch
 
@@ -98,11 +100,13 @@ def cache_rate(images: list, repeats: int = 3, batch: int = 32) -> dict[str, flo
     from wsss_ray.train.transforms import normalize
 
     x = normalize(torch.as_tensor(np.stack(images[:batch])).permute(0, 3, 1, 2))
+    if side:
+        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
     y = torch.randint(0, 9, (len(x), *x.shape[-2:]))
     rates = {}
     for name, mb in (("no cache", 0.0), ("cache warm", 512.0)):
         torch.manual_seed(0)
-        model = build_model(9, "clip", options={"model": "toyclip", "feature_cache_mb": mb}).train()
+        model = build_model(9, "clip", options={"model": model_spec, "feature_cache_mb": mb}).train()
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
 
         def step() -> None:
@@ -203,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
              for name, ckpt in checkpoints.items() if "CE" in name and "exact" not in name}
 
     cache = cached(results / "cache-rate.json", lambda: cache_rate(val_images))
+    cache_vit = cached(results / "cache-rate-vit-b-16.json",
+                       lambda: cache_rate(val_images, repeats=2, batch=4, model_spec="ViT-B-16", side=224))
 
     print(f"\ntoy world: {a.n_train} train / {a.n_val} val images, {a.epochs} epochs, 2 workers x batch 16, "
           f"lr 0.003, {a.cpus} CPUs\n")
@@ -224,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {workers} | {rate:.1f} |")
     print(f"\nfeature cache, one process, batch 32 of 64 px crops, train steps/s: no cache {cache['no cache']:.2f}, "
           f"cache warm {cache['cache warm']:.2f} ({cache['cache warm'] / cache['no cache']:.2f}x)")
+    print(f"feature cache, ViT-B/16 (random weights), batch 4 at 224 px, train steps/s: no cache "
+          f"{cache_vit['no cache']:.2f}, cache warm {cache_vit['cache warm']:.2f} "
+          f"({cache_vit['cache warm'] / cache_vit['no cache']:.2f}x)")
     print("\n| checkpoint | size (MB) | prediction images/s (64 px, one process) |\n|---|---|---|")
     for name, ckpt in checkpoints.items():
         rate = f"{rates[name]:.1f}" if name in rates else ""
