@@ -220,18 +220,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     return ckpt["state_dict"], ckpt["meta"]
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    feature_cache_mb: float = 0.0) -> tuple[SegNet, dict[str, Any]]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[SegNet, dict[str, Any]]:
     """Rebuild the model saved by :func:`save_checkpoint`; returns (model in eval mode, meta).
 
     A ``clip`` checkpoint loads its backbone from the spec it names and refuses a backbone
-    whose weights differ from the ones it was trained on. `feature_cache_mb`: ``clip``'s feature cache.
+    whose weights differ from the ones it was trained on.
     """
     state, meta = read_checkpoint(path, map_location)
-    options = dict(meta.get("options") or {})
-    if meta["arch"] == "clip":
-        options["feature_cache_mb"] = feature_cache_mb
-    model = build_model(meta["num_classes"], meta["arch"], options=options)
+    model = build_model(meta["num_classes"], meta["arch"], options=meta.get("options"))
     check_backbone(model, meta, path)
     model.load_saved_state(state)
     return model.to(map_location).eval(), meta

@@ -90,6 +90,7 @@ class SegmentStage:
         self.device = actor_device(num_gpus)
         with local_file(checkpoint) as path:
             self.model, self.meta = load_checkpoint(path, self.device)
+        self.settings = prediction_settings(self.meta)
         self.checkpoint, self.run_id, self.counter = checkpoint, run_id, counter
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -99,7 +100,7 @@ class SegmentStage:
         def one(i: int) -> tuple[np.ndarray, np.ndarray]:
             if retried:  # after its actor died: name each image first, so one that kills it every time is known
                 count_suspect(self.counter, "segment", batch["id"][i])
-            return segment(self.model, batch["pixels"][i], self.device, **prediction_settings(self.meta))
+            return segment(self.model, batch["pixels"][i], self.device, **self.settings)
 
         pngs = png_rows(batch, one, "segmentation")
         table = output_table(batch, pngs, labelset=self.meta.get("labelset"), model=self.checkpoint,
