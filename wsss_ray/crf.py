@@ -76,7 +76,8 @@ def _torch_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig, device: 
         q = dense_crf_marginals(torch.from_numpy(np.array(image)).to(device),
                                 torch.from_numpy(np.array(probs, np.float32)).to(device), config.iters,
                                 config.gauss_sxy, config.gauss_compat, config.bilateral_sxy,
-                                config.bilateral_srgb, config.bilateral_compat, config.downsample)
+                                config.bilateral_srgb, config.bilateral_compat, config.downsample,
+                                config.final_step)
     return q.cpu().numpy()
 
 

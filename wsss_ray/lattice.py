@@ -118,12 +118,15 @@ def gaussian_filter(values: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def mean_field(image: torch.Tensor, unary: torch.Tensor, iters: int, gauss_sxy: float, gauss_compat: float,
-               bilateral_sxy: float, bilateral_srgb: float, bilateral_compat: float) -> torch.Tensor:
+               bilateral_sxy: float, bilateral_srgb: float, bilateral_compat: float,
+               messages: bool = False) -> torch.Tensor:
     """Mean-field marginals CxHxW of a dense CRF.
 
     Args:
         image: HxWx3 colours 0..255 (any real dtype) on the device to run on.
         unary: CxHxW energies (-log p).
+        messages: return instead the pairwise term the next iteration would add to ``-unary``
+            (CxHxW), computed from the marginals after `iters` iterations.
     """
     c, h, w = unary.shape
     ys, xs = torch.meshgrid(torch.arange(h, device=unary.device, dtype=torch.float32),
@@ -133,12 +136,16 @@ def mean_field(image: torch.Tensor, unary: torch.Tensor, iters: int, gauss_sxy: 
     bilateral_norm = lattice.filter(unary.new_ones(h * w, 1)).clamp_min(1e-20).rsqrt()   # N x 1
     gauss_norm = gaussian_filter(unary.new_ones(1, h, w), gauss_sxy).clamp_min(1e-20).rsqrt()
     q = torch.softmax(-unary, 0)
-    for _ in range(iters):
+
+    def pairwise(q: torch.Tensor) -> torch.Tensor:
         gauss = gauss_norm * gaussian_filter(gauss_norm * q, gauss_sxy)
         flat = q.reshape(c, -1).T * bilateral_norm
         bilateral = (lattice.filter(flat) * bilateral_norm).T.reshape(c, h, w)
-        q = torch.softmax(-unary + gauss_compat * gauss + bilateral_compat * bilateral, 0)
-    return q
+        return gauss_compat * gauss + bilateral_compat * bilateral
+
+    for _ in range(iters):
+        q = torch.softmax(-unary + pairwise(q), 0)
+    return pairwise(q) if messages else q
 
 
 def joint_bilateral_upsample(low: torch.Tensor, low_image: torch.Tensor, image: torch.Tensor,
@@ -186,7 +193,7 @@ def grid_factor(height: int, width: int, downsample: int) -> int:
 
 def dense_crf_marginals(image: torch.Tensor, probs: torch.Tensor, iters: int, gauss_sxy: float,
                         gauss_compat: float, bilateral_sxy: float, bilateral_srgb: float,
-                        bilateral_compat: float, downsample: int = 1) -> torch.Tensor:
+                        bilateral_compat: float, downsample: int = 1, final_step: str = "marginals") -> torch.Tensor:
     """CxHxW marginals of the dense CRF over an HxWx3 image (0..255) and CxHxW probabilities.
 
     With ``downsample`` > 1 (see :func:`grid_factor`), the mean field runs on a grid that many
@@ -203,6 +210,13 @@ def dense_crf_marginals(image: torch.Tensor, probs: torch.Tensor, iters: int, ga
         grid_image = F.interpolate(image.permute(2, 0, 1)[None].float(), size=size,
                                    mode="nearest-exact")[0].permute(1, 2, 0)
         grid_probs = F.interpolate(probs[None], size=size, mode="area")[0]
-    q = mean_field(grid_image, -torch.log(grid_probs.clamp(1e-5, 1)), iters, gauss_sxy / factor, gauss_compat,
-                   bilateral_sxy / factor, bilateral_srgb, bilateral_compat)
-    return q if factor == 1 else joint_bilateral_upsample(q, grid_image, image, 2 * bilateral_srgb)
+    unary = -torch.log(grid_probs.clamp(1e-5, 1))
+    kernels = (gauss_sxy / factor, gauss_compat, bilateral_sxy / factor, bilateral_srgb, bilateral_compat)
+    if factor == 1:
+        return mean_field(grid_image, unary, iters, *kernels)
+    if final_step == "marginals":
+        return joint_bilateral_upsample(mean_field(grid_image, unary, iters, *kernels), grid_image, image,
+                                        2 * bilateral_srgb)
+    pair = mean_field(grid_image, unary, iters - 1, *kernels, messages=True)
+    pair = joint_bilateral_upsample(pair, grid_image, image, 2 * bilateral_srgb)
+    return torch.softmax(torch.log(probs.clamp(1e-5, 1)) + pair, 0)

@@ -46,6 +46,7 @@ class CrfConfig:
     bilateral_compat: float = 4.0
     backend: str = "torch"      # torch: permutohedral lattice, on the caller's device; pydensecrf: the reference
     downsample: int = 4         # torch: mean field on a grid up to this many times coarser (1: full resolution)
+    final_step: str = "marginals"  # torch on a coarse grid: upsample the marginals, or the last messages
     max_side: int | None = 640  # the CRF runs on the image shrunk to this long side (wsss_ray.budget); None: any size
 
     def __post_init__(self):
