@@ -54,7 +54,7 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfi
         return np.ones_like(probs, dtype=np.float32)
     if config.iters == 0:
         return probs.astype(np.float32)
-    if config.backend == "torch":
+    if backend_on(config.backend, device) == "torch":
         return _torch_crf(image, probs, config, device)
     import pydensecrf.densecrf as dcrf
 
@@ -65,6 +65,13 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfi
     d.addPairwiseBilateral(sxy=config.bilateral_sxy, srgb=config.bilateral_srgb,
                            rgbim=np.require(image, requirements=["C", "W"]), compat=config.bilateral_compat)
     return np.asarray(d.inference(config.iters), dtype=np.float32).reshape(c, h, w)
+
+
+def backend_on(backend: str, device: str | None) -> str:
+    """The backend that runs on `device`: ``auto`` is pydensecrf (the reference) on a CPU and torch on a GPU."""
+    if backend != "auto":
+        return backend
+    return "torch" if str(device or "cpu").startswith("cuda") else "pydensecrf"
 
 
 def _torch_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig, device: str) -> np.ndarray:

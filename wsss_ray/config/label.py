@@ -14,7 +14,7 @@ from wsss_ray.config.layers import (at_least, build, choice, concurrency_range, 
                                     parse_concurrency, plain, read_mapping, reject_unknown, side, unflatten)
 from wsss_ray.config.methods import method_config_class, method_entry, method_key, method_sections
 
-CRF_BACKENDS = ("torch", "pydensecrf")
+CRF_BACKENDS = ("torch", "pydensecrf", "auto")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LABEL_MODES = ("given", "missing", "auto")   # where an item's image-level labels come from (--labels)
 TAGGER_KINDS = ("tagclip", "global")
@@ -44,7 +44,8 @@ class CrfConfig:
     bilateral_sxy: float = 67.0
     bilateral_srgb: float = 3.0
     bilateral_compat: float = 4.0
-    backend: str = "torch"      # torch: permutohedral lattice, on the caller's device; pydensecrf: the reference
+    backend: str = "torch"      # torch: permutohedral lattice, on the caller's device; pydensecrf: the reference;
+                                # auto: pydensecrf on a CPU, torch on a GPU
     downsample: int = 4         # torch: mean field on a grid up to this many times coarser (1: full resolution)
     final_step: str = "marginals"  # torch on a coarse grid: upsample the marginals, or the last messages
     max_side: int | None = 640  # the CRF runs on the image shrunk to this long side (wsss_ray.budget); None: any size
