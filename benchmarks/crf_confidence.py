@@ -32,7 +32,7 @@ from wsss_ray.labelset import IGNORE_INDEX
 from wsss_ray.testing.degraded import blurred_probs, load_items
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = "pydensecrf (reference)"
+REFERENCE = "pydensecrf (the reference; `auto` on a CPU, the default)"
 
 
 def settings(extra: list[str]) -> dict[str, CrfConfig]:
@@ -40,7 +40,7 @@ def settings(extra: list[str]) -> dict[str, CrfConfig]:
         REFERENCE: CrfConfig(backend="pydensecrf"),
         "torch, grid up to 4x coarser (default before)": CrfConfig(backend="torch", downsample=4),
         "torch, grid up to 2x coarser": CrfConfig(backend="torch", downsample=2),
-        "torch, full resolution": CrfConfig(backend="torch", downsample=1),
+        "torch, full resolution (`auto` on a GPU)": CrfConfig(backend="torch", downsample=1),
     }
     for spec in extra:  # name=field:value,field:value
         name, _, fields = spec.partition("=")

@@ -20,13 +20,20 @@ autocast on CPUs with native bf16, the torch CRF backend).
 2. The whole set on `--cpus` cores: the reference flow (torch on `--cpus` threads, then
    the pool) against ``jobs/pseudolabel.py`` on a local Ray with `--cpus` CPUs, in a few
    actor layouts. Wall time of each whole process, start-up and model loading included.
+3. The confident set, one thread (``--part 3``): the masks CLIP-ES trains on are the CRF's
+   argmax with 255 where its marginal is below 0.95. The reference's (float32 CAMs in its
+   order, pydensecrf, that threshold) against the labeller's as shipped (its mask with
+   ``masks.ignore_below(..., 0.95)``, as ``export --min-confidence 0.95`` writes it) per
+   precision and CRF backend: thresholded masks equal pixel for pixel (255 counts as a
+   value), the CAMs' Pearson r, and the time per image of each whole flow.
 
-    .venv/bin/python benchmarks/reference_flow.py [--repeat 4] [--single 20] [--cpus 2] [--layouts 0 1 2]
+    .venv/bin/python benchmarks/reference_flow.py [--repeat 4] [--single 20] [--cpus 2] [--layouts 0 1 2] [--part 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -184,7 +191,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count(),
                         help="threads and pool size of the reference flow (the job uses the whole machine)")
     parser.add_argument("--work", help="keep the files here (default: a temporary folder)")
-    parser.add_argument("--part", type=int, choices=(1, 2), help="run only this part (default: both)")
+    parser.add_argument("--part", type=int, choices=(1, 2, 3), help="run only this part (default: 1 and 2)")
     parser.add_argument("--layouts", type=int, nargs="+", choices=range(len(JOB_LAYOUTS)),
                         default=list(range(len(JOB_LAYOUTS))), help="the job layouts of part 2, by position")
     parser.add_argument("--as", dest="role", choices=("reference", "ours"), help=argparse.SUPPRESS)
@@ -217,10 +224,65 @@ def main() -> None:
             items = [json.loads(l) for l in (work / "manifest.jsonl").read_text().splitlines()]
         else:
             items = prepare(work, Path(args.data), args.repeat)
+        if args.part == 3:
+            confident_set(work, items[::args.repeat][:args.single], labelset)
+            return
         if args.part != 2:
             per_image(work, items[:args.single], classes)
         if args.part != 1:
             whole_set(work, items, labelset, args.cpus, classes, args.layouts)
+
+
+CONFIDENT_SETTINGS = {  # name: (precision, CRF backend)
+    "fp32, crf pydensecrf": ("fp32", "pydensecrf"),
+    "bf16 (`precision: auto`), crf `auto` (pydensecrf on a CPU): **as shipped**": ("auto", "auto"),
+    "fp32, crf torch (grid up to 4x coarser)": ("fp32", "torch"),
+    "bf16, crf torch (grid up to 4x coarser): the default before": ("auto", "torch"),
+}
+
+
+def confident_set(work: Path, items: list[dict], labelset: str, threshold: float = 0.95) -> None:
+    """Part 3: thresholded masks against the reference's, per precision and CRF backend (one thread)."""
+    import torch
+
+    from wsss_ray.crf import dense_crf
+    from wsss_ray.labeler import Labeler, to_probs
+    from wsss_ray.masks import class_values, ignore_below
+    from wsss_ray.sources import load_image
+
+    torch.set_num_threads(1)
+    images = [load_image(str(work / i["image"])) for i in items]
+    config = settings(work, labelset, precision="fp32")
+    method = reference_method(config)
+    reference, ref_cams, ref_seconds = [], [], 0.0
+    for item, image in zip(items, images):
+        start = time.perf_counter()
+        ids = [method.labelset.index(l) for l in item["labels"]]
+        cams = method.cams([image], [ids])[0]
+        marginals = dense_crf(image, to_probs(cams, config.post), dataclasses.replace(config.post.crf,
+                                                                                      backend="pydensecrf"))
+        mask = class_values(ids)[marginals.argmax(0)]
+        reference.append(np.where(marginals.max(0) < threshold, 255, mask))
+        ref_seconds += time.perf_counter() - start
+        ref_cams.append(cams)
+    ref_seconds /= len(items)
+    print(f"\n3. the confident set (>= {threshold}), {len(items)} photos at 500x375, one thread "
+          f"(reference: {ref_seconds:.3f} s/img)\n")
+    print("| project settings | CAM r (median) | thresholded masks agree (median / lowest) | s/img | "
+          "end-to-end time vs reference |\n|---|---|---|---|---|")
+    for name, (precision, backend) in CONFIDENT_SETTINGS.items():
+        run = settings(work, labelset, precision=precision, post={"crf": {"backend": backend}})
+        labeler = Labeler.from_config(run)
+        agree, r, seconds = [], [], 0.0
+        for item, image, ref, ref_cam in zip(items, images, reference, ref_cams):
+            start = time.perf_counter()
+            result = labeler.label([image], [item["labels"]])[0]
+            seconds += time.perf_counter() - start
+            agree.append(float((ignore_below(result.mask, result.confidence, threshold) == ref).mean()))
+            r.append(float(np.corrcoef(result.cams.ravel(), ref_cam.ravel())[0, 1]))
+        seconds /= len(items)
+        print(f"| {name} | {np.median(r):.4f} | {100 * np.median(agree):.2f} % / {100 * min(agree):.2f} % | "
+              f"{seconds:.3f} | x{seconds / ref_seconds:.2f} |", flush=True)
 
 
 def per_image(work: Path, items: list[dict], classes: int) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wsss_ray.config import CrfConfig
-from wsss_ray.crf import dense_crf
+from wsss_ray.crf import dense_crf, on_device
 from wsss_ray.lattice import PermutohedralLattice, grid_factor
 
 EDGE = 20  # true colour edge: columns < 20 are red (class 1), the rest blue (class 2)
@@ -107,12 +107,39 @@ def test_torch_backend_on_a_coarse_grid_agrees_with_pydensecrf():
     assert (out == truth).mean() > before and (ref == truth).mean() > before
 
 
-def test_default_backend_is_torch(monkeypatch):
-    assert CrfConfig().backend == "torch"
+def test_default_backend_is_chosen_per_device():
+    assert CrfConfig().backend == "auto"
+    assert on_device(CrfConfig(), "cpu").backend == "pydensecrf"
+    assert on_device(CrfConfig(), None).backend == "pydensecrf"
+    for device in ("cuda", "cuda:1", torch.device("cuda", 0)):
+        gpu = on_device(CrfConfig(), device)
+        assert (gpu.backend, gpu.downsample) == ("torch", 1)
+    assert on_device(CrfConfig(backend="torch"), "cpu") == CrfConfig(backend="torch")  # a named backend stays
+    assert on_device(CrfConfig(backend="pydensecrf"), "cuda").backend == "pydensecrf"
+
+
+def test_the_gpu_choice_keeps_the_reference_confident_set():
+    """`auto` on a GPU (the lattice at full resolution) thresholds at 0.95 as pydensecrf does;
+    the coarse grid's argmax agrees too, but its confident set is smaller."""
+    image, probs, _ = _disc_scene()
+    ref = dense_crf(image, probs, dataclasses.replace(REFERENCE, backend="pydensecrf"))
+    full = dense_crf(image, probs, on_device(dataclasses.replace(REFERENCE, backend="auto"), "cuda"))
+    coarse = dense_crf(image, probs, dataclasses.replace(REFERENCE, backend="torch", downsample=4))
+
+    def thresholded(m):
+        return np.where(m.max(0) < 0.95, 255, m.argmax(0))
+
+    assert (thresholded(full) == thresholded(ref)).mean() >= 0.99
+    assert (thresholded(coarse) == thresholded(ref)).mean() < (thresholded(full) == thresholded(ref)).mean()
+
+
+def test_auto_without_pydensecrf_falls_back_to_the_torch_lattice(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydensecrf", None)  # any import of it now fails
     monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
     image, probs, _ = _two_colour_scene(size=24)
-    assert dense_crf(image, probs).shape == probs.shape
+    with pytest.warns(UserWarning, match="pydensecrf"):
+        out = dense_crf(image, probs)
+    np.testing.assert_allclose(out, dense_crf(image, probs, CrfConfig(backend="torch")))
     with pytest.raises(ImportError):
         dense_crf(image, probs, CrfConfig(backend="pydensecrf"))
 

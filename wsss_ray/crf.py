@@ -6,10 +6,13 @@ a bilateral kernel snaps labels to colour edges. The kernel settings are
 (deeplab-pytorch's gauss 1/3, bilateral 67/3/4); ``iters = 0`` returns the
 probabilities unchanged. Two backends, one model:
 
-- ``torch`` (default): ``wsss_ray.lattice``, the permutohedral lattice in torch on
-  any device, run on a grid ``downsample`` times coarser with edge-aware upsampling;
+- ``torch``: ``wsss_ray.lattice``, the permutohedral lattice in torch on any
+  device, run on a grid ``downsample`` times coarser with edge-aware upsampling;
 - ``pydensecrf``: ``pydensecrf2``, the maintained fork of pydensecrf that builds on
-  Python 3.11 and numpy 2 (import name ``pydensecrf``), the reference.
+  Python 3.11 and numpy 2 (import name ``pydensecrf``), the reference;
+- ``auto`` (default), per device (:func:`on_device`): pydensecrf on a CPU, the
+  torch lattice at full resolution on a GPU. Both keep the reference's >= 0.95
+  pixels; the coarse grid, faster on a CPU, does not (docs/RESULTS.md).
 
 Whatever the photo's size, :func:`refine` runs the CRF on it shrunk to ``max_side``
 (``wsss_ray.budget``), and :func:`upsample_labels` brings the labels back to full
@@ -19,6 +22,8 @@ confidence grows with the photo's area.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -54,7 +59,8 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfi
         return np.ones_like(probs, dtype=np.float32)
     if config.iters == 0:
         return probs.astype(np.float32)
-    if backend_on(config.backend, device) == "torch":
+    config = on_device(config, device)
+    if config.backend == "torch":
         return _torch_crf(image, probs, config, device)
     import pydensecrf.densecrf as dcrf
 
@@ -67,11 +73,32 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig = CrfConfi
     return np.asarray(d.inference(config.iters), dtype=np.float32).reshape(c, h, w)
 
 
-def backend_on(backend: str, device: str | None) -> str:
-    """The backend that runs on `device`: ``auto`` is pydensecrf (the reference) on a CPU and torch on a GPU."""
-    if backend != "auto":
-        return backend
-    return "torch" if str(device or "cpu").startswith("cuda") else "pydensecrf"
+def on_device(config: CrfConfig, device) -> CrfConfig:
+    """The settings that run on `device`: ``auto`` becomes pydensecrf (the reference) on a CPU
+    and the torch lattice at full resolution on any other device; other backends stay. Where
+    pydensecrf cannot be imported, ``auto`` on a CPU is the torch lattice as configured."""
+    if config.backend != "auto":
+        return config
+    if torch_device_type(device) != "cpu":
+        return dataclasses.replace(config, backend="torch", downsample=1)
+    if not _has_pydensecrf():
+        warnings.warn("pydensecrf cannot be imported here, so the CRF runs on the torch lattice: pip install "
+                      "pydensecrf2 for the reference's confident pixels", stacklevel=2)
+        return dataclasses.replace(config, backend="torch")
+    return dataclasses.replace(config, backend="pydensecrf")
+
+
+def _has_pydensecrf() -> bool:
+    try:
+        import pydensecrf.densecrf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def torch_device_type(device) -> str:
+    """``cpu``, ``cuda``, ... of a device name or torch.device (None: ``cpu``)."""
+    return str(device or "cpu").split(":")[0]
 
 
 def _torch_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig, device: str) -> np.ndarray:

@@ -56,8 +56,10 @@ BLANK = np.zeros((1, 1, 1), np.float16)  # the probabilities of a row that has n
 def crf_in_actor(config: LabelJobConfig, device: str) -> bool:
     """Whether the dense CRF runs in the CAM actor: when the actor has a GPU and the torch
     backend can use it, so a GPU's output does not wait on CPU cores; else in CPU tasks."""
-    crf = config.post.crf
-    return device.startswith("cuda") and crf.backend in ("torch", "auto") and crf.iters > 0
+    from wsss_ray.crf import on_device
+
+    crf = on_device(config.post.crf, device)
+    return not device.startswith("cpu") and crf.backend == "torch" and crf.iters > 0
 
 
 NO_LABELS = ("no image-level labels given for this item; add them to the input, or run with --labels missing "

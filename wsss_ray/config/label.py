@@ -30,9 +30,13 @@ class CrfConfig:
 
     Kernel defaults are the CLIP-ES reference's (deeplab-pytorch's kernel: gaussian 1/3,
     bilateral 67/3/4). Two backends run the same model (``wsss_ray.crf``): ``torch``
-    (the default: about 5x faster on a CPU at VOC size, and it can run on a GPU) and
-    ``pydensecrf`` (the reference implementation); their mIoU agrees within 0.5 points
-    (docs/RESULTS.md). On the 44 sample photographs with CAM-like masks a lighter
+    (the permutohedral lattice in torch, on any device; on a grid ``downsample`` times
+    coarser it is about 5x faster than pydensecrf on a CPU at VOC size) and
+    ``pydensecrf`` (the reference implementation). ``auto`` (the default) keeps the
+    reference's confident pixels on every device: pydensecrf on a CPU, the torch lattice at
+    full resolution on a GPU (``wsss_ray.crf.on_device``). The coarse grid's argmax agrees
+    with pydensecrf's, but its >= 0.95 set does not (docs/RESULTS.md, "Which pixels are
+    confident"). On the 44 sample photographs with CAM-like masks a lighter
     kernel (1/1, 20/10/1) scores a little higher (``benchmarks/crf_backends.py --kernels``);
     on a larger set of 450 photos the reference kernel gained more (+4.3 mIoU
     against +2.3), so the reference is the default. Tune it per collection.
@@ -44,8 +48,8 @@ class CrfConfig:
     bilateral_sxy: float = 67.0
     bilateral_srgb: float = 3.0
     bilateral_compat: float = 4.0
-    backend: str = "torch"      # torch: permutohedral lattice, on the caller's device; pydensecrf: the reference;
-                                # auto: pydensecrf on a CPU, torch on a GPU
+    backend: str = "auto"       # auto: pydensecrf on a CPU, torch at full resolution on a GPU; torch: the
+                                # permutohedral lattice on the caller's device; pydensecrf: the reference
     downsample: int = 4         # torch: mean field on a grid up to this many times coarser (1: full resolution)
     final_step: str = "marginals"  # torch on a coarse grid: upsample the marginals, or the last messages
     max_side: int | None = 640  # the CRF runs on the image shrunk to this long side (wsss_ray.budget); None: any size
