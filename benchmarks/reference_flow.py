@@ -85,13 +85,13 @@ def settings(work: Path, labelset: str, **overrides):
                               **overrides})
 
 
-def reference_method(config):
+def reference_method(config, device: str = "cpu"):
     """CLIP-ES as the reference runs it: float32, the last block forward and backward once per class."""
     from wsss_ray.cam.clip_es import ClipESReferenceOrder
     from wsss_ray.clip import load_clip
     from wsss_ray.labelset import load_labelset
 
-    return ClipESReferenceOrder(config.method_config, load_clip(config.model, config.pretrained),
+    return ClipESReferenceOrder(config.method_config, load_clip(config.model, config.pretrained, device),
                                 load_labelset(config.labelset))
 
 
@@ -109,8 +109,10 @@ def reference_crf(image_path: str, cam_path: str, ids: list[int], post, out_path
     Path(out_path).write_bytes(encode_png(mask))
 
 
-def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, jobs: int, out: Path) -> dict:
-    """Runs both reference phases; returns the seconds of the whole and of loading the model."""
+def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, jobs: int, out: Path,
+                   device: str = "cpu") -> dict:
+    """Runs both reference phases (the CAMs on `device`); returns the seconds of the whole and of
+    loading the model."""
     import torch
     from joblib import Parallel, delayed
 
@@ -119,7 +121,7 @@ def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, j
     start = time.perf_counter()
     torch.set_num_threads(threads)
     config = settings(work, labelset, precision="fp32")
-    method = reference_method(config)
+    method = reference_method(config, device)
     loaded = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     ids = {}

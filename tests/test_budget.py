@@ -203,7 +203,7 @@ def test_an_image_whose_labelling_raises_is_an_error_row_and_the_rest_of_its_bat
     from wsss_ray.pipeline import CamStage
 
     stage = CamStage(LabelJobConfig(input="unused.jsonl"))
-    cams = stage.labeler.method.cams
+    cams = stage.labeler.method.cam_tensors
 
     def out_of_memory_on_odd_sizes(images, class_ids):
         if any(image.shape[0] == 41 for image in images):
@@ -211,7 +211,7 @@ def test_an_image_whose_labelling_raises_is_an_error_row_and_the_rest_of_its_bat
                                "memory: you tried to allocate 89466192008 bytes. Error code 12\nmore lines")
         return cams(images, class_ids)
 
-    stage.labeler.method.cams = out_of_memory_on_odd_sizes
+    stage.labeler.method.cam_tensors = out_of_memory_on_odd_sizes
     images = [render(2_000_001, 64).image, np.zeros((41, 50, 3), np.uint8), render(2_000_002, 64).image]
     out = stage(_stage_batch(images, [["cow"], ["cow"], ["boat", "car"]]))
     assert list(out["status"]) == ["ok", "error", "ok"]

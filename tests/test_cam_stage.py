@@ -31,26 +31,31 @@ def test_crf_runs_in_the_actor_only_on_a_gpu_with_the_torch_backend(device, back
     assert crf_in_actor(config, device) is expected
 
 
-def test_crf_in_the_actor_gives_the_masks_of_crf_tasks(tmp_path):
-    """The GPU layout (CRF in the CAM actor, here forced on the CPU) labels as the CPU layout does."""
+@pytest.mark.parametrize("crf", [CrfConfig(backend="torch", downsample=1), CrfConfig(backend="torch", iters=0)])
+def test_the_gpu_layouts_give_the_masks_of_crf_tasks(tmp_path, crf):
+    """The GPU layouts (here forced on the CPU) label as the CPU layout does: the CRF in the actor
+    (marginals to the CRF tasks), and every step on the actor's device (mask and confidence to
+    the CRF tasks, which only encode them)."""
     manifest = generate(tmp_path / "toy", 6, seed=2_000_000)
-    config = LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), precision="fp32")
+    config = LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), precision="fp32",
+                            post=PostConfig(crf=crf))
     stage = CamStage(config)
-    assert stage.refine is False  # a CPU actor leaves the CRF to CPU tasks
+    assert stage.refine is False and stage.labeler.post_on_device is False  # a CPU actor: the CRF in CPU tasks
     masks, scores = {}, {}
-    for refine in (False, True):
-        stage.refine = refine
+    for refine, on_device, kind in ((False, False, "cams"), (True, False, "crf"), (True, True, "mask")):
+        stage.refine, stage.labeler.post_on_device = refine, on_device
         batch = stage(decode_stage(_batch(manifest), max_pixels=10**8))
-        assert list(batch["refined"]) == [refine] * 6
+        assert list(batch["probs_kind"]) == [kind] * 6
         table = crf_stage(batch, config, run_id="r").to_pylist()
         assert all(row["status"] == "ok" for row in table)
-        masks[refine] = [decode_png(row["mask"]) for row in table]
-        scores[refine] = [(row["quality"], row["label_quality"]) for row in table]
-    agree = [(a == b).mean() for a, b in zip(masks[False], masks[True])]
-    assert min(agree) > 0.99  # float16 transport of the probabilities vs of the marginals
-    for (q_cpu, labels_cpu), (q_gpu, labels_gpu) in zip(scores[False], scores[True]):  # the actor scores them alike
-        assert 0 <= q_cpu <= 1 and q_gpu == pytest.approx(q_cpu, abs=0.02)
-        assert len(labels_gpu) == len(labels_cpu) and np.allclose(labels_gpu, labels_cpu, atol=0.02)
+        masks[kind] = [decode_png(row["mask"]) for row in table]
+        scores[kind] = [(row["quality"], row["label_quality"]) for row in table]
+    for kind in ("crf", "mask"):
+        agree = [(a == b).mean() for a, b in zip(masks["cams"], masks[kind])]
+        assert min(agree) > 0.99  # float16 transport of the probabilities, of the marginals, or neither
+        for (q_cpu, labels_cpu), (q, labels) in zip(scores["cams"], scores[kind]):  # scored alike
+            assert 0 <= q_cpu <= 1 and q == pytest.approx(q_cpu, abs=0.02)
+            assert len(labels) == len(labels_cpu) and np.allclose(labels, labels_cpu, atol=0.02)
 
 
 def test_an_image_the_tagger_fails_on_is_an_error_row_and_the_rest_of_its_batch_is_labelled(tmp_path):

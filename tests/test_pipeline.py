@@ -137,7 +137,7 @@ def test_a_crashed_cam_actor_is_restarted_and_no_row_is_lost(ray_local, tmp_path
     class CrashOnce(CamStage):  # defined here so Ray pickles it by value
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            cams = self.labeler.cams
+            cams = self.labeler.cam_tensors
 
             def crash_once(*a, **k):
                 if not marker.exists():
@@ -145,7 +145,7 @@ def test_a_crashed_cam_actor_is_restarted_and_no_row_is_lost(ray_local, tmp_path
                     os._exit(1)  # the actor process dies mid-batch, as on an OOM kill
                 return cams(*a, **k)
 
-            self.labeler.cams = crash_once
+            self.labeler.cam_tensors = crash_once
 
     manifest = generate(tmp_path / "toy", 6, seed=2_000_300)
     summary = run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3),
@@ -168,7 +168,7 @@ def test_a_large_photo_and_an_image_whose_labelling_raises_cost_nothing_but_that
     class OutOfMemoryOnOneImage(CamStage):  # defined here so Ray pickles it by value
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            cams = self.labeler.method.cams
+            cams = self.labeler.method.cam_tensors
 
             def cams_or_out_of_memory(images, class_ids):
                 if any(image.shape[:2] == (41, 50) for image in images):
@@ -176,7 +176,7 @@ def test_a_large_photo_and_an_image_whose_labelling_raises_cost_nothing_but_that
                                        "89466192008 bytes. Error code 12 (Cannot allocate memory)")
                 return cams(images, class_ids)
 
-            self.labeler.method.cams = cams_or_out_of_memory
+            self.labeler.method.cam_tensors = cams_or_out_of_memory
 
     manifest = generate(tmp_path / "toy", 4, seed=2_000_500)
     items = read_manifest(str(manifest))
@@ -328,14 +328,14 @@ def test_an_input_that_kills_every_actor_fails_the_job_naming_it_instead_of_hang
     class Poison(CamStage):  # defined here so Ray pickles it by value
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            cams = self.labeler.method.cams
+            cams = self.labeler.method.cam_tensors
 
             def cams_or_die(images, class_ids):
                 if any(image.shape[:2] == (41, 50) for image in images):
                     os._exit(1)  # as the system's OOM killer would end it
                 return cams(images, class_ids)
 
-            self.labeler.method.cams = cams_or_die
+            self.labeler.method.cam_tensors = cams_or_die
 
     manifest = generate(tmp_path / "toy", 5, seed=2_000_300)
     Image.fromarray(np.zeros((41, 50, 3), np.uint8)).save(tmp_path / "poison.png")

@@ -77,13 +77,13 @@ def test_trial_values_apply_under_their_dotted_names():
 def test_post_processing_trials_reuse_the_cams_and_cam_level_ones_compute(dev, tmp_path, monkeypatch):
     _, items, images = dev
     calls = []
-    original = ClipES.cams
+    original = ClipES.cam_tensors
 
     def counted(self, imgs, class_ids):
         calls.append(len(imgs))
         return original(self, imgs, class_ids)
 
-    monkeypatch.setattr(ClipES, "cams", counted)
+    monkeypatch.setattr(ClipES, "cam_tensors", counted)
     cache = CamCache(str(tmp_path / "cache"))
     base = LabelJobConfig(input="dev")
     first = evaluate_labels(apply_labels(base, {"post.bg_power": 1.0}), items, images, cache)

@@ -23,6 +23,7 @@ confidence grows with the photo's area.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -90,7 +91,7 @@ def on_device(config: CrfConfig, device) -> CrfConfig:
 
 def _has_pydensecrf() -> bool:
     try:
-        import pydensecrf.densecrf  # noqa: F401
+        importlib.import_module("pydensecrf.densecrf")
     except ImportError:
         return False
     return True

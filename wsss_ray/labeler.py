@@ -14,13 +14,16 @@ another tool and the job's CAM actors all call the same thing, at two levels:
                       post={"bg_power": 1}, pretrained="/weights/ViT-B-16.pt")
 
 ``precision`` is the autocast the CAM model runs under (``auto``: bf16 on a CPU with
-native bf16 instructions, else float32); the CAM arithmetic itself stays float32.
+native bf16 instructions, float32 on other CPUs; on a GPU, the fastest of bf16, fp16 and
+float32 whose results agree with float32's, measured when the labeller is built:
+``wsss_ray.precision``); the CAM arithmetic itself stays float32.
 Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -30,12 +33,15 @@ import torch
 from wsss_ray.budget import decode_side, fit_side, shrink
 from wsss_ray.cam import CamMethod
 from wsss_ray.clip import load_clip
-from wsss_ray.config import (PRECISIONS, LabelJobConfig, Method, PostConfig, TaggerConfig, method_entry, method_key,
-                             model_settings, resolve_label_job)
-from wsss_ray.crf import crf_within_budget, full_size_mask, refine, refine_scored, score
+from wsss_ray.config import (PRECISIONS, CrfConfig, LabelJobConfig, Method, PostConfig, TaggerConfig, method_entry,
+                             method_key, model_settings, resolve_label_job)
+from wsss_ray import post
+from wsss_ray.crf import Refined, crf_within_budget, full_size_mask, on_device, refine, refine_scored, score
 from wsss_ray.labelset import Labelset, load_labelset
 from wsss_ray.masks import cams_to_probs
 from wsss_ray.tagger import Tagger, Tags
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -128,6 +134,7 @@ class Labeler:
         self.precision = precision
         self.tagger_config = tagger
         self._tagger: Tagger | None = None
+        self.post_on_device = self.method.device.type != "cpu"  # the steps after the CAMs run beside them
 
     @classmethod
     def from_config(cls, config: LabelJobConfig, device: str = "cpu", entry: Method | None = None) -> "Labeler":
@@ -135,8 +142,10 @@ class Labeler:
         entry for it, when it was registered in another process: the driver's)."""
         method_class = (entry or method_entry(config.method)).load()
         clip = load_clip(config.model, config.pretrained, device)
-        return cls(method_class(config.method_config, clip, load_labelset(config.labelset)), config.post,
-                   config.precision, config.tagger)
+        labeler = cls(method_class(config.method_config, clip, load_labelset(config.labelset)), config.post,
+                      config.precision, config.tagger)
+        labeler.settle_precision()
+        return labeler
 
     @classmethod
     def from_spec(cls, model: str = "toyclip", labelset: str | Labelset = "toyworld", method: str | None = None,
@@ -166,6 +175,19 @@ class Labeler:
                        config.precision, config.tagger)
         return cls.from_config(config, device)
 
+    def settle_precision(self) -> str:
+        """With ``precision: auto`` off a CPU, measure the candidates on the probe images and keep
+        the fastest whose results agree with float32's (``wsss_ray.precision``); returns the precision."""
+        from wsss_ray import precision
+
+        if self.precision == "auto" and self.method.device.type != "cpu":
+            trials = precision.measure(self)
+            self.precision = precision.choose(trials)
+            log.info("precision auto on %s: %s (%s)", self.method.device, self.precision,
+                     ", ".join(f"{t.precision} {t.seconds * 1000:.1f} ms/img, r {t.agreement.cam_r:.4f}, "
+                               f"masks {100 * t.agreement.masks:.2f} %" for t in trials))
+        return self.precision
+
     @property
     def labelset(self) -> Labelset:
         return self.method.labelset
@@ -188,8 +210,35 @@ class Labeler:
 
     def cams(self, images: list[np.ndarray], labels: list[list[str]]) -> list[np.ndarray]:
         """Per image, KxHxW float32 CAMs in [0,1] at the image's own size (K = its distinct labels)."""
+        return [c.cpu().numpy() for c in self.cam_tensors(images, labels)]
+
+    def cam_tensors(self, images: list[np.ndarray], labels: list[list[str]]) -> list[torch.Tensor]:
+        """:meth:`cams` as float32 tensors on the model's device."""
         with model_autocast(self.precision, self.method.device):
-            return self.method.cams(images, [self.class_ids(l) for l in labels])
+            return self.method.cam_tensors(images, [self.class_ids(l) for l in labels])
+
+    @property
+    def crf(self) -> CrfConfig:
+        """The CRF settings as they run on the model's device (``wsss_ray.crf.on_device``)."""
+        return on_device(self.post.crf, self.method.device)
+
+    def fits_device(self, image: np.ndarray) -> bool:
+        """Whether the steps after the CAMs run on the model's device for `image` (``wsss_ray.post``):
+        with ``post_on_device`` (set off a CPU), the torch CRF backend (or none) and the image
+        within the CRF's size budget."""
+        crf = self.crf
+        return (self.post_on_device and (crf.backend == "torch" or crf.iters == 0)
+                and fit_side(*image.shape[:2], crf.max_side) == image.shape[:2])
+
+    def masks_on_device(self, images: list[np.ndarray], cams: list[torch.Tensor],
+                        labels: list[list[str]]) -> list[Refined]:
+        """Per image (each within :meth:`fits_device`) and its CAMs on the model's device: the mask,
+        confidence and quality scores made there (``wsss_ray.post``), brought over together."""
+        dev, crf = self.method.device, self.crf
+        done = [post.label_image(torch.from_numpy(np.require(image, requirements=["C", "W"])).to(dev), cam,
+                                 self.class_ids(lab), self.post, crf)
+                for image, cam, lab in zip(images, cams, labels)]
+        return [Refined(*r) for r in post.to_host(done, self.post)]
 
     def probs(self, cams: list[np.ndarray]) -> list[np.ndarray]:
         """Per image, (1+K)xHxW probabilities (background first) from its CAMs."""
@@ -212,20 +261,26 @@ class Labeler:
         scores: dict[int, list[float]] = {}
         for i, tags in zip(untagged, self.tags([working[i] for i in untagged]) if untagged else []):
             labels[i], scores[i] = tags.labels, tags.scores
-        cams = self.cams(working, labels)
-        out = []
+        tensors = self.cam_tensors(working, labels)
+        cams = [c.cpu().numpy() for c in tensors]
         check = self.tagger_config.min_label_quality
-        for i, (image, small, lab, cam, probs) in enumerate(zip(images, working, labels, cams, self.probs(cams))):
-            if i in scores and check:  # proposed labels must hold up in their mask
+        here = [i for i, image in enumerate(images)
+                if not (i in scores and check) and working[i].shape == image.shape and self.fits_device(image)]
+        made = dict(zip(here, self.masks_on_device([images[i] for i in here], [tensors[i] for i in here],
+                                                   [labels[i] for i in here])))
+        out = []
+        for i, (image, small, lab, cam) in enumerate(zip(images, working, labels, cams)):
+            if i in made:  # made on the model's device (off a CPU)
+                mask, confidence, quality, label_quality = made[i]
+            elif i in scores and check:  # proposed labels must hold up in their mask
                 v = verify_labels(small, cam, self.post, check, self.method.device)
                 lab, scores[i], cam = [lab[k] for k in v.kept], [scores[i][k] for k in v.kept], cam[v.kept]
                 mask, confidence = full_size_mask(v.marginals, v.small, self.class_ids(lab), self.post, image)
                 quality, label_quality = v.scores
             else:
-                mask, confidence, quality, label_quality = refine_scored(small, probs, self.class_ids(lab), self.post,
-                                                                         image)
+                mask, confidence, quality, label_quality = refine_scored(small, to_probs(cam, self.post),
+                                                                         self.class_ids(lab), self.post, image)
             out.append(LabelResult(mask, confidence, cam, quality, label_quality, list(lab), scores.get(i)))
         return out
-
 
 __all__ = ["LabelResult", "Labeler", "refine"]  # refine: kept here for callers of its earlier home

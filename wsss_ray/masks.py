@@ -8,11 +8,15 @@ attached (so viewers show colours while readers get the indices back).
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from wsss_ray.labelset import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    import torch
 
 
 def voc_palette() -> np.ndarray:
@@ -77,23 +81,29 @@ def overlay_grid(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
 # ---------------------------------------------------------------- CAMs -> pseudo-masks
 
 
-def cams_to_probs(cams: np.ndarray, bg_power: float = 1.0, bg_threshold: float | None = None) -> np.ndarray:
-    """KxHxW CAMs in [0,1] -> (1+K)xHxW per-pixel probabilities (background first).
+def cams_to_probs(cams: np.ndarray | torch.Tensor, bg_power: float = 1.0,
+                  bg_threshold: float | None = None) -> np.ndarray | torch.Tensor:
+    """KxHxW CAMs in [0,1] -> (1+K)xHxW per-pixel probabilities (background first); a numpy
+    array gives a numpy array, a tensor a tensor on its device.
 
     Background score is ``(1 - max_k cam_k) ** bg_power`` (CLIP-ES) or, when
     `bg_threshold` is given, that constant (the IRN/WeakTr convention). Scores are
     normalised to sum to 1 per pixel (a per-pixel constant, so a CRF's result is
     unchanged by it).
     """
-    cams = np.clip(cams.astype(np.float32), 0, 1)
+    import torch  # here: the export and the review read masks without torch
+
+    if isinstance(cams, np.ndarray):
+        return cams_to_probs(torch.from_numpy(cams.astype(np.float32)), bg_power, bg_threshold).numpy()
+    cams = cams.float().clamp(0, 1)
     if cams.shape[0] == 0:
-        return np.ones((1, *cams.shape[1:]), np.float32)
+        return cams.new_ones((1, *cams.shape[1:]))
     if bg_threshold is not None:
-        bg = np.full(cams.shape[1:], bg_threshold, np.float32)
+        bg = cams.new_full(cams.shape[1:], bg_threshold)
     else:
-        bg = np.power(1 - cams.max(0), bg_power)
-    scores = np.concatenate([bg[None], cams]) + 1e-6
-    return scores / scores.sum(0, keepdims=True)
+        bg = torch.pow(1 - cams.amax(0), bg_power)
+    scores = torch.cat([bg[None], cams]) + 1e-6
+    return scores / scores.sum(0, keepdim=True)
 
 
 def probs_to_mask(probs: np.ndarray, class_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -51,6 +51,8 @@ from wsss_ray.writer import write_pending
 
 
 BLANK = np.zeros((1, 1, 1), np.float16)  # the probabilities of a row that has none (an error row)
+BLANK_ROW = (BLANK, None, "cams")
+PROBS_KINDS = ("cams", "crf", "mask")     # what the CAM actor hands the CRF tasks in a row's ``probs``
 
 
 def crf_in_actor(config: LabelJobConfig, device: str) -> bool:
@@ -103,10 +105,11 @@ class CamStage:
                 todo.append(i)
             except KeyError as e:
                 mark_error(batch, i, str(e.args[0]))
-        probs = dict(zip(todo, self.probs(batch, todo, alone=attempt > 1))) if todo else {}
-        batch["probs"] = objects([probs.get(i, (BLANK, None))[0] for i in range(n)])
-        batch["scores"] = objects([probs.get(i, (BLANK, None))[1] for i in range(n)])
-        batch["refined"] = np.array([s is not None for s in batch["scores"]])  # the actor ran the CRF
+        done = dict(zip(todo, self.probs(batch, todo, alone=attempt > 1))) if todo else {}
+        rows = [done.get(i, BLANK_ROW) for i in range(n)]
+        batch["probs"] = objects([r[0] for r in rows])
+        batch["scores"] = objects([r[1] for r in rows])
+        batch["probs_kind"] = np.array([r[2] for r in rows], dtype=object)  # what the actor has done (PROBS_KINDS)
         return batch
 
     def propose(self, batch: dict) -> None:
@@ -131,10 +134,13 @@ class CamStage:
                 batch["error"][i] = (f"the tagger proposed no label (none scored {self.labeler.tagger_config.threshold}"
                                      f" or more): the mask is all background")
 
-    def probs(self, batch: dict, rows: list[int], alone: bool = False) -> list[tuple[np.ndarray, tuple | None]]:
-        """(float16 probabilities, None) of the images `rows` (on a GPU: (the CRF's marginals,
-        their quality scores)), all together; if that raises, one image at a time, and an
-        image that raises alone is an error row.
+    def probs(self, batch: dict, rows: list[int], alone: bool = False) -> list[tuple[np.ndarray, tuple | None, str]]:
+        """(array, quality scores or None, its kind) of the images `rows`, all together; if that
+        raises, one image at a time, and an image that raises alone is an error row. The kinds
+        (PROBS_KINDS): ``cams``, float16 class probabilities (the CRF tasks run the CRF);
+        ``crf``, the CRF's float16 marginals; ``mask``, uint8 [mask, confidence] at the image's
+        full size, made on the actor's device (``Labeler.masks_on_device``: a GPU actor's rows
+        within the CRF's size budget).
 
         `alone`: a batch retried after its actor died is labelled one image at a time, each
         named to the job's counter first, so an image that kills the actor every time is known.
@@ -145,31 +151,42 @@ class CamStage:
                 count_suspect(self.counter, "cam", batch["id"][i])
                 out += self.probs(batch, [i])
             return out
-        return [(BLANK, None) if p is None else p
+        return [BLANK_ROW if p is None else p
                 for p in together_or_alone(batch, rows, lambda r: self._probs(batch, r), "labelling")]
 
-    def _probs(self, batch: dict, rows: list[int]) -> list[tuple[np.ndarray, tuple | None]]:
+    def _probs(self, batch: dict, rows: list[int]) -> list[tuple[np.ndarray, tuple | None, str]]:
         from wsss_ray.crf import crf_within_budget, score
-        from wsss_ray.labeler import verify_labels
+        from wsss_ray.labeler import to_probs, verify_labels
 
         pixels = [batch["pixels"][i] for i in rows]
-        cams = self.labeler.cams(pixels, [list(batch["labels"][i]) for i in rows])
+        labels = [list(batch["labels"][i]) for i in rows]
+        tensors = self.labeler.cam_tensors(pixels, labels)
         check = self.labeler.tagger_config.min_label_quality
+        checked = [bool(check) and batch["labels_source"][i] == "predicted" for i in rows]
+        here = [k for k, i in enumerate(rows) if self.refine and not checked[k] and self.labeler.fits_device(pixels[k])
+                and pixels[k].shape[:2] == (batch["height"][i], batch["width"][i])]
+        made = dict(zip(here, self.labeler.masks_on_device([pixels[k] for k in here], [tensors[k] for k in here],
+                                                           [labels[k] for k in here])))
         out = []
-        for i, image, cam, p in zip(rows, pixels, cams, self.labeler.probs(cams)):
-            scores = None
-            if check and batch["labels_source"][i] == "predicted":  # proposed labels must hold up in their mask
+        for k, (i, image, tensor) in enumerate(zip(rows, pixels, tensors)):
+            if k in made:  # mask, confidence and scores made on the actor's device
+                mask, confidence, *scores = made[k]
+                out.append((np.stack([mask, confidence]), tuple(scores), "mask"))
+                continue
+            cam = tensor.cpu().numpy()
+            p, scores, kind = to_probs(cam, self.labeler.post), None, "cams"
+            if checked[k]:  # proposed labels must hold up in their mask
                 v = verify_labels(image, cam, self.labeler.post, check, self.device)
-                batch["labels"][i] = [batch["labels"][i][k] for k in v.kept]
-                batch["label_scores"][i] = [batch["label_scores"][i][k] for k in v.kept]
+                batch["labels"][i] = [batch["labels"][i][j] for j in v.kept]
+                batch["label_scores"][i] = [batch["label_scores"][i][j] for j in v.kept]
                 if cam.shape[0] and not v.kept:
                     batch["error"][i] = (f"no proposed label held up in its mask (label_quality below {check}): "
                                          f"the mask is all background")
-                p, scores = v.marginals, v.scores
+                p, scores, kind = v.marginals, v.scores, "crf"
             elif self.refine:  # the CRF's marginals, computed here on the GPU, and their scores
                 marginals = crf_within_budget(image, p, self.labeler.post.crf, self.device)[0]
-                p, scores = marginals, score(p, marginals, self.labeler.post.quality)
-            out.append((p.astype(np.float16), scores))
+                p, scores, kind = marginals, score(p, marginals, self.labeler.post.quality), "crf"
+            out.append((p.astype(np.float16), scores, kind))
         return out
 
 
@@ -182,15 +199,17 @@ def crf_stage(batch: dict, config: LabelJobConfig, run_id: str, counter=None) ->
     count_attempt(counter, "crf", batch["id"])
     labelset = load_labelset(config.labelset)
     batch = writable_batch(batch)
-    refined_rows = batch.get("refined")
+    kinds = batch.get("probs_kind", ["cams"] * len(batch["id"]))
 
     def mask(i: int) -> tuple:
+        if kinds[i] == "mask":  # made on the actor's device: only the PNGs are left
+            return (*batch["probs"][i], *batch["scores"][i])
         probs = batch["probs"][i].astype(np.float32)
         probs /= probs.sum(0, keepdims=True)  # float16 transport loses the exact normalisation
         ids = labelset.class_ids(list(batch["labels"][i]))
         image = batch["pixels"][i]
         full = full_pixels(batch, i, config.max_pixels)
-        if refined_rows is not None and refined_rows[i]:  # the actor ran the CRF: these are its marginals
+        if kinds[i] == "crf":  # the actor ran the CRF: these are its marginals
             return (*full_size_mask(probs, shrink(image, probs.shape[1:]), ids, config.post, full), *batch["scores"][i])
         return refine_scored(image, probs, ids, config.post, full)
 

@@ -7,7 +7,8 @@ before the dense CRF (``probs``, background first) and its marginals after
 image's mIoU with its exact mask (per label: that label's IoU), and clipped to [0, 1]:
 so a score reads as an estimate of the mask's mIoU, and sorting by it puts the masks
 most likely wrong first. ``benchmarks/quality_score.py`` fits the weights and measures
-them on the test split (docs/RESULTS.md). Pure numpy.
+them on the test split (docs/RESULTS.md). Computed in torch on the arrays' device
+(:func:`signal_tensors`), so a GPU actor scores a mask where it made it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
     from wsss_ray.config import QualityConfig
@@ -22,48 +24,59 @@ if TYPE_CHECKING:
 
 MISSING_AREA = 0.001  # a label whose region covers less of the image than this is counted as missing
 
+IMAGE_SIGNALS = ("confidence_mean", "confidence_above_0.95", "margin_mean", "entropy_mean", "crf_changed",
+                 "background", "labels", "missing_labels", "label_prob_mean", "label_agreement",
+                 "label_confidence_min")
+LABEL_SIGNALS = ("area", "missing", "confidence_in_region", "margin_in_region", "kept_by_crf", "prob_mean",
+                 "agreement")
+
+
 def signals(probs: np.ndarray, marginals: np.ndarray) -> tuple[dict[str, float], list[dict[str, float]]]:
     """(image signals, one dict of label signals per label) of (1+K)xHxW probabilities before
     and after the CRF (the same array twice when the CRF is off)."""
+    image, per_label = signal_tensors(torch.as_tensor(np.asarray(probs, np.float32)),
+                                      torch.as_tensor(np.asarray(marginals, np.float32)))
+    return (dict(zip(IMAGE_SIGNALS, image.tolist())),
+            [dict(zip(LABEL_SIGNALS, row)) for row in per_label.tolist()])
+
+
+def signal_tensors(probs: torch.Tensor, marginals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`signals` as tensors on the inputs' device: IMAGE_SIGNALS, and K x LABEL_SIGNALS."""
     if probs.shape != marginals.shape:
-        raise ValueError(f"probs {probs.shape} and marginals {marginals.shape} must lie on the same grid")
-    marginals = np.asarray(marginals, np.float32)
+        raise ValueError(f"probs {tuple(probs.shape)} and marginals {tuple(marginals.shape)} must lie on the "
+                         f"same grid")
+    marginals, probs = marginals.float(), probs.float()
     classes = len(marginals)
-    ordered = np.sort(marginals, axis=0)
-    top = ordered[-1]
-    margin = top - (ordered[-2] if classes > 1 else 0.0)
-    after, before = marginals.argmax(0), np.asarray(probs).argmax(0)
-    entropy = -(marginals * np.log(marginals + 1e-9)).sum(0) / np.log(max(classes, 2))
-    per_label = []
-    for k in range(1, classes):
-        region, was = after == k, before == k
-        inside = region.any()
-        per_label.append({
-            "area": float(region.mean()),
-            "missing": float(region.mean() < MISSING_AREA),
-            "confidence_in_region": float(top[region].mean()) if inside else 0.0,
-            "margin_in_region": float(margin[region].mean()) if inside else 0.0,
-            "kept_by_crf": float(was[region].mean()) if inside else 0.0,
-            "prob_mean": float(probs[k].mean()),
-            "agreement": float((region & was).sum() / max((region | was).sum(), 1)),  # IoU before/after the CRF
-        })
+    ordered = marginals.topk(min(2, classes), dim=0).values
+    top = ordered[0]
+    margin = top - (ordered[1] if classes > 1 else 0.0)
+    after, before = marginals.argmax(0), probs.argmax(0)
+    entropy = -(marginals * torch.log(marginals + 1e-9)).sum(0) / np.log(max(classes, 2))
+    labels = torch.arange(1, classes, device=marginals.device).view(-1, 1, 1)
+    region, was = (after == labels).float(), (before == labels).float()        # K x H x W
+    pixels = region.sum((1, 2))
+    inside = pixels > 0
+    area = region.mean((1, 2))
 
-    def over_labels(key: str, reduce, empty: float) -> float:
-        return float(reduce([p[key] for p in per_label])) if per_label else empty
+    def in_region(values: torch.Tensor) -> torch.Tensor:
+        return torch.where(inside, (region * values).sum((1, 2)) / pixels.clamp_min(1), 0.0)
 
-    image = {
-        "confidence_mean": float(top.mean()),
-        "confidence_above_0.95": float((top >= 0.95).mean()),
-        "margin_mean": float(margin.mean()),
-        "entropy_mean": float(entropy.mean()),
-        "crf_changed": float((before != after).mean()),
-        "background": float((after == 0).mean()),
-        "labels": float(classes - 1),
-        "missing_labels": over_labels("missing", np.mean, 0.0),
-        "label_prob_mean": over_labels("prob_mean", np.mean, 0.0),
-        "label_agreement": over_labels("agreement", np.mean, 1.0),
-        "label_confidence_min": over_labels("confidence_in_region", min, 1.0),
-    }
+    union = torch.maximum(region, was).sum((1, 2))
+    per_label = torch.stack([
+        area, (area < MISSING_AREA).float(), in_region(top), in_region(margin), in_region(was),
+        probs[1:].mean((1, 2)), (region * was).sum((1, 2)) / union.clamp_min(1),   # agreement: IoU before/after
+    ], 1) if classes > 1 else marginals.new_zeros(0, len(LABEL_SIGNALS))
+    empty = classes == 1
+
+    def over_labels(column: int, reduce, default: float) -> torch.Tensor:
+        return marginals.new_tensor(default) if empty else reduce(per_label[:, column])
+
+    image = torch.stack([
+        top.mean(), (top >= 0.95).float().mean(), margin.mean(), entropy.mean(), (before != after).float().mean(),
+        (after == 0).float().mean(), marginals.new_tensor(float(classes - 1)),
+        over_labels(1, torch.mean, 0.0), over_labels(5, torch.mean, 0.0), over_labels(6, torch.mean, 1.0),
+        over_labels(2, torch.min, 1.0),
+    ])
     return image, per_label
 
 
@@ -78,6 +91,11 @@ def linear(values: Mapping[str, float], weights: Mapping[str, float], bias: floa
 def mask_quality(probs: np.ndarray, marginals: np.ndarray, config: QualityConfig) -> tuple[float, list[float]]:
     """(``quality``, ``label_quality`` per label in order) of one mask under `config`
     (``weights``/``bias`` per image, ``label_weights``/``label_bias`` per label)."""
-    image, per_label = signals(probs, marginals)
+    return from_signals(*signals(probs, marginals), config)
+
+
+def from_signals(image: Mapping[str, float], per_label: list[Mapping[str, float]],
+                 config: QualityConfig) -> tuple[float, list[float]]:
+    """(``quality``, ``label_quality``) of a mask's signals (:func:`signals`) under `config`."""
     return (linear(image, config.weights, config.bias),
             [linear(p, config.label_weights, config.label_bias) for p in per_label])

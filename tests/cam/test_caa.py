@@ -1,8 +1,14 @@
 import numpy as np
 import torch
 
-from wsss_ray.cam.caa import affinity, box_mask, refine
+from wsss_ray.cam import caa
+from wsss_ray.cam.caa import affinity, refine
 from wsss_ray.cam.gradcam import minmax
+
+
+def box_mask(cam: np.ndarray, threshold: float = 0.4) -> np.ndarray:
+    """caa.box_masks of one numpy map."""
+    return caa.box_masks(torch.from_numpy(np.asarray(cam, np.float32))[None], threshold)[0].numpy()
 
 
 def _random_attention(n_tokens, seed, blocks=2):
@@ -115,3 +121,32 @@ def test_refine_spreads_along_affinity():
 def test_refine_no_classes():
     cams = torch.zeros(0, 3, 3)
     assert refine(cams, torch.eye(9)).shape == (0, 3, 3)
+
+
+def _scipy_box_mask(cam: np.ndarray, threshold: float) -> np.ndarray:
+    """The reference's box region with scipy's labelling: the oracle for caa.box_masks."""
+    from scipy import ndimage
+
+    out = np.zeros(cam.shape, bool)
+    cam8 = (cam * 255).astype(np.uint8)
+    labelled, _ = ndimage.label(cam8 > int(threshold * cam8.max()), structure=np.ones((3, 3), int))
+    for region in ndimage.find_objects(labelled):
+        if region is not None:
+            out[region] = True
+    return out
+
+
+def test_box_masks_in_torch_equal_scipys_labelling():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        gh, gw = (int(v) for v in rng.integers(1, 40, 2))
+        noise = torch.from_numpy(rng.random((int(rng.integers(1, 4)), 1, gh, gw)).astype(np.float32))
+        smooth = torch.nn.functional.avg_pool2d(noise, 3, 1, 1)[:, 0]        # blobs: many regions, some merged
+        lo, hi = smooth.amin((1, 2), keepdim=True), smooth.amax((1, 2), keepdim=True)
+        cams = (smooth - lo) / (hi - lo + 1e-7)
+        if trial % 7 == 0:
+            cams[0] = 0                                                      # an empty map: no box
+        threshold = float(rng.choice([0.2, 0.4, 0.6]))
+        want = np.stack([_scipy_box_mask(c, threshold) for c in cams.numpy()])
+        np.testing.assert_array_equal(caa.box_masks(cams, threshold).numpy(), want)
+

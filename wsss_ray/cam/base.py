@@ -5,8 +5,10 @@ A method turns decoded images and their class ids into per-image KxHxW CAMs in
 mask, confidence) is shared by all methods (``wsss_ray.labeler``). Methods are
 pure torch: no Ray, no MLflow.
 
-To add one: write a module with a frozen settings dataclass and a subclass of
-:class:`CamMethod` whose ``config_class`` is that dataclass, then add one line to
+To add one: write a module with a frozen settings dataclass (with ``scales``) and a
+subclass of :class:`CamMethod` whose ``config_class`` is that dataclass and whose
+``_grid_cams`` maps a batch of model inputs to grid-size maps (or that overrides
+:meth:`CamMethod.cam_tensors`), then add one line to
 ``wsss_ray.config.METHODS``: ``"my-method": Method("pkg.mod:MyConfig", "pkg.mod:MyMethod")``.
 ``--method NAME`` selects it, its settings go under ``NAME`` (``-`` written ``_``)
 in ``--config`` files, MLflow params and sweeps.
@@ -30,7 +32,8 @@ CPU_TOKENS_PER_PASS = 1024  # patch tokens per model pass on a CPU (see CamMetho
 
 
 class CamMethod:
-    """Base class of the CAM methods; subclasses set ``config_class`` and implement :meth:`cams`."""
+    """Base class of the CAM methods; subclasses set ``config_class`` and implement ``_grid_cams``
+    (or :meth:`cam_tensors`). CAMs stay on the model's device until :meth:`cams` hands them over."""
 
     config_class: ClassVar[type]
 
@@ -49,6 +52,14 @@ class CamMethod:
             images: uint8 HxWx3 RGB arrays (sizes may differ).
             class_ids: per image, its K distinct 0-based labelset indices (K may be 0).
         """
+        return [c.cpu().numpy() for c in self.cam_tensors(images, class_ids)]
+
+    def cam_tensors(self, images: list[np.ndarray], class_ids: list[list[int]]) -> list[torch.Tensor]:
+        """:meth:`cams` as float32 tensors on the model's device, for the steps that follow there."""
+        return self.multiscale(images, class_ids, self.config.scales, self._grid_cams)
+
+    def _grid_cams(self, x: torch.Tensor, ids: list[list[int]]) -> list[torch.Tensor]:
+        """Per image of a batch of model inputs, its Kxghxgw maps in [0, 1] at grid size."""
         raise NotImplementedError
 
     @classmethod
@@ -71,8 +82,9 @@ class CamMethod:
         return next(self.clip.model.parameters()).device
 
     def multiscale(self, images: list[np.ndarray], class_ids: list[list[int]], scales: tuple[float, ...],
-                   grid_cams) -> list[np.ndarray]:
-        """Per image, KxHxW CAMs in [0, 1]: the sum over `scales` of upsampled grid CAMs, min-max normalised.
+                   grid_cams) -> list[torch.Tensor]:
+        """Per image, KxHxW CAMs in [0, 1] on the model's device: the sum over `scales` of
+        upsampled grid CAMs, min-max normalised.
 
         ``grid_cams(x, ids)`` maps a batch of same-size model inputs (Bx3xH'xW') and their
         class ids to per-image Kxghxgw maps in [0, 1]. Images are grouped by their
@@ -85,11 +97,16 @@ class CamMethod:
         An image whose long side exceeds :attr:`max_side` is shrunk to it first (the
         model-input budget, ``wsss_ray.budget``), so the model's cost is bounded
         whatever the image; its CAMs still come back at the image's own size.
+
+        Each image goes to the device once, as uint8; resizing to the model's input,
+        normalising, upsampling and summing the maps all run there.
         """
         from wsss_ray.cam.gradcam import minmax, patch_aligned_size, to_model_input
 
-        acc = [np.zeros((len(i), *img.shape[:2]), np.float32) for img, i in zip(images, class_ids)]
+        dev = self.device
+        acc = [torch.zeros((len(i), *img.shape[:2]), device=dev) for img, i in zip(images, class_ids)]
         inputs = [shrink(img, fit_side(*img.shape[:2], self.max_side)) for img in images]
+        pixels = [torch.from_numpy(np.require(img, requirements=["C", "W"])).to(dev) for img in inputs]
         p = self.clip.patch_size
         for scale in scales:
             groups: dict[tuple[int, int], list[int]] = {}
@@ -98,15 +115,15 @@ class CamMethod:
             chunks = [(size, group[i:i + step]) for size, group in groups.items()
                       for step in [self._images_per_pass(size, len(group))] for i in range(0, len(group), step)]
             for size, group in chunks:
-                x = torch.stack([to_model_input(inputs[b], size, self.clip.mean, self.clip.std) for b in group])
-                maps = grid_cams(x.to(self.device), [class_ids[b] for b in group])
+                x = torch.stack([to_model_input(pixels[b], size, self.clip.mean, self.clip.std) for b in group])
+                maps = grid_cams(x, [class_ids[b] for b in group])
                 for b, m in zip(group, maps):
                     if not len(m):  # an image without labels: nothing to upsample
                         continue
                     up = F.interpolate(m[None].float(), size=images[b].shape[:2], mode="bilinear",
                                        align_corners=False)[0]
-                    acc[b] += up.clamp_(0, 1).cpu().numpy()
-        return [minmax(torch.from_numpy(a)).numpy() if len(a) else a for a in acc]
+                    acc[b] += up.clamp_(0, 1)
+        return [minmax(a) if len(a) else a for a in acc]
 
 
 class TextCamMethod(CamMethod):

@@ -10,14 +10,14 @@ propagated once, cam' = T_k · vec(cam), then min-max normalised.
 The box region is the union of the bounding boxes of the connected regions where
 the CAM reaches ``box_threshold`` of its maximum (the reference's
 ``scoremap2bbox`` with every contour). Unlike the reference, a box that touches the
-border keeps its last row/column.
+border keeps its last row/column. The regions are found in torch on the CAMs' own
+device (:func:`box_masks`), so a GPU actor does not stop to copy maps to the host.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from scipy import ndimage
+import torch.nn.functional as F
 
 from wsss_ray.cam.gradcam import full_precision, minmax
 
@@ -41,23 +41,43 @@ def affinity(attention: list[torch.Tensor] | torch.Tensor, sinkhorn_iters: int =
         return torch.linalg.matrix_power(t, power) if power > 1 else t
 
 
-def box_mask(cam: np.ndarray, box_threshold: float = 0.4) -> np.ndarray:
-    """Union of bounding boxes of the 8-connected regions where cam >= box_threshold * max.
+def box_masks(cams: torch.Tensor, box_threshold: float = 0.4) -> torch.Tensor:
+    """Per map, the union of the bounding boxes of the 8-connected regions where the map
+    reaches `box_threshold` of its maximum; Kxghxgw float in [0, 1] -> Kxghxgw bool, on the
+    maps' device.
 
-    cam: ghxgw float in [0,1]; returns ghxgw bool.
+    As the reference, the map is binarised as uint8(255 * cam) > int(threshold * its max).
+    Regions are labelled by propagating each pixel's index to its 3x3 neighbours inside the
+    region until nothing changes (the region's largest index wins); each region's box is its
+    rows' and columns' extent (scatter min/max), and the union of boxes is one
+    (rows x regions) @ (regions x columns) product per map.
     """
-    peak = float(cam.max())
-    out = np.zeros(cam.shape, bool)
-    if peak <= 0:
-        return out
-    # The reference binarises uint8(255*cam) at int(threshold*max) (strictly greater).
-    cam8 = (cam * 255).astype(np.uint8)
-    binary = cam8 > int(box_threshold * cam8.max())
-    labelled, _ = ndimage.label(binary, structure=np.ones((3, 3), int))
-    for sl in ndimage.find_objects(labelled):
-        if sl is not None:
-            out[sl] = True
-    return out
+    k, gh, gw = cams.shape
+    cam8 = (cams.float() * 255).to(torch.uint8)                 # truncates, as numpy's astype(uint8)
+    peak = cam8.flatten(1).amax(1).double()
+    binary = cam8 > (box_threshold * peak).floor().view(k, 1, 1)
+    index = torch.arange(1, gh * gw + 1, device=cams.device, dtype=torch.float32).view(1, gh, gw)
+    labels = torch.where(binary, index, torch.zeros((), device=cams.device))
+    while True:
+        before = labels
+        for _ in range(4):  # a few steps between checks: each check waits for the device
+            labels = torch.where(binary, F.max_pool2d(labels[:, None], 3, 1, 1)[:, 0], labels)
+        if torch.equal(labels, before):
+            break
+    dev, n = cams.device, gh * gw + 1                           # region ids: 1..gh*gw (0: outside every region)
+    ids = (labels.long() + n * torch.arange(k, device=dev).view(k, 1, 1)).flatten()
+    y = torch.arange(gh, device=dev).view(1, gh, 1).expand(k, gh, gw).flatten()
+    x = torch.arange(gw, device=dev).view(1, 1, gw).expand(k, gh, gw).flatten()
+
+    def extent(coord: torch.Tensor, size: int, reduce: str) -> torch.Tensor:
+        start = torch.full((k * n,), size if reduce == "amin" else -1, device=dev, dtype=torch.long)
+        return start.scatter_reduce(0, ids, coord, reduce).view(k, 1, n)[..., 1:]   # K x 1 x regions
+
+    y_in = torch.arange(gh, device=dev).view(1, gh, 1)
+    x_in = torch.arange(gw, device=dev).view(1, gw, 1)
+    in_rows = ((y_in >= extent(y, gh, "amin")) & (y_in <= extent(y, gh, "amax"))).float()   # K x gh x regions
+    in_cols = ((x_in >= extent(x, gw, "amin")) & (x_in <= extent(x, gw, "amax"))).float()   # K x gw x regions
+    return torch.bmm(in_rows, in_cols.transpose(1, 2)) > 0
 
 
 def refine(cams: torch.Tensor, aff: torch.Tensor, box_threshold: float = 0.4) -> torch.Tensor:
@@ -66,7 +86,7 @@ def refine(cams: torch.Tensor, aff: torch.Tensor, box_threshold: float = 0.4) ->
     if k == 0:
         return cams
     cams = cams.float()
-    boxes = torch.from_numpy(np.stack([box_mask(c, box_threshold) for c in cams.detach().cpu().numpy()])).to(cams.device)
+    boxes = box_masks(cams.detach(), box_threshold)
     with full_precision(cams):
         masked = (cams.reshape(k, -1) * boxes.reshape(k, -1).to(cams.dtype))   # keep sources inside the box
         refined = masked @ aff.float().T                                       # cam'_i = sum_j T_ij cam_j

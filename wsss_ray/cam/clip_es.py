@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from wsss_ray.cam import caa
@@ -30,10 +29,6 @@ class ClipES(TextCamMethod):
         super().__init__(config, clip, labelset)
         blocks = len(clip.model.visual.transformer.resblocks)
         self.caa_layers = config.caa_layers or max(1, math.ceil(blocks * 2 / 3))
-
-    def cams(self, images: list[np.ndarray], class_ids: list[list[int]]) -> list[np.ndarray]:
-        """Per image, KxHxW float32 CAMs in [0,1]: the sum over scales, min-max normalised."""
-        return self.multiscale(images, class_ids, self.config.scales, self._grid_cams)
 
     def softmax_rows(self, class_ids: list[int]) -> tuple[torch.Tensor, list[int]]:
         """The text rows an image's softmax runs over and the row of each of its classes."""

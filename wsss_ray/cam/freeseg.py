@@ -68,7 +68,7 @@ class FreeSeg(TextCamMethod):
     config_class = FreeSegConfig
 
     @torch.no_grad()
-    def cams(self, images: list[np.ndarray], class_ids: list[list[int]]) -> list[np.ndarray]:
+    def cam_tensors(self, images: list[np.ndarray], class_ids: list[list[int]]) -> list[torch.Tensor]:
         return self.multiscale(images, class_ids, self.config.scales, self._grid_cams)
 
     def _grid_cams(self, x: torch.Tensor, ids: list[list[int]]) -> list[torch.Tensor]:
