@@ -22,6 +22,8 @@ The parts, in the order device time should be spent:
   and the coarse grid), pydensecrf on one CPU core; thresholded masks against pydensecrf's.
 - ``profile``: one batch of the CAM actor (``pipeline.CamStage``) under torch.profiler:
   device time against host time per image, and the host's largest items.
+- ``host_steps``: what is left on the host per image, timed: decode, upload, the copy back
+  and its unpacking, the PNGs.
 - ``job``: ``pipeline.run`` with one GPU actor over ``--images`` (default 2,048) images, the
   job's defaults; rows/s over the whole run and in the steady state (from the first output
   file written to the last), and the GPU's busy share sampled by nvidia-smi in that window.
@@ -115,12 +117,22 @@ def load(work: Path, items: list[dict], n: int) -> tuple[list[np.ndarray], list[
 
 @part("precision_probe")
 def precision_probe(work: Path) -> dict:
-    from wsss_ray import precision
+    import open_clip
 
-    trials = precision.measure(labeller(work), tuple(p for p in PRECISIONS if p != "fp32"))
-    return {"trials": [{"precision": t.precision, "ms_per_image": round(1000 * t.seconds, 2),
-                        "cam_r": round(t.agreement.cam_r, 6), "masks": round(t.agreement.masks, 6)} for t in trials],
-            "chosen": precision.choose(trials), "tolerance": vars(precision.TOLERANCE)}
+    from wsss_ray import precision
+    from wsss_ray.labeler import Labeler
+
+    out = {"tolerance": vars(precision.TOLERANCE), "draws": []}
+    for seed in (0, 1):  # two random weight draws: the agreement depends a little on the weights
+        weights = work / f"weights-{seed}.pt"
+        torch.manual_seed(seed)
+        torch.save(open_clip.create_model(MODEL).state_dict(), weights)
+        lab = Labeler.from_spec(MODEL, "toyworld", pretrained=str(weights), device=DEVICE, precision="fp32")
+        trials = precision.measure(lab, tuple(p for p in PRECISIONS if p != "fp32"))
+        out["draws"].append({"seed": seed, "chosen": precision.choose(trials), "trials": [
+            {"precision": t.precision, "ms_per_image": round(1000 * t.seconds, 2), "cam_r": round(t.agreement.cam_r, 6),
+             "masks": round(t.agreement.masks, 6)} for t in trials]})
+    return out
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -196,7 +208,8 @@ def crf(work: Path, items: list[dict], n: int) -> dict:
     out, reference = {"rows": []}, None
     threads = torch.get_num_threads()
     for name, config, device in (("pydensecrf, 1 CPU core", CrfConfig(backend="pydensecrf"), "cpu"),
-                                 ("torch on the device, full resolution (auto)", CrfConfig(backend="auto"), DEVICE),
+                                 ("torch on the device, full resolution (auto's choice off a CPU)",
+                                  CrfConfig(backend="torch", downsample=1), DEVICE),
                                  ("torch on the device, grid up to 4x coarser", CrfConfig(backend="torch"), DEVICE)):
         torch.set_num_threads(1 if device == "cpu" else threads)
         seconds, marginals = timed(lambda: [dense_crf(im, p, config, device) for im, p in zip(images, probs)], 1)
@@ -240,6 +253,34 @@ def profile(work: Path, manifest: Path, batch: int) -> dict:
     return {"batch": batch, "precision": stage.labeler.precision, "wall_ms_per_image": round(1000 * wall / batch, 2),
             "device_ms_per_image": round(device_us / 1000 / batch, 2),
             "host_top_self_ms_per_image": {e.key: round(e.self_cpu_time_total / 1000 / batch, 3) for e in top}}
+
+
+@part("host_steps")
+def host_steps(work: Path, items: list[dict], n: int) -> dict:
+    """What is left on the host per image in the GPU layout, timed on this machine's CPU: the
+    decode (CPU tasks), the image's upload, the copy back and its unpacking (``post.to_host``),
+    and the PNGs (CPU tasks)."""
+    from wsss_ray import post
+    from wsss_ray.masks import encode_png
+    from wsss_ray.sources import decode_within, read_bytes
+
+    images, labels = load(work, items, n)
+    lab = labeller(work)
+    lab.post_on_device = True
+    paths = [str(work / i["image"]) for i in items[:n]]
+    decode_s, _ = timed(lambda: [decode_within(read_bytes(p), 10**8) for p in paths], 1)
+    upload_s, _ = timed(lambda: [torch.from_numpy(np.require(im, requirements=["C", "W"])).to(DEVICE)
+                                 for im in images], 1)
+    cams_on_device = lab.cam_tensors(images, labels)
+    done = [post.label_image(torch.from_numpy(np.require(im, requirements=["C", "W"])).to(DEVICE), c,
+                             lab.class_ids(lb), lab.post, lab.crf) for im, c, lb in zip(images, cams_on_device, labels)]
+    sync()
+    back_s, made = timed(lambda: post.to_host(done, lab.post), 3)
+    png_s, _ = timed(lambda: [(encode_png(m), encode_png(c, palette=False)) for m, c, *_ in made], 1)
+    return {"images": n, "ms_per_image": {"decode (CPU task)": round(1000 * decode_s / n, 2),
+                                          "upload of the uint8 image": round(1000 * upload_s / n, 3),
+                                          "copy back and unpacking (post.to_host)": round(1000 * back_s / n, 3),
+                                          "mask and confidence PNGs (CPU task)": round(1000 * png_s / n, 2)}}
 
 
 class GpuSampler:
@@ -357,7 +398,7 @@ def learn_prompts_gpu(work: Path) -> dict:
     return {k: summary[k] for k in ("epochs", "pairs", "loss", "background_seconds", "seconds")}
 
 
-PARTS = ("precision_probe", "cams", "crf", "profile", "job", "reference", "train_gpu", "learn_prompts_gpu")
+PARTS = ("precision_probe", "cams", "crf", "profile", "host_steps", "job", "reference", "train_gpu", "learn_prompts_gpu")
 
 
 def main() -> int:
@@ -384,6 +425,7 @@ def main() -> int:
              "cams": lambda: cams(work, items, batches, repeats),
              "crf": lambda: crf(work, items, 4 if args.quick else 16),
              "profile": lambda: profile(work, manifest, 2 if args.quick else 16),
+             "host_steps": lambda: host_steps(work, items, 4 if args.quick else 16),
              "job": lambda: job(work, manifest),
              "reference": lambda: reference(work, items[:n]),
              "train_gpu": lambda: train_gpu(work),
