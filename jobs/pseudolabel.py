@@ -36,10 +36,11 @@ def parse(argv: list[str] | None = None) -> tuple[LabelJobConfig, str | None]:
     p.flag("prompts", "semples: the learned prompts (the --output of jobs/learn_prompts.py; folder, file or URI)",
            dest="semples.prompts", metavar="PROMPTS")
     p.flag("no_crf", "skip the dense CRF (post.crf.iters: 0)", dest="post.crf.iters", action="store_const", const=0)
-    p.flag("crf_backend", "dense CRF implementation (post.crf.backend; default: torch, pydensecrf is the "
-                          "reference)", dest="post.crf.backend", choices=CRF_BACKENDS)
-    p.flag("precision", "autocast of the CAM model (auto = bf16 on CPUs with native bf16, else fp32)",
-           choices=PRECISIONS)
+    p.flag("crf_backend", "dense CRF implementation (post.crf.backend; auto: pydensecrf, the reference, on a CPU "
+                          "and the torch lattice at full resolution on a GPU)", dest="post.crf.backend",
+           choices=CRF_BACKENDS)
+    p.flag("precision", "autocast of the CAM model (auto: bf16 on CPUs with native bf16, fp32 on other CPUs; on "
+                        "a GPU the fastest that agrees with fp32, measured at start)", choices=PRECISIONS)
     p.flag("output", "Parquet output folder or URI; re-runs resume")
     p.shared("limit", "concurrency", "num_gpus", "num_cpus", "rows_per_file",
              limit="label at most N items", concurrency="CAM actors; the pool autoscales between MIN and MAX",

@@ -24,9 +24,10 @@ def _batch(manifest):
 
 @pytest.mark.parametrize("device, backend, iters, expected", [
     ("cuda", "torch", 10, True), ("cuda:1", "torch", 10, True), ("cpu", "torch", 10, False),
-    ("cuda", "pydensecrf", 10, False), ("cuda", "torch", 0, False), ("cuda", "auto", 10, True),
-    ("cpu", "auto", 10, False)])
-def test_crf_runs_in_the_actor_only_on_a_gpu_with_the_torch_backend(device, backend, iters, expected):
+    ("cuda", "pydensecrf", 10, False), ("cuda", "torch", 0, True), ("cuda", "pydensecrf", 0, True),
+    ("cuda", "auto", 10, True), ("cpu", "auto", 10, False), ("cpu", "torch", 0, False)])
+def test_the_steps_after_the_cams_run_in_the_actor_only_on_a_gpu_with_the_torch_crf_or_none(device, backend, iters,
+                                                                                          expected):
     config = LabelJobConfig(post=PostConfig(crf=CrfConfig(backend=backend, iters=iters)))
     assert crf_in_actor(config, device) is expected
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "wsss_ray"
 HEAVY = {"torch", "torchvision", "open_clip", "ray", "mlflow", "pyarrow"}
 CORE = ["wsss_ray.cam", "wsss_ray.crf", "wsss_ray.lattice", "wsss_ray.masks", "wsss_ray.metrics", "wsss_ray.budget",
-        "wsss_ray.labeler", "wsss_ray.tagger", "wsss_ray.labelset", "wsss_ray.clip", "wsss_ray.vit",
+        "wsss_ray.labeler", "wsss_ray.post", "wsss_ray.precision", "wsss_ray.tagger", "wsss_ray.labelset",
+        "wsss_ray.clip", "wsss_ray.vit",
         "wsss_ray.train.losses", "wsss_ray.train.model", "wsss_ray.train.clipseg", "wsss_ray.train.refine",
         "wsss_ray.train.transforms", "wsss_ray.toyworld", "wsss_ray.quality", "wsss_ray.labelstudio"]
 JOBS = sorted((ROOT / "jobs").glob("*.py"))

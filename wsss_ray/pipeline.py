@@ -3,10 +3,11 @@
 Each stage declares what it needs. ``decode`` and ``crf`` are CPU tasks. ``cam``
 is a pool of actors that build the labeller once each (``Labeler.from_config``:
 the model, the method, its prompts) and autoscales between the ``concurrency``
-bounds; it takes ``num_gpus`` GPUs per actor. A GPU actor also runs the torch
-CRF backend on its GPU (``crf_in_actor``): at GPU CAM rates the CRF on CPU cores
-would need hundreds of them (docs/RESULTS.md). A bad
-item becomes an ``error`` row and never stops the job.
+bounds; it takes ``num_gpus`` GPUs per actor. A GPU actor runs every step after
+decoding on its GPU (``crf_in_actor``, ``Labeler.masks_on_device``): the CAMs, the
+background score, the torch CRF, the quality signals, the mask and the confidence, so the
+CRF tasks only encode PNGs; at GPU CAM rates the CRF on CPU cores would need dozens of
+them (docs/RESULTS.md). A bad item becomes an ``error`` row and never stops the job.
 
 The data path, top to bottom, and where each step lives:
 
@@ -14,8 +15,8 @@ The data path, top to bottom, and where each step lives:
     resume    wsss_ray.inputs.pending         drop ids already written, mark repeated ones
     decode    wsss_ray.stages.decode_stage    CPU tasks; within the size budget (wsss_ray.budget)
     cam       CamStage                        actor pool: labels proposed where needed (wsss_ray.tagger),
-                                              CAMs -> class probabilities
-    crf       crf_stage                       CPU tasks: dense CRF -> mask, confidence -> rows
+                                              CAMs -> class probabilities (on a GPU: -> mask, confidence)
+    crf       crf_stage                       CPU tasks: dense CRF -> mask, confidence; PNGs -> rows
     rows      wsss_ray.stages.output_table    OUTPUT_SCHEMA (wsss_ray.output)
     sink      wsss_ray.writer                 claim, atomic Parquet files, progress, score
 
@@ -56,12 +57,13 @@ PROBS_KINDS = ("cams", "crf", "mask")     # what the CAM actor hands the CRF tas
 
 
 def crf_in_actor(config: LabelJobConfig, device: str) -> bool:
-    """Whether the dense CRF runs in the CAM actor: when the actor has a GPU and the torch
-    backend can use it, so a GPU's output does not wait on CPU cores; else in CPU tasks."""
+    """Whether the steps after the CAMs (the dense CRF among them) run in the CAM actor: when the
+    actor has a GPU and the CRF runs there as the torch backend (``auto``'s choice on a GPU) or not
+    at all, so a GPU's output does not wait on CPU cores; else in CPU tasks."""
     from wsss_ray.crf import on_device
 
     crf = on_device(config.post.crf, device)
-    return not device.startswith("cpu") and crf.backend == "torch" and crf.iters > 0
+    return not device.startswith("cpu") and (crf.backend == "torch" or crf.iters == 0)
 
 
 NO_LABELS = ("no image-level labels given for this item; add them to the input, or run with --labels missing "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 CANDIDATES = ("bf16", "fp16")
-PROBE_IMAGES = 4
+PROBE_IMAGES = 8
 PROBE_SIDE = 384          # VOC-like: the speed at this size is the job's
 CONFIDENT = 0.95          # the threshold CLIP-ES trains with
 
