@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA: list[str] = []  # --data, passed on to the measured runs
 MODEL = "ViT-B-16-quickgelu"
 JOB_LAYOUTS = {
     "1 CAM actor (the defaults)": [],
@@ -179,7 +180,8 @@ def job_masks(output: Path, folder: Path) -> None:
 
 def run_self(*args: str, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True, cwd=ROOT)
+    data = ["--data", DATA[0]] if DATA else []
+    done = subprocess.run([sys.executable, __file__, *args, *data], env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -203,6 +205,7 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     labelset = str(Path(args.data) / "labelset.yaml")
+    DATA[:] = [args.data]  # the measured runs in their own processes read the same photos
     if args.role:  # one measured run, in its own process
         work = Path(args.work)
         items = [json.loads(l) for l in (work / "manifest.jsonl").read_text().splitlines()][:args.first]

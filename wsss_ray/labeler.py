@@ -30,12 +30,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from wsss_ray import post
 from wsss_ray.budget import decode_side, fit_side, shrink
 from wsss_ray.cam import CamMethod
 from wsss_ray.clip import load_clip
 from wsss_ray.config import (PRECISIONS, CrfConfig, LabelJobConfig, Method, PostConfig, TaggerConfig, method_entry,
                              method_key, model_settings, resolve_label_job)
-from wsss_ray import post
 from wsss_ray.crf import Refined, crf_within_budget, full_size_mask, on_device, refine, refine_scored, score
 from wsss_ray.labelset import Labelset, load_labelset
 from wsss_ray.masks import cams_to_probs
@@ -171,8 +171,10 @@ class Labeler:
         config = resolve_label_job(given)
         if isinstance(labelset, Labelset):
             clip = load_clip(model, pretrained, device)
-            return cls(method_entry(config.method).load()(config.method_config, clip, labelset), config.post,
-                       config.precision, config.tagger)
+            labeler = cls(method_entry(config.method).load()(config.method_config, clip, labelset), config.post,
+                          config.precision, config.tagger)
+            labeler.settle_precision()
+            return labeler
         return cls.from_config(config, device)
 
     def settle_precision(self) -> str:
@@ -282,5 +284,6 @@ class Labeler:
                                                                          self.class_ids(lab), self.post, image)
             out.append(LabelResult(mask, confidence, cam, quality, label_quality, list(lab), scores.get(i)))
         return out
+
 
 __all__ = ["LabelResult", "Labeler", "refine"]  # refine: kept here for callers of its earlier home

@@ -5,14 +5,15 @@ budget, in torch on whatever device the CAMs are on: the background score
 (:func:`wsss_ray.masks.cams_to_probs`), the torch CRF backend
 (``wsss_ray.lattice``), the quality signals (``wsss_ray.quality``), the argmax and
 the confidence. A GPU CAM actor runs them so that all an image sends back to the
-host is its uint8 mask and confidence and a few quality numbers, a whole batch in one
-copy (:func:`to_host`). Pure torch.
+host is its uint8 mask and confidence and a few quality numbers, a whole batch in two
+copies (:func:`to_host`). Pure torch.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from wsss_ray.config import CrfConfig, PostConfig
@@ -58,7 +59,7 @@ def label_image(image: torch.Tensor, cams: torch.Tensor, class_ids: list[int], p
     return OnDevice(values[arg], confidence, *signal_tensors(probs, q))
 
 
-def to_host(results: list[OnDevice], post: PostConfig) -> list[tuple]:
+def to_host(results: list[OnDevice], post: PostConfig) -> list[tuple[np.ndarray, np.ndarray, float, list[float]]]:
     """Per image, (mask, confidence, quality, label_quality) on the host: the batch's masks and
     confidences go over in one copy, its signals in another."""
     if not results:
