@@ -5,10 +5,11 @@ A method turns decoded images and their class ids into per-image KxHxW CAMs in
 mask, confidence) is shared by all methods (``wsss_ray.labeler``). Methods are
 pure torch: no Ray, no MLflow.
 
-To add one: write a module with a frozen settings dataclass (with ``scales``) and a
-subclass of :class:`CamMethod` whose ``config_class`` is that dataclass and whose
-``_grid_cams`` maps a batch of model inputs to grid-size maps (or that overrides
-:meth:`CamMethod.cam_tensors`), then add one line to
+To add one: write a module with a frozen settings dataclass and a subclass of
+:class:`CamMethod` whose ``config_class`` is that dataclass and that implements
+:meth:`CamMethod.cams` (numpy in, numpy out), or, to keep the CAMs on the model's device,
+``_grid_cams`` (a batch of model inputs to grid-size maps; the settings then have
+``scales``) or :meth:`CamMethod.cam_tensors`; then add one line to
 ``wsss_ray.config.METHODS``: ``"my-method": Method("pkg.mod:MyConfig", "pkg.mod:MyMethod")``.
 ``--method NAME`` selects it, its settings go under ``NAME`` (``-`` written ``_``)
 in ``--config`` files, MLflow params and sweeps.
@@ -32,8 +33,8 @@ CPU_TOKENS_PER_PASS = 1024  # patch tokens per model pass on a CPU (see CamMetho
 
 
 class CamMethod:
-    """Base class of the CAM methods; subclasses set ``config_class`` and implement ``_grid_cams``
-    (or :meth:`cam_tensors`). CAMs stay on the model's device until :meth:`cams` hands them over."""
+    """Base class of the CAM methods; subclasses set ``config_class`` and implement :meth:`cams`,
+    or ``_grid_cams`` / :meth:`cam_tensors` so the CAMs stay on the model's device."""
 
     config_class: ClassVar[type]
 
@@ -56,6 +57,8 @@ class CamMethod:
 
     def cam_tensors(self, images: list[np.ndarray], class_ids: list[list[int]]) -> list[torch.Tensor]:
         """:meth:`cams` as float32 tensors on the model's device, for the steps that follow there."""
+        if type(self).cams is not CamMethod.cams:  # a method written against the numpy API
+            return [torch.as_tensor(c, dtype=torch.float32).to(self.device) for c in self.cams(images, class_ids)]
         return self.multiscale(images, class_ids, self.config.scales, self._grid_cams)
 
     def _grid_cams(self, x: torch.Tensor, ids: list[list[int]]) -> list[torch.Tensor]:
