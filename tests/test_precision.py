@@ -55,3 +55,18 @@ def test_on_a_gpu_the_chosen_precision_agrees_with_float32():
     trials = {t.precision: t for t in precision.measure(labeler, side=64)}
     chosen = trials[labeler.precision].agreement
     assert chosen.cam_r >= TOLERANCE.cam_r and chosen.masks >= TOLERANCE.masks
+
+
+def test_a_candidate_that_cannot_run_here_is_skipped(monkeypatch):
+    labeler = Labeler.from_spec("toyclip", "toyworld", precision="fp32")
+    label = labeler.label
+
+    def no_bf16(*args, **kwargs):
+        if labeler.precision == "bf16":
+            raise RuntimeError("\"addmm_impl_cpu_\" not implemented for 'BFloat16'")
+        return label(*args, **kwargs)
+
+    monkeypatch.setattr(labeler, "label", no_bf16)
+    trials = precision.measure(labeler, ("bf16",), side=64, images=2)
+    assert [t.precision for t in trials] == ["fp32"]
+    assert choose(trials) == "fp32"

@@ -13,11 +13,14 @@ float32. Pure torch/numpy.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 CANDIDATES = ("bf16", "fp16")
 PROBE_IMAGES = 8
@@ -76,11 +79,18 @@ def measure(labeler, candidates: tuple[str, ...] = CANDIDATES, side: int = PROBE
     try:
         for precision in ("fp32", *candidates):
             labeler.precision = precision
-            labeler.label(pictures[:1], labels[:1])  # warm-up: kernels, autotuning
-            _sync(labeler.method.device)
-            start = time.perf_counter()
-            results = labeler.label(pictures, labels)
-            _sync(labeler.method.device)
+            try:
+                labeler.label(pictures[:1], labels[:1])  # warm-up: kernels, autotuning
+                _sync(labeler.method.device)
+                start = time.perf_counter()
+                results = labeler.label(pictures, labels)
+                _sync(labeler.method.device)
+            except RuntimeError as e:  # e.g. a dtype this device's kernels lack: not a candidate here
+                if precision == "fp32":
+                    raise
+                log.warning("precision %s cannot run on %s, so it is not a candidate: %s", precision,
+                            labeler.method.device, e)
+                continue
             seconds = (time.perf_counter() - start) / len(pictures)
             masks = [ignore_below(r.mask, r.confidence, CONFIDENT) for r in results]
             if reference is None:
