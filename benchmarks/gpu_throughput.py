@@ -398,7 +398,8 @@ def learn_prompts_gpu(work: Path) -> dict:
     return {k: summary[k] for k in ("epochs", "pairs", "loss", "background_seconds", "seconds")}
 
 
-PARTS = ("precision_probe", "cams", "crf", "profile", "host_steps", "job", "reference", "train_gpu", "learn_prompts_gpu")
+PARTS = ("precision_probe", "cams", "crf", "profile", "host_steps", "job", "reference", "train_gpu",
+         "learn_prompts_gpu")
 
 
 def main() -> int:
