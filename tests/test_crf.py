@@ -149,6 +149,8 @@ def test_unknown_backend_is_refused():
         CrfConfig(backend="densecrf")
     with pytest.raises(ValueError, match="downsample"):
         CrfConfig(downsample=0)
+    with pytest.raises(ValueError, match=r"post.crf.final_step must be one of \['marginals', 'messages'\]"):
+        CrfConfig(final_step="message")
 
 
 @pytest.mark.parametrize("size, downsample, factor", [((375, 500), 4, 4), ((213, 320), 4, 3), ((64, 64), 4, 1),

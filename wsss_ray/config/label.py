@@ -15,6 +15,7 @@ from wsss_ray.config.layers import (at_least, build, choice, concurrency_range, 
 from wsss_ray.config.methods import method_config_class, method_entry, method_key, method_sections
 
 CRF_BACKENDS = ("torch", "pydensecrf", "auto")
+CRF_FINAL_STEPS = ("marginals", "messages")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LABEL_MODES = ("given", "missing", "auto")   # where an item's image-level labels come from (--labels)
 TAGGER_KINDS = ("tagclip", "global")
@@ -60,6 +61,7 @@ class CrfConfig:
         side("post.crf.max_side", self.max_side)
         if self.backend not in CRF_BACKENDS:
             raise ValueError(f"crf backend must be one of {CRF_BACKENDS}, got {self.backend!r}")
+        choice("post.crf.final_step", self.final_step, CRF_FINAL_STEPS)
 
 
 # The signals of wsss_ray.quality. Per image; ``labels`` is the number of image-level labels and
