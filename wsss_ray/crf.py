@@ -80,7 +80,7 @@ def on_device(config: CrfConfig, device) -> CrfConfig:
     pydensecrf cannot be imported, ``auto`` on a CPU is the torch lattice as configured."""
     if config.backend != "auto":
         return config
-    if torch_device_type(device) != "cpu":
+    if str(device or "cpu").split(":")[0] != "cpu":
         return dataclasses.replace(config, backend="torch", downsample=1)
     if not _has_pydensecrf():
         warnings.warn("pydensecrf cannot be imported here, so the CRF runs on the torch lattice: pip install "
@@ -97,22 +97,14 @@ def _has_pydensecrf() -> bool:
     return True
 
 
-def torch_device_type(device) -> str:
-    """``cpu``, ``cuda``, ... of a device name or torch.device (None: ``cpu``)."""
-    return str(device or "cpu").split(":")[0]
-
-
 def _torch_crf(image: np.ndarray, probs: np.ndarray, config: CrfConfig, device: str) -> np.ndarray:
     import torch
 
-    from wsss_ray.lattice import dense_crf_marginals
+    from wsss_ray.post import marginals
 
     with torch.no_grad():
-        q = dense_crf_marginals(torch.from_numpy(np.array(image)).to(device),
-                                torch.from_numpy(np.array(probs, np.float32)).to(device), config.iters,
-                                config.gauss_sxy, config.gauss_compat, config.bilateral_sxy,
-                                config.bilateral_srgb, config.bilateral_compat, config.downsample,
-                                config.final_step)
+        q = marginals(torch.from_numpy(np.array(image)).to(device),
+                      torch.from_numpy(np.array(probs, np.float32)).to(device), config)
     return q.cpu().numpy()
 
 

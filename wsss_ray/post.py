@@ -16,9 +16,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from wsss_ray.config import CrfConfig, PostConfig
+from wsss_ray.config import IMAGE_SIGNALS, LABEL_SIGNALS, CrfConfig, PostConfig
 from wsss_ray.masks import cams_to_probs
-from wsss_ray.quality import IMAGE_SIGNALS, LABEL_SIGNALS, from_signals, signal_tensors
+from wsss_ray.quality import from_signals, signal_tensors
 
 
 class OnDevice(NamedTuple):

@@ -18,17 +18,13 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 import torch
 
+from wsss_ray.config import IMAGE_SIGNALS, LABEL_SIGNALS
+
 if TYPE_CHECKING:
     from wsss_ray.config import QualityConfig
 
 
 MISSING_AREA = 0.001  # a label whose region covers less of the image than this is counted as missing
-
-IMAGE_SIGNALS = ("confidence_mean", "confidence_above_0.95", "margin_mean", "entropy_mean", "crf_changed",
-                 "background", "labels", "missing_labels", "label_prob_mean", "label_agreement",
-                 "label_confidence_min")
-LABEL_SIGNALS = ("area", "missing", "confidence_in_region", "margin_in_region", "kept_by_crf", "prob_mean",
-                 "agreement")
 
 
 def signals(probs: np.ndarray, marginals: np.ndarray) -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -41,7 +37,8 @@ def signals(probs: np.ndarray, marginals: np.ndarray) -> tuple[dict[str, float],
 
 
 def signal_tensors(probs: torch.Tensor, marginals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`signals` as tensors on the inputs' device: IMAGE_SIGNALS, and K x LABEL_SIGNALS."""
+    """:func:`signals` as tensors on the inputs' device: IMAGE_SIGNALS, and K x LABEL_SIGNALS
+    (values stacked in those tuples' order)."""
     if probs.shape != marginals.shape:
         raise ValueError(f"probs {tuple(probs.shape)} and marginals {tuple(marginals.shape)} must lie on the "
                          f"same grid")
