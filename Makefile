@@ -1,5 +1,5 @@
 # `make run` and `make test` are the two commands the README opens with.
-.PHONY: setup review-tools run test
+.PHONY: setup review-tools run test lock
 
 setup:
 	@bash scripts/setup.sh
@@ -12,3 +12,7 @@ run: setup
 
 test: setup review-tools
 	.venv/bin/python -m pytest
+
+# Re-resolve the pinned sets (requirements/*.txt) from pyproject.toml and requirements/review.in.
+lock:
+	@bash scripts/lock.sh

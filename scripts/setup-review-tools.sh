@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
-# Create .venv-review with Label Studio, FiftyOne and pycocotools (scripts/review-tools.txt):
-# where the exported tasks and datasets are opened, and what the round-trip tests use.
+# Create .venv-review with Label Studio, FiftyOne and pycocotools at exactly the pinned set
+# (requirements/review.txt, resolved from requirements/review.in by `make lock`): where the
+# exported tasks and datasets are opened, and what the round-trip tests use.
 # Idempotent: a second run only checks the stamp. About 2 minutes the first time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 VENV=.venv-review
+LOCK=requirements/review.txt
 STAMP="$VENV/.installed"
-want="$(sha256sum scripts/review-tools.txt | cut -d' ' -f1)"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+want="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   exit 0
 fi
-[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-"$VENV/bin/pip" install --quiet -r scripts/review-tools.txt \
-  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+install() {
+  [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet -r "$LOCK" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
+install
+if ! "$VENV/bin/python" scripts/check_pins.py "$LOCK" >/dev/null 2>&1; then
+  echo "$VENV differs from $LOCK; recreating it"
+  rm -rf "$VENV"
+  install
+  "$VENV/bin/python" scripts/check_pins.py "$LOCK"
+fi
 echo "$want" > "$STAMP"
 echo "review tools installed in $VENV"

@@ -5,6 +5,7 @@ default), and the venv's bin is first on the PATH that `ray start` sees, because
 the job's `python` is resolved there.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -12,13 +13,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
 
 from wsss_ray.testing.loopback import free_port
+from wsss_ray.testing.processes import http_ok, kill_tree, wait_ready
 from wsss_ray.toyworld import generate
 
 pytestmark = pytest.mark.slow
@@ -26,35 +27,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ray_head():
+def ray_head(tmp_path_factory):
     """One head for this module's jobs (starting and stopping one takes about 35 s): (address, env)."""
     bin_dir = str(Path(sys.executable).parent)
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
            "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     gcs, dashboard, agent = free_port(), free_port(), free_port()
+    log = open(tmp_path_factory.mktemp("ray-head") / "ray-start.log", "w")
     head = subprocess.Popen(
         [f"{bin_dir}/ray", "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
          f"--dashboard-agent-listen-port={agent}",  # the default 52365 may belong to another Ray here
          "--disable-usage-stats"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=2)
-                break
-            except OSError:
-                assert head.poll() is None and time.time() < deadline, "ray start --head did not come up"
-                time.sleep(1)
+        wait_ready(head, lambda: http_ok(f"{address}/api/version", 2), Path(log.name), "ray start --head")
         yield address, env
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # --block: stopping `ray start` stops what it started
+        with contextlib.suppress(ProcessLookupError):  # --block: stopping `ray start` stops what it started
+            os.killpg(head.pid, signal.SIGTERM)
         try:
             head.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+            kill_tree(head)
+        log.close()
         forget_cluster(gcs)
 
 

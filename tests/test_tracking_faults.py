@@ -2,15 +2,13 @@
 record beside the output, and ``python -m wsss_ray.tracking replay`` logs it later, once."""
 
 import json
-import subprocess
 import sys
-import time
-import urllib.request
 
 import mlflow
 import numpy as np
 import pytest
 
+from wsss_ray.testing import processes
 from wsss_ray.testing.loopback import free_port
 from wsss_ray import tracking
 
@@ -75,34 +73,21 @@ def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, ca
     port = free_port()
     uri, store = f"http://127.0.0.1:{port}", f"sqlite:///{tmp_path / 'server.db'}"
 
-    def serve():
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-                                   "--default-artifact-root", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-                                   "--port", str(port), "--workers", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=1)
-                return server
-            except OSError:
-                time.sleep(0.5)
-        server.kill()
-        raise RuntimeError("mlflow server did not start")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--default-artifact-root",
+           str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
 
-    server = serve()
-    try:
+    def serve(log: str):
+        return processes.server(cmd, lambda: processes.http_ok(f"{uri}/health", 1), tmp_path / log, "mlflow server")
+
+    with serve("first.log") as first:
         with tracking.start_run("pseudolabel", {"model": "toyclip"}, uri, output=str(tmp_path / "out")) as run:
             assert tracking.log_child_run(run.info.run_id, "trial a", {"x": 1}, {"miou": 0.5}) is not None
-            server.terminate()
-            server.wait()
+            processes.kill_tree(first)
             _log_a_job(run)  # the server went away after the params and the first trial
             assert tracking.log_child_run(run.info.run_id, "trial b", {"x": 2}, {"miou": 0.75}) is None
-    finally:
-        server.kill()
     assert capsys.readouterr().err.count("cannot be reached") == 1
     assert mlflow.active_run() is None  # ended here too, so the next job in this process starts cleanly
-    server = serve()
-    try:
+    with serve("second.log"):
         assert tracking.replay(str(tmp_path / "out")) == [run.info.run_id]  # the run it had started, continued
         client = mlflow.MlflowClient(uri)
         got = client.get_run(run.info.run_id)
@@ -110,9 +95,6 @@ def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, ca
         assert got.info.status == "FINISHED"
         children = client.search_runs([got.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
         assert sorted(c.info.run_name for c in children) == ["trial a", "trial b"]  # each once
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def test_a_job_that_fails_offline_keeps_its_record_marked_failed(tmp_path):

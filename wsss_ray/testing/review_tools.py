@@ -12,8 +12,7 @@ from typing import Iterator
 import requests
 
 from wsss_ray.testing.loopback import free_port
-from wsss_ray.testing.processes import kill_tree
-from wsss_ray.testing.waits import wait_until
+from wsss_ray.testing.processes import http_ok, server
 
 REVIEW_VENV = Path(__file__).resolve().parents[2] / ".venv-review"
 TOKEN = "0123456789abcdef0123456789abcdef01234567"  # the loopback server's API token, set at its first start
@@ -64,22 +63,9 @@ def label_studio_server(data_dir: Path, document_root: Path, start_timeout: floa
     env = {**os.environ, "LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
            "LABEL_STUDIO_USERNAME": USER, "LABEL_STUDIO_PASSWORD": PASSWORD, "LABEL_STUDIO_USER_TOKEN": TOKEN,
            "LOCAL_FILES_SERVING_ENABLED": "true", "LOCAL_FILES_DOCUMENT_ROOT": str(document_root)}
-    log = open(data_dir.parent / "label-studio.log", "w")
-    proc = subprocess.Popen([str(label_studio), "start", "--no-browser", "--internal-host", "127.0.0.1",
-                             "--port", str(port), "--data-dir", str(data_dir)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    cmd = [str(label_studio), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
+           "--data-dir", str(data_dir)]
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Label Studio exited with status {proc.returncode}; see {log.name}")
-        with contextlib.suppress(requests.RequestException):
-            return requests.get(url + "/health", timeout=5).ok
-        return False
-
-    try:
-        wait_until(up, timeout=start_timeout, poll=1.0)
+    with server(cmd, lambda: http_ok(url + "/health"), data_dir.parent / "label-studio.log", "Label Studio",
+                env=env, timeout=start_timeout):
         yield LabelStudio(url)
-    finally:
-        kill_tree(proc)
-        log.close()
