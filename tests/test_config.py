@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from wsss_ray.config import (ClipESConfig, CrfConfig, LabelJobConfig, PostConfig, TrainConfig, label_keys,
+from wsss_ray.config import (ClipESConfig, ExcelConfig, CrfConfig, LabelJobConfig, PostConfig, TrainConfig, label_keys,
                              model_settings, params, parse_concurrency, resolve_label_job, resolve,
                              settings_dict, write_settings)
 
@@ -27,7 +27,7 @@ def test_importing_the_config_module_loads_nothing_heavy():
 
 
 def test_method_settings_sit_under_the_method_key_and_post_is_shared(tmp_path):
-    (tmp_path / "c.yaml").write_text("input: a.jsonl\nmodel: ViT-B-16\nclip_es: {caa: false, scales: [1.0, 2.0]}\n"
+    (tmp_path / "c.yaml").write_text("input: a.jsonl\nmodel: ViT-B-16\nmethod: clip-es\nclip_es: {caa: false, scales: [1.0, 2.0]}\n"
                                      "post: {bg_power: 2, crf: {iters: 5}}\n")
     cfg = resolve_label_job({}, tmp_path / "c.yaml")
     assert cfg.method_config == ClipESConfig(caa=False, scales=(1.0, 2.0))
@@ -39,9 +39,12 @@ def test_method_settings_sit_under_the_method_key_and_post_is_shared(tmp_path):
     assert "clip_es.caa" in cam_keys and "post.crf.iters" in post_keys and not set(cam_keys) & set(post_keys)
 
 
-def test_defaults_for_other_models_are_the_clip_es_reference():
+def test_defaults_for_other_models_are_excels_reference():
     cfg = resolve_label_job({"model": "ViT-B-16", "input": "a"})
-    assert cfg.method_config == ClipESConfig() and cfg.method_config.caa is True
+    assert cfg.method == "excel" and cfg.method_config == ExcelConfig()
+    assert (cfg.method_config.input_size, cfg.method_config.box_threshold, cfg.method_config.par_iters) == (320, 0.79, 20)
+    clip_es = resolve_label_job({"model": "ViT-B-16", "input": "a", "method": "clip-es"})
+    assert clip_es.method_config == ClipESConfig() and clip_es.method_config.caa is True
     assert cfg.post.crf == CrfConfig(iters=10, gauss_sxy=1, gauss_compat=3, bilateral_sxy=67, bilateral_srgb=3,
                                      bilateral_compat=4)
     assert cfg.post.bg_power == 1.0
@@ -61,7 +64,7 @@ def test_toyclip_brings_its_own_settings_and_each_layer_overrides_the_one_before
 
 
 def test_a_local_dir_model_may_carry_label_config(tmp_path):
-    (tmp_path / "label_config.yaml").write_text("clip_es: {score: logit}\npost: {crf: {iters: 2}}\n")
+    (tmp_path / "label_config.yaml").write_text("method: clip-es\nclip_es: {score: logit}\npost: {crf: {iters: 2}}\n")
     cfg = resolve_label_job({"input": "a", "model": f"local-dir:{tmp_path}"})
     assert cfg.method_config.score == "logit" and cfg.post.crf.iters == 2
     (tmp_path / "label_config.yaml").write_text("output: somewhere\n")
@@ -70,7 +73,8 @@ def test_a_local_dir_model_may_carry_label_config(tmp_path):
 
 
 def test_settings_round_trip_through_a_file(tmp_path):
-    cfg = resolve_label_job({"input": "a", "model": "ViT-B-16", "clip_es.caa": False, "post.bg_power": 0.25,
+    cfg = resolve_label_job({"input": "a", "model": "ViT-B-16", "method": "clip-es", "clip_es.caa": False,
+                             "post.bg_power": 0.25,
                              "concurrency": "1,3"})
     path = write_settings(cfg, tmp_path / "best.yaml")
     again = resolve_label_job({}, path)
@@ -81,7 +85,7 @@ def test_settings_round_trip_through_a_file(tmp_path):
 
 def test_flags_override_the_config_file_which_overrides_defaults(tmp_path):
     (tmp_path / "run.yaml").write_text(
-        "input: a.jsonl\noutput: from-file\nmodel: ViT-B-16\nbatch_size: 4\nconcurrency: [1, 3]\n"
+        "input: a.jsonl\noutput: from-file\nmodel: ViT-B-16\nmethod: clip-es\nbatch_size: 4\nconcurrency: [1, 3]\n"
         "post: {bg_power: 2, crf: {iters: 3}}\n")
     config, uri = _job_parse()(["--config", str(tmp_path / "run.yaml"), "--batch-size", "8", "--no-crf",
                                 "--no-caa", "--mlflow-uri", "sqlite:///x.db"])
@@ -105,7 +109,7 @@ def test_no_input_generates_the_toy_world_and_uses_toyclip_settings(tmp_path, mo
 @pytest.mark.parametrize("settings, message", [
     ({"batchsize": 3}, "unknown settings \\['batchsize'\\]"),
     ({"concurrency": "3,1"}, "concurrency 3,1 is not a range"),
-    ({"method": "gradcam"}, "unknown method 'gradcam'; choose from 'clip-es', 'freeseg', 'semples'"),
+    ({"method": "gradcam"}, "unknown method 'gradcam'; choose from 'clip-es', 'excel', 'freeseg', 'semples'"),
     ({"clip_es": {"scor": "logit"}}, "unknown clip_es settings \\['scor'\\]"),
     ({"clip_es": {"score": "logits"}}, "clip_es.score must be one of"),
     ({"clip_es": {"softmax_over": "some"}}, "clip_es.softmax_over must be one of"),
@@ -134,8 +138,8 @@ def test_bad_flags_exit_with_the_message(capsys):
 def test_params_use_the_config_file_names():
     p = params(LabelJobConfig(input="a", concurrency=(1, 4)))
     assert p["concurrency"] == "1,4" and p["post.bg_power"] == 1.0 and p["post.crf.iters"] == 10
-    assert p["method"] == "clip-es" and p["clip_es.caa"] is True and p["input"] == "a"
-    assert set(settings_dict(LabelJobConfig(input="a"))) >= {"input", "method", "clip_es", "post"}
+    assert p["method"] == "excel" and p["excel.box_threshold"] == 0.79 and p["input"] == "a"
+    assert set(settings_dict(LabelJobConfig(input="a"))) >= {"input", "method", "excel", "post"}
 
 
 def test_training_settings_resolve_and_reject_unknown_keys(tmp_path):

@@ -90,7 +90,7 @@ def test_unknown_label_names_the_labelset(labeler, batch):
 
 
 def test_from_spec_resolves_settings_as_the_job_does(tiny_dir, batch):
-    (tiny_dir / "label_config.yaml").write_text("clip_es: {scales: [1.0, 0.5]}\npost: {bg_power: 3}\n")
+    (tiny_dir / "label_config.yaml").write_text("method: clip-es\nclip_es: {scales: [1.0, 0.5]}\npost: {bg_power: 3}\n")
     try:
         lab = Labeler.from_spec(f"local-dir:{tiny_dir}", "toyworld", settings={"caa": False}, post={"crf": {"iters": 0}})
     finally:
@@ -101,7 +101,7 @@ def test_from_spec_resolves_settings_as_the_job_does(tiny_dir, batch):
     for lab_names, r in zip(labels, lab.label(images, labels)):
         assert np.array_equal(r.mask, probs_to_mask(cams_to_probs(r.cams, 3), lab.class_ids(lab_names))[0])
     with pytest.raises(ValueError, match="unknown clip_es settings"):
-        Labeler.from_spec(f"local-dir:{tiny_dir}", "toyworld", settings={"caa_on": False})
+        Labeler.from_spec(f"local-dir:{tiny_dir}", "toyworld", method="clip-es", settings={"caa_on": False})
 
 
 def test_precision_names(monkeypatch):

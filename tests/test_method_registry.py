@@ -70,13 +70,13 @@ def _job():
 def test_unregistered_method_is_a_clear_error_listing_the_choices(capsys):
     with pytest.raises(SystemExit):
         _job().parse(["--input", "a.jsonl", "--method", "centre-disc"])
-    assert "unknown method 'centre-disc'; choose from 'clip-es', 'freeseg', 'semples'" in capsys.readouterr().err
+    assert "unknown method 'centre-disc'; choose from 'clip-es', 'excel', 'freeseg', 'semples'" in capsys.readouterr().err
 
 
 def test_a_registered_method_is_listed_in_the_jobs_help(registered, capsys):
     with pytest.raises(SystemExit):
         _job().parse(["--help"])
-    assert "centre-disc, clip-es, freeseg, semples" in " ".join(capsys.readouterr().out.split())
+    assert "centre-disc, clip-es, excel, freeseg, semples" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_registered_method_is_settable_and_validated(registered, tmp_path):

@@ -40,7 +40,11 @@ def _space(tmp_path, text):
 def test_shipped_spaces_are_valid_settings():
     base = LabelJobConfig(input="dev")
     labels = load_space(default_space("labels"), lambda t: apply_labels(base, t), label_space_keys(base))
-    assert {"clip_es.caa", "clip_es.templates", "post.bg_power", "post.crf.iters"} <= set(labels)
+    assert {"excel.dense_layers", "excel.affinity", "excel.par_iters", "post.bg_power", "post.crf.iters"} <= set(labels)
+    clip_es = LabelJobConfig(input="dev", method="clip-es")
+    spaces = default_space("labels", "clip-es")
+    assert {"clip_es.caa", "clip_es.templates", "post.bg_power"} <= set(load_space(
+        spaces, lambda t: apply_labels(clip_es, t), label_space_keys(clip_es)))
     freeseg = LabelJobConfig(input="dev", method="freeseg")
     spaces = default_space("labels", "freeseg")
     assert {"freeseg.window", "post.bg_power"} <= set(load_space(spaces, lambda t: apply_labels(freeseg, t),
@@ -54,7 +58,7 @@ def test_shipped_spaces_are_valid_settings():
 @pytest.mark.parametrize("text, message", [
     ("post.bg_pow: {uniform: [0.5, 2]}\n", "'post.bg_pow' is not a setting"),
     ("input: {choice: [a, b]}\n", "'input' is not a setting"),
-    ("clip_es.score: {choice: [softmax, logits]}\n", "'clip_es.score' = 'logits' is not a valid setting"),
+    ("excel.input_norm: {choice: [imagenet, lab]}\n", "'excel.input_norm' = 'lab' is not a valid setting"),
     ("post.bg_power: {normal: [0, 1]}\n", "needs one distribution, one of \\['choice', 'uniform'"),
     ("post.bg_power: {uniform: [1]}\n", "uniform takes \\[low, high\\]"),
     ("post.crf.iters: {choice: [-1, 5]}\n", "iters must be at least 0"),
@@ -66,7 +70,7 @@ def test_a_bad_search_space_is_a_clear_error_before_anything_starts(tmp_path, te
 
 
 def test_trial_values_apply_under_their_dotted_names():
-    base = LabelJobConfig(input="dev")
+    base = LabelJobConfig(input="dev", method="clip-es")
     config = apply_labels(base, {"clip_es.templates": "a photo of a {}.", "clip_es.scales": "json:[1.0, 0.5]",
                                  "post.crf.iters": 5, "post.bg_power": 0.5})
     assert config.method_config.templates == ("a photo of a {}.",) and config.method_config.scales == (1.0, 0.5)
@@ -85,7 +89,7 @@ def test_post_processing_trials_reuse_the_cams_and_cam_level_ones_compute(dev, t
 
     monkeypatch.setattr(ClipES, "cam_tensors", counted)
     cache = CamCache(str(tmp_path / "cache"))
-    base = LabelJobConfig(input="dev")
+    base = LabelJobConfig(input="dev", method="clip-es")
     first = evaluate_labels(apply_labels(base, {"post.bg_power": 1.0}), items, images, cache)
     assert first["cam_cache_hit"] == 0 and len(calls) == 1
     post_only = apply_labels(base, {"post.bg_power": 3.0, "post.crf.iters": 0})

@@ -65,7 +65,7 @@ def default_space(kind: str, method: str | None = None) -> list[str]:
     folder = resources.files("wsss_ray").joinpath("spaces")
     if kind in ("train", "tags"):
         return [str(folder.joinpath(f"{kind}.yaml"))]
-    own = folder.joinpath(f"{method_key(method or 'clip-es')}.yaml")
+    own = folder.joinpath(f"{method_key(method or LabelJobConfig.method)}.yaml")
     return [str(own)] * own.is_file() + [str(folder.joinpath("post.yaml"))]
 
 

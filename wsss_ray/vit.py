@@ -10,6 +10,8 @@ block's self-attention weights on the autograd path. CLIP Surgery's value-value 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -222,3 +224,51 @@ def pool_tokens(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
     v = model.visual
     x = v.ln_post(tokens)[:, 1:].mean(dim=1)
     return x @ v.proj if v.proj is not None else x
+
+
+def calibrated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """ExCEL's static visual calibration attention: the mean of softmax(q qᵀ/√d), softmax(k kᵀ/√d)
+    and softmax(v vᵀ/√d), summed over heads. q, k, v: BxHxLxd -> Bx1xLxL (it weighs every head's v)."""
+    scale = q.shape[-1] ** -0.5
+    w = sum(torch.softmax((t * scale) @ t.transpose(-2, -1), dim=-1) for t in (q, k, v)) / 3
+    return w.sum(1, keepdim=True)
+
+
+class Calibrated(NamedTuple):
+    """What :func:`calibrated_tokens` returns for a batch of images."""
+
+    tokens: torch.Tensor               # Bx(1+N)xD final tokens of the dense path (class token: the original path's)
+    attention: list[torch.Tensor]      # the original path's Bx(1+N)x(1+N) attention of the last blocks, oldest first
+
+
+def calibrated_tokens(model: open_clip.CLIP, images: torch.Tensor, dense_layers: int,
+                      attention_layers: int = 0) -> Calibrated:
+    """One pass of the image tower with ExCEL's dense path beside the original one in the last
+    `dense_layers` blocks, as the authors' training-free code wires it.
+
+    The dense path starts from the input of its first block; every block adds to it the
+    calibrated attention (:func:`calibrated_attention`) of ``ln_1`` of the *original* path's
+    tokens, through the block's output projection, and no MLP. The original path runs on
+    unchanged and gives the final class token. Of the last `attention_layers` blocks the
+    original path's attention is kept as the authors keep it: head-averaged before the dense
+    blocks, head-summed in them (so a dense block's map weighs `heads` times as much).
+    """
+    blocks = model.visual.transformer.resblocks
+    if not 1 <= dense_layers <= len(blocks):
+        raise ValueError(f"excel.dense_layers must lie in [1, {len(blocks)}] for this model, got {dense_layers}")
+    if not 0 <= attention_layers <= len(blocks):
+        raise ValueError(f"excel.affinity_layers must lie in [0, {len(blocks)}] for this model, got {attention_layers}")
+    first = len(blocks) - dense_layers
+    x, attention = vit_tokens(model, images, stop_at=first, capture=max(attention_layers - dense_layers, 0))
+    dense = x
+    for blk in blocks[first:]:
+        q, k, v = _heads(blk, x)
+        w = _attention_weights(q, k, "attention")
+        proj = blk.attn.out_proj
+        dense = dense + blk.ls_1(F.linear((calibrated_attention(q, k, v) @ v).transpose(1, 2).flatten(2),
+                                          proj.weight, proj.bias))
+        x = x + blk.ls_1(F.linear((w @ v).transpose(1, 2).flatten(2), proj.weight, proj.bias))
+        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+        attention.append(w.sum(1))
+    dense = torch.cat([x[:, :1], dense[:, 1:]], dim=1)
+    return Calibrated(dense, attention[len(attention) - attention_layers:] if attention_layers else [])

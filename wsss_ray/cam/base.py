@@ -75,6 +75,19 @@ class CamMethod:
             return images
         return max(1, CPU_TOKENS_PER_PASS // ((size[0] // self.clip.patch_size) * (size[1] // self.clip.patch_size)))
 
+    def input_size(self, height: int, width: int, scale: float) -> tuple[int, int]:
+        """The model input's size for an image of `height` x `width` at `scale` (CLIP-ES: its own
+        size times the scale, rounded up to a patch multiple)."""
+        from wsss_ray.cam.gradcam import patch_aligned_size
+
+        return patch_aligned_size(height, width, self.clip.patch_size, scale)
+
+    def model_input(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """uint8 HxWx3 pixels on the device -> the normalised 3xH'xW' model input at `size`."""
+        from wsss_ray.cam.gradcam import to_model_input
+
+        return to_model_input(pixels, size, self.clip.mean, self.clip.std)
+
     @property
     def max_side(self) -> int | None:
         """The model-input budget: the long side the model sees at scale 1 (None: the image's own)."""
@@ -85,9 +98,10 @@ class CamMethod:
         return next(self.clip.model.parameters()).device
 
     def multiscale(self, images: list[np.ndarray], class_ids: list[list[int]], scales: tuple[float, ...],
-                   grid_cams) -> list[torch.Tensor]:
+                   grid_cams, normalise: bool = True) -> list[torch.Tensor]:
         """Per image, KxHxW CAMs in [0, 1] on the model's device: the sum over `scales` of
-        upsampled grid CAMs, min-max normalised.
+        upsampled grid CAMs, min-max normalised (CLIP-ES), or, with `normalise` False, their
+        mean (ExCEL: a map upsampled from one scale is used as it is).
 
         ``grid_cams(x, ids)`` maps a batch of same-size model inputs (Bx3xH'xW') and their
         class ids to per-image Kxghxgw maps in [0, 1]. Images are grouped by their
@@ -104,7 +118,7 @@ class CamMethod:
         Each image goes to the device once, as uint8; resizing to the model's input,
         normalising, upsampling and summing the maps all run there.
         """
-        from wsss_ray.cam.gradcam import minmax, patch_aligned_size, to_model_input
+        from wsss_ray.cam.gradcam import minmax
 
         dev = self.device
         acc = [torch.zeros((len(i), *img.shape[:2]), device=dev) for img, i in zip(images, class_ids)]
@@ -114,11 +128,11 @@ class CamMethod:
         for scale in scales:
             groups: dict[tuple[int, int], list[int]] = {}
             for b, img in enumerate(inputs):
-                groups.setdefault(patch_aligned_size(*img.shape[:2], p, scale), []).append(b)
+                groups.setdefault(self.input_size(*img.shape[:2], scale), []).append(b)
             chunks = [(size, group[i:i + step]) for size, group in groups.items()
                       for step in [self._images_per_pass(size, len(group))] for i in range(0, len(group), step)]
             for size, group in chunks:
-                x = torch.stack([to_model_input(pixels[b], size, self.clip.mean, self.clip.std) for b in group])
+                x = torch.stack([self.model_input(pixels[b], size) for b in group])
                 maps = grid_cams(x, [class_ids[b] for b in group])
                 for b, m in zip(group, maps):
                     if not len(m):  # an image without labels: nothing to upsample
@@ -126,6 +140,8 @@ class CamMethod:
                     up = F.interpolate(m[None].float(), size=images[b].shape[:2], mode="bilinear",
                                        align_corners=False)[0]
                     acc[b] += up.clamp_(0, 1)
+        if not normalise:
+            return [a / len(scales) for a in acc]
         return [minmax(a) if len(a) else a for a in acc]
 
 

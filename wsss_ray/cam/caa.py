@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from wsss_ray.cam.gradcam import full_precision, minmax
 
+BORDERS = ("keep", "reference")
+
 
 def affinity(attention: list[torch.Tensor] | torch.Tensor, sinkhorn_iters: int = 3, power: int = 2) -> torch.Tensor:
     """Symmetric, Sinkhorn-normalised patch affinity from attention maps.
@@ -41,7 +43,7 @@ def affinity(attention: list[torch.Tensor] | torch.Tensor, sinkhorn_iters: int =
         return torch.linalg.matrix_power(t, power) if power > 1 else t
 
 
-def box_masks(cams: torch.Tensor, box_threshold: float = 0.4) -> torch.Tensor:
+def box_masks(cams: torch.Tensor, box_threshold: float = 0.4, border: str = "keep") -> torch.Tensor:
     """Per map, the union of the bounding boxes of the 8-connected regions where the map
     reaches `box_threshold` of its maximum; Kxghxgw float in [0, 1] -> Kxghxgw bool, on the
     maps' device.
@@ -50,8 +52,12 @@ def box_masks(cams: torch.Tensor, box_threshold: float = 0.4) -> torch.Tensor:
     Regions are labelled by propagating each pixel's index to its 3x3 neighbours inside the
     region until nothing changes (the region's largest index wins); each region's box is its
     rows' and columns' extent (scatter min/max), and the union of boxes is one
-    (rows x regions) @ (regions x columns) product per map.
+    (rows x regions) @ (regions x columns) product per map. ``border="reference"`` clips a box
+    that reaches the last row or column to the one before, as the reference code's
+    ``x1 = min(x + w, W - 1)`` does; ``"keep"`` keeps it.
     """
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
     k, gh, gw = cams.shape
     cam8 = (cams.float() * 255).to(torch.uint8)                 # truncates, as numpy's astype(uint8)
     peak = cam8.flatten(1).amax(1).double()
@@ -73,20 +79,24 @@ def box_masks(cams: torch.Tensor, box_threshold: float = 0.4) -> torch.Tensor:
         start = torch.full((k * n,), size if reduce == "amin" else -1, device=dev, dtype=torch.long)
         return start.scatter_reduce(0, ids, coord, reduce).view(k, 1, n)[..., 1:]   # K x 1 x regions
 
+    clip = 1 if border == "reference" else 0
     y_in = torch.arange(gh, device=dev).view(1, gh, 1)
     x_in = torch.arange(gw, device=dev).view(1, gw, 1)
-    in_rows = ((y_in >= extent(y, gh, "amin")) & (y_in <= extent(y, gh, "amax"))).float()   # K x gh x regions
-    in_cols = ((x_in >= extent(x, gw, "amin")) & (x_in <= extent(x, gw, "amax"))).float()   # K x gw x regions
+    y_end = extent(y, gh, "amax").clamp_max(gh - 1 - clip)
+    x_end = extent(x, gw, "amax").clamp_max(gw - 1 - clip)
+    in_rows = ((y_in >= extent(y, gh, "amin")) & (y_in <= y_end)).float()   # K x gh x regions
+    in_cols = ((x_in >= extent(x, gw, "amin")) & (x_in <= x_end)).float()   # K x gw x regions
     return torch.bmm(in_rows, in_cols.transpose(1, 2)) > 0
 
 
-def refine(cams: torch.Tensor, aff: torch.Tensor, box_threshold: float = 0.4) -> torch.Tensor:
-    """Apply CAA to Kxghxgw CAMs with an NxN affinity; returns Kxghxgw in [0,1]."""
+def refine(cams: torch.Tensor, aff: torch.Tensor, box_threshold: float = 0.4, border: str = "keep") -> torch.Tensor:
+    """Apply CAA to Kxghxgw CAMs with an NxN affinity; returns Kxghxgw in [0,1]. `border`: see
+    :func:`box_masks`."""
     k, gh, gw = cams.shape
     if k == 0:
         return cams
     cams = cams.float()
-    boxes = box_masks(cams.detach(), box_threshold)
+    boxes = box_masks(cams.detach(), box_threshold, border)
     with full_precision(cams):
         masked = (cams.reshape(k, -1) * boxes.reshape(k, -1).to(cams.dtype))   # keep sources inside the box
         refined = masked @ aff.float().T                                       # cam'_i = sum_j T_ij cam_j

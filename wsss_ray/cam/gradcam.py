@@ -39,14 +39,16 @@ def patch_aligned_size(height: int, width: int, patch: int, scale: float = 1.0) 
             max(patch, math.ceil(scale * width / patch) * patch))
 
 
-def to_model_input(image: np.ndarray | torch.Tensor, size: tuple[int, int], mean, std) -> torch.Tensor:
+def to_model_input(image: np.ndarray | torch.Tensor, size: tuple[int, int], mean, std,
+                   mode: str = "bicubic") -> torch.Tensor:
     """uint8 HxWx3 RGB (an array, or a tensor on any device) -> normalised 3xH'xW' float tensor
-    at `size` (bicubic, as CLIP-ES), on the image's device."""
+    at `size` on the image's device: resized with `mode` (``bicubic``, as CLIP-ES, clamped to
+    the pixel range; ``bilinear``, as ExCEL, without antialiasing), then normalised."""
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(np.require(image, requirements=["C", "W"]))
     x = image.permute(2, 0, 1).float().div_(255)
     if tuple(x.shape[1:]) != tuple(size):
-        x = F.interpolate(x[None], size=size, mode="bicubic", align_corners=False)[0].clamp_(0, 1)
+        x = F.interpolate(x[None], size=size, mode=mode, align_corners=False)[0].clamp_(0, 1)
     mean, std = (torch.tensor(v, device=x.device).view(3, 1, 1) for v in (mean, std))
     return (x - mean) / std
 

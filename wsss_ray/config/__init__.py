@@ -40,7 +40,7 @@ from wsss_ray.config.label import (CRF_BACKENDS, IMAGE_SIGNALS, JOB_KEYS, LABEL_
                                    write_settings)
 from wsss_ray.config.layers import build, flatten, merge, parse_concurrency, read_mapping, resolve, unflatten
 from wsss_ray.config.methods import (CAA_SOURCES, FREESEG_SCORES, METHODS, SCORES, SOFTMAX_OVER, SYNONYM_FUSIONS,
-                                     ClipESConfig, FreeSegConfig, Method, PromptedCamConfig, SemplesConfig, method_entry,
+                                     ClipESConfig, ExcelConfig, FreeSegConfig, Method, PromptedCamConfig, SemplesConfig, method_entry,
                                      method_config_class, method_key)
 from wsss_ray.config.sweep import SEARCHERS, SWEEP_KINDS, SweepConfig
 from wsss_ray.config.train import ARCHS, LOSSES, REFINES, LearnPromptsConfig, PredictConfig, TrainConfig, resolve_predict
@@ -48,7 +48,7 @@ from wsss_ray.config.train import ARCHS, LOSSES, REFINES, LearnPromptsConfig, Pr
 __all__ = ["ARCHS", "CAA_SOURCES", "CRF_BACKENDS", "FREESEG_SCORES", "IMAGE_SIGNALS", "JOB_KEYS", "LABEL_KEYS",
            "LABEL_MODES", "LABEL_SIGNALS", "TAGGER_KINDS", "TaggerConfig", "LOCAL_DIR", "LOSSES", "METHODS", "REFINES",
            "MODEL_SETTINGS_FILE", "PRECISIONS", "SCORES", "SEARCHERS", "SOFTMAX_OVER", "SWEEP_KINDS",
-           "SYNONYM_FUSIONS", "TOYCLIP", "ClipESConfig", "CrfConfig", "FreeSegConfig", "LabelJobConfig",
+           "SYNONYM_FUSIONS", "TOYCLIP", "ClipESConfig", "CrfConfig", "ExcelConfig", "FreeSegConfig", "LabelJobConfig",
            "LearnPromptsConfig", "Method", "PostConfig", "PredictConfig", "PromptedCamConfig", "QualityConfig", "SemplesConfig",
            "SweepConfig", "TrainConfig", "build", "flatten", "label_job_config", "label_keys", "merge", "method_entry",
            "method_config_class", "method_key", "model_folder", "model_settings", "params", "parse_concurrency",

@@ -194,7 +194,7 @@ class LabelJobConfig:
     labelset: str = "toyworld"
     model: str = TOYCLIP
     pretrained: str | None = None
-    method: str = "clip-es"
+    method: str = "excel"                   # ExCEL's training-free path; clip-es, semples, freeseg: see METHODS
     limit: int | None = None
     batch_size: int = 16
     concurrency: tuple[int, int] = (1, 1)   # (min, max) CAM actors; the pool autoscales between them

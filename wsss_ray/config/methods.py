@@ -118,6 +118,62 @@ class FreeSegConfig(PromptedCamConfig):
         at_least(self, ("surgery_layers",), 0)
 
 
+EXCEL_NORMS = ("imagenet", "clip")
+
+
+@dataclass(frozen=True)
+class ExcelConfig(PromptedCamConfig):
+    """ExCEL's training-free path (Yang et al., CVPR 2025): one forward pass, no gradients.
+
+    Static visual calibration: the last `dense_layers` blocks also run a second, dense
+    path whose attention is the mean of softmax(q qᵀ), softmax(k kᵀ) and softmax(v vᵀ)
+    summed over heads, without the MLP, beside the unchanged original path. Its patch
+    features are compared with the class and background texts after CLIP Surgery's
+    redundancy removal. The class-aware affinity comes from the original path's attention
+    of the last `affinity_layers` blocks (boxes at `box_threshold`), then the background
+    (1 - max) and, with `par_iters` > 0, pixel-adaptive refinement (PAR) at the image's
+    size within `par_max_side`. `descriptors` names class descriptions in the authors' JSON
+    layout (class -> list of sentences): they are embedded with the same CLIP, clustered
+    into `clusters` attribute centres and added to each class's text (text semantic
+    enrichment); without it, the calibration alone. The defaults are the authors' for
+    ViT-B/16 on VOC: a square `input_size` of 320 px from the ImageNet-normalised image.
+    """
+
+    section: ClassVar[str] = "excel"
+
+    input_size: int | None = 320                # square model input (aspect not kept); None: the image's own
+    input_norm: str = "imagenet"                # imagenet (the authors') | clip (the model's own mean/std)
+    dense_layers: int | None = None             # None: 5 of 12 blocks (ViT-B/16's), in proportion to the model's
+    affinity: bool = True                       # the class-aware affinity (off: the calibrated maps as they are)
+    affinity_layers: int | None = None          # None: dense_layers + 1 (6 on ViT-B/16)
+    box_threshold: float = 0.79
+    sinkhorn_iters: int = 3
+    affinity_power: int = 2
+    par_iters: int = 20                         # 0: no PAR
+    par_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
+    par_max_side: int | None = 320              # PAR runs on the image shrunk to this long side
+    descriptors: str | None = None              # JSON of class descriptions (local or URI); None: no enrichment
+    clusters: int = 112
+    drop_share: float = 0.1                     # the share of least similar attribute centres each class ignores
+
+    def __post_init__(self):
+        super().__post_init__()
+        choice(f"{self.section}.input_norm", self.input_norm, EXCEL_NORMS)
+        at_least(self, ("affinity_power", "clusters"), 1)
+        for name in ("dense_layers", "affinity_layers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"excel.{name} must be at least 1 block or null, got {getattr(self, name)}")
+        at_least(self, ("sinkhorn_iters", "par_iters"), 0)
+        side(f"{self.section}.input_size", self.input_size)
+        side(f"{self.section}.par_max_side", self.par_max_side)
+        if not self.par_dilations or min(self.par_dilations) < 1:
+            raise ValueError(f"excel.par_dilations must be positive pixel distances, got {self.par_dilations}")
+        if not 0 < self.box_threshold < 1:
+            raise ValueError(f"excel.box_threshold must lie in (0, 1), got {self.box_threshold}")
+        if not 0 <= self.drop_share < 1:
+            raise ValueError(f"excel.drop_share must lie in [0, 1), got {self.drop_share}")
+
+
 def load_target(target: str | type) -> Any:
     """The object an import path ``"package.module:name"`` names (a class given is itself)."""
     if isinstance(target, type):
@@ -144,6 +200,7 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "clip-es": Method(ClipESConfig, "wsss_ray.cam.clip_es:ClipES"),
+    "excel": Method(ExcelConfig, "wsss_ray.cam.excel:Excel"),
     "freeseg": Method(FreeSegConfig, "wsss_ray.cam.freeseg:FreeSeg"),
     "semples": Method(SemplesConfig, "wsss_ray.cam.semples:SemPLeS"),
 }
