@@ -92,7 +92,7 @@ def main() -> None:
     labelset = load_labelset("toyworld")
     samples = split_samples("test", args.n)
     clip = load_clip(args.model)
-    config = resolve_label_job({"model": args.model, "labelset": "toyworld"}, args.config)
+    config = resolve_label_job({"model": args.model, "labelset": "toyworld", "method": "clip-es"}, args.config)
     print(f"toy world test split, {args.n} images, model {args.model}")
     print("| pseudo-masks | mIoU |\n|---|---|")
     results = {"whole image = labels": whole_image_baseline(samples, labelset),

@@ -11,8 +11,8 @@ and loaded by both, on the CPU, in float32:
   threshold 0.79, ``refine_cams_with_bkg_weclip`` with their ``PAR``), called function by
   function in a subprocess with their checkout on ``sys.path``; ``.cuda()`` is made a no-op
   there and OpenCV comes from a scratch folder (``build/excel-reference``);
-- ours: the labeller with ``--method excel`` (PAR at full size, ``post.bg_power`` 1, no CRF,
-  so its mask is the argmax theirs takes).
+- ours: the labeller with ``--method excel`` set to the authors' path (``excel.par_iters`` 20,
+  PAR at full size, ``post.bg_power`` 1, no CRF), so its mask is the argmax theirs takes.
 
 Both encode the project's class texts (the labelset's concatenated synonyms) and background
 words, so the comparison is of the algorithm, not of the wording. With ``--descriptors``
@@ -159,7 +159,8 @@ def our_side(weights: Path, spec: dict, par_max_side: int | None) -> dict:
     torch.set_num_threads(1)
     results = {}
     for group in spec["groups"].values():
-        settings = {"par_max_side": par_max_side, "descriptors": group.get("descriptors") if spec["descriptors"] else None}
+        settings = {"par_iters": 20, "par_max_side": par_max_side,  # the authors' path: PAR, no CRF
+                    "descriptors": group.get("descriptors") if spec["descriptors"] else None}
         labeler = Labeler.from_spec(MODEL, group["labelset"], method="excel", settings=settings,
                                     post={"bg_power": 1, "crf": {"iters": 0}}, pretrained=str(weights),
                                     precision="fp32")
@@ -254,6 +255,7 @@ def speed(reference: Path, data: Path, work: Path, photos: int) -> None:
     from wsss_ray.labeler import Labeler, model_autocast
 
     ensure_extra()
+    work.mkdir(parents=True, exist_ok=True)
     weights = work / "weights.pt"
     if not weights.exists():
         save_weights(weights)

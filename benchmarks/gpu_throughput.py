@@ -5,15 +5,15 @@
 
 Model: a randomly initialised ViT-B/16 with QuickGELU (OpenAI CLIP's architecture, which
 CLIP-ES uses; nothing can be downloaded here, and speed does not depend on the weights),
-saved once, loaded by every part. Method: CLIP-ES with its ViT-B/16 defaults (CAA, one
-scale). Images: toy-world images upscaled to 500x375 (VOC size), two classes each.
+saved once, loaded by every part. Methods: the job's default, ExCEL's training-free path
+(``excel``), and CLIP-ES, each with its ViT-B/16 defaults. Images: toy-world images upscaled to 500x375 (VOC size), two classes each.
 The parts, in the order device time should be spent:
 
 - ``precision_probe``: what ``precision: auto`` measures when a labeller is built on this
   device (``wsss_ray.precision``): seconds per image and agreement with float32 (CAM r,
   thresholded masks) of each candidate, and the choice. On a CPU this gives the CPU's
   bf16 figures that ``precision.TOLERANCE`` is taken from.
-- ``cams``: per precision and batch size 1..64, CAM images/s of the GPU work alone (inputs
+- ``cams``: per method (excel, clip-es), precision and batch size 1..64, CAM images/s of the GPU work alone (inputs
   already on the device, CAMs at grid size), of the whole ``cam_tensors`` call (resize and
   normalise on the device, CAMs, upsampling), and of every per-image step
   (``Labeler.masks_on_device``: CRF, quality, mask, confidence, one copy back per
@@ -63,6 +63,7 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"   # a CPU dry run checks the script before device time is spent
 MODEL = "ViT-B-16-quickgelu"
 PRECISIONS = ("fp32", "bf16", "fp16") if CUDA else ("fp32", "bf16")
+CAM_METHODS = ("excel", "clip-es")
 
 
 def part(name: str):
@@ -102,10 +103,11 @@ def prepare(work: Path, n: int) -> list[dict]:
     return [json.loads(line) for line in manifest.read_text().splitlines()]
 
 
-def labeller(work: Path, precision: str = "fp32", **post):
+def labeller(work: Path, precision: str = "fp32", method: str | None = None, **post):
+    """The labeller on the saved weights (`method` None: the job's default, excel)."""
     from wsss_ray.labeler import Labeler
 
-    return Labeler.from_spec(MODEL, "toyworld", pretrained=str(work / "weights.pt"), device=DEVICE,
+    return Labeler.from_spec(MODEL, "toyworld", method=method, pretrained=str(work / "weights.pt"), device=DEVICE,
                              precision=precision, post=post or None)
 
 
@@ -147,18 +149,17 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 @part("cams")
 def cams(work: Path, items: list[dict], batches: list[int], repeats: int) -> dict:
-    from wsss_ray.cam.gradcam import to_model_input
     from wsss_ray.labeler import model_autocast
     from wsss_ray.masks import ignore_below
 
     images, labels = load(work, items, max(batches))
-    rows, reference = [], None
-    for name in PRECISIONS:
-        lab = labeller(work, name)
+    rows, references = [], {}
+    for method_name, name in [(m, p) for m in CAM_METHODS for p in PRECISIONS]:
+        lab = labeller(work, name, method_name)
         lab.post_on_device = True
         method = lab.method
-        x_all = torch.stack([to_model_input(im, (384, 512), lab.method.clip.mean, lab.method.clip.std)
-                             for im in images]).to(DEVICE)
+        size = method.input_size(375, 500, 1.0)  # CLIP-ES: the photo's own patch-aligned size; ExCEL: 320x320
+        x_all = torch.stack([method.model_input(torch.from_numpy(im.copy()), size) for im in images]).to(DEVICE)
         ids = [lab.class_ids(lb) for lb in labels]
         for b in batches:
             def grid():
@@ -174,15 +175,15 @@ def cams(work: Path, items: list[dict], batches: list[int], repeats: int) -> dic
             grid_s, _ = timed(grid, repeats)
             whole_s, tensors = timed(whole, repeats)
             steps_s, done = timed(every_step, max(1, repeats // 2))
-            row = {"precision": name, "batch": b, "gpu_work_images_per_s": round(b / grid_s, 1),
+            row = {"method": method_name, "precision": name, "batch": b,
+                   "gpu_work_images_per_s": round(b / grid_s, 1),
                    "cam_tensors_images_per_s": round(b / whole_s, 1),
                    "every_step_images_per_s": round(b / steps_s, 1),
                    "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if CUDA else None}
             if b == max(batches):
                 cams_host = [t.float().cpu().numpy() for t in tensors]
                 masks = [ignore_below(m, c, 0.95) for m, c, *_ in done]
-                if reference is None:
-                    reference = (cams_host, masks)
+                reference = references.setdefault(method_name, (cams_host, masks))
                 row["cam_r_vs_fp32"] = round(float(np.median([np.corrcoef(a.ravel(), r.ravel())[0, 1]
                                                               for a, r in zip(cams_host, reference[0])])), 6)
                 row["cam_argmax_vs_fp32"] = round(float(np.median([(a.argmax(0) == r.argmax(0)).mean()
@@ -193,7 +194,7 @@ def cams(work: Path, items: list[dict], batches: list[int], repeats: int) -> dic
                 torch.cuda.reset_peak_memory_stats()
             rows.append(row)
             print(json.dumps(row), flush=True)
-    return {"input": [384, 512], "image": [375, 500], "rows": rows}
+    return {"image": [375, 500], "rows": rows}
 
 
 @part("crf")

@@ -1,4 +1,4 @@
-"""CLIP-ES, SemPLeS and FreeSeg side by side on the toy world's test split, with the bundled toyclip.
+"""CLIP-ES, ExCEL, SemPLeS and FreeSeg side by side on the toy world's test split, with the bundled toyclip.
 
     .venv/bin/python jobs/learn_prompts.py --output outputs/prompts          # SemPLeS's prompts first
     .venv/bin/python benchmarks/method_comparison.py --prompts outputs/prompts --n 500 \\
@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-METHODS = ("clip-es", "semples", "freeseg")
+METHODS = ("clip-es", "excel", "semples", "freeseg")
 
 
 def labeler_for(method: str, prompts: str | None, config: str | None):

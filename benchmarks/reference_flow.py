@@ -46,6 +46,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA: list[str] = []  # --data, passed on to the measured runs
+OURS: list[str] = []  # --method, the same
 MODEL = "ViT-B-16-quickgelu"
 JOB_LAYOUTS = {
     "1 CAM actor (the defaults)": [],
@@ -121,7 +122,7 @@ def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, j
 
     start = time.perf_counter()
     torch.set_num_threads(threads)
-    config = settings(work, labelset, precision="fp32")
+    config = settings(work, labelset, method="clip-es", precision="fp32")
     method = reference_method(config, device)
     loaded = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -136,13 +137,13 @@ def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, j
 
 
 def ours_serial(work: Path, items: list[dict], labelset: str, out: Path) -> dict:
-    """The labeller (the job's defaults), one image at a time on this thread; seconds as above."""
+    """The labeller (the job's defaults, or --method's), one image at a time on this thread; seconds as above."""
     from wsss_ray.labeler import Labeler
     from wsss_ray.masks import encode_png
     from wsss_ray.sources import load_image
 
     start = time.perf_counter()
-    labeler = Labeler.from_config(settings(work, labelset))
+    labeler = Labeler.from_config(settings(work, labelset, **({"method": OURS[0]} if OURS else {})))
     loaded = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     for item in items:
@@ -180,7 +181,7 @@ def job_masks(output: Path, folder: Path) -> None:
 
 def run_self(*args: str, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    data = ["--data", DATA[0]] if DATA else []
+    data = (["--data", DATA[0]] if DATA else []) + (["--method", OURS[0]] if OURS else [])
     done = subprocess.run([sys.executable, __file__, *args, *data], env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
@@ -196,6 +197,8 @@ def main() -> None:
                         help="threads and pool size of the reference flow (the job uses the whole machine)")
     parser.add_argument("--work", help="keep the files here (default: a temporary folder)")
     parser.add_argument("--part", type=int, choices=(1, 2, 3), help="run only this part (default: 1 and 2)")
+    parser.add_argument("--method", help="the project's CAM method in parts 1 and 2 (default: the job's, excel); "
+                                         "the reference flow is CLIP-ES's whatever it is")
     parser.add_argument("--layouts", type=int, nargs="+", choices=range(len(JOB_LAYOUTS)),
                         default=list(range(len(JOB_LAYOUTS))), help="the job layouts of part 2, by position")
     parser.add_argument("--as", dest="role", choices=("reference", "ours"), help=argparse.SUPPRESS)
@@ -206,6 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     labelset = str(Path(args.data) / "labelset.yaml")
     DATA[:] = [args.data]  # the measured runs in their own processes read the same photos
+    OURS[:] = [args.method] if args.method else []
     if args.role:  # one measured run, in its own process
         work = Path(args.work)
         items = [json.loads(l) for l in (work / "manifest.jsonl").read_text().splitlines()][:args.first]
@@ -257,7 +261,7 @@ def confident_set(work: Path, items: list[dict], labelset: str, threshold: float
 
     torch.set_num_threads(1)
     images = [load_image(str(work / i["image"])) for i in items]
-    config = settings(work, labelset, precision="fp32")
+    config = settings(work, labelset, method="clip-es", precision="fp32")
     method = reference_method(config)
     reference, ref_cams, ref_seconds = [], [], 0.0
     for item, image in zip(items, images):
@@ -276,7 +280,7 @@ def confident_set(work: Path, items: list[dict], labelset: str, threshold: float
     print("| project settings | CAM r (median) | thresholded masks agree (median / lowest) | s/img | "
           "end-to-end time vs reference |\n|---|---|---|---|---|")
     for name, (precision, backend) in CONFIDENT_SETTINGS.items():
-        run = settings(work, labelset, precision=precision, post={"crf": {"backend": backend}})
+        run = settings(work, labelset, method="clip-es", precision=precision, post={"crf": {"backend": backend}})
         labeler = Labeler.from_config(run)
         agree, r, seconds = [], [], 0.0
         for item, image, ref, ref_cam in zip(items, images, reference, ref_cams):
@@ -325,7 +329,7 @@ def whole_set(work: Path, items: list[dict], labelset: str, cpus: int, classes: 
         output = work / f"job-{len(notes)}"
         cmd = [sys.executable, "jobs/pseudolabel.py", "--input", str(work / "manifest.jsonl"), "--labelset",
                labelset, "--model", MODEL, "--pretrained", str(work / "weights.pt"), "--output", str(output),
-               "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", *flags]
+               "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", *(["--method", OURS[0]] if OURS else []), *flags]
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         seconds = time.perf_counter() - start

@@ -42,7 +42,7 @@ def test_method_settings_sit_under_the_method_key_and_post_is_shared(tmp_path):
 def test_defaults_for_other_models_are_excels_reference():
     cfg = resolve_label_job({"model": "ViT-B-16", "input": "a"})
     assert cfg.method == "excel" and cfg.method_config == ExcelConfig()
-    assert (cfg.method_config.input_size, cfg.method_config.box_threshold, cfg.method_config.par_iters) == (320, 0.79, 20)
+    assert (cfg.method_config.input_size, cfg.method_config.box_threshold, cfg.method_config.par_iters) == (320, 0.79, 0)
     clip_es = resolve_label_job({"model": "ViT-B-16", "input": "a", "method": "clip-es"})
     assert clip_es.method_config == ClipESConfig() and clip_es.method_config.caa is True
     assert cfg.post.crf == CrfConfig(iters=10, gauss_sxy=1, gauss_compat=3, bilateral_sxy=67, bilateral_srgb=3,

@@ -132,7 +132,9 @@ class ExcelConfig(PromptedCamConfig):
     redundancy removal. The class-aware affinity comes from the original path's attention
     of the last `affinity_layers` blocks (boxes at `box_threshold`), then the background
     (1 - max) and, with `par_iters` > 0, pixel-adaptive refinement (PAR) at the image's
-    size within `par_max_side`. `descriptors` names class descriptions in the authors' JSON
+    size within `par_max_side`: the authors end there (20 iterations, no CRF); here PAR is off
+    by default and the shared dense CRF follows, the better of the two on the toy world
+    (docs/RESULTS.md). `descriptors` names class descriptions in the authors' JSON
     layout (class -> list of sentences): they are embedded with the same CLIP, clustered
     into `clusters` attribute centres and added to each class's text (text semantic
     enrichment); without it, the calibration alone. The defaults are the authors' for
@@ -149,7 +151,7 @@ class ExcelConfig(PromptedCamConfig):
     box_threshold: float = 0.79
     sinkhorn_iters: int = 3
     affinity_power: int = 2
-    par_iters: int = 20                         # 0: no PAR
+    par_iters: int = 0                          # PAR's iterations (the authors': 20); 0: none, the dense CRF alone
     par_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
     par_max_side: int | None = 320              # PAR runs on the image shrunk to this long side
     descriptors: str | None = None              # JSON of class descriptions (local or URI); None: no enrichment
