@@ -34,7 +34,8 @@ def parse(argv: list[str] | None = None) -> tuple[SweepConfig, str | None]:
     p.flag("space", "search space YAML (default: wsss_ray/spaces/<kind>.yaml)")
     p.shared("model", "pretrained", "labelset", model="labels, tags: the CLIP model",
              pretrained="labels, tags: pretrained tag or weights file")
-    p.flag("method", f"labels: CAM method ({', '.join(sorted(METHODS))})")
+    p.flag("method", f"labels: CAM method ({', '.join(sorted(METHODS))}; default: the --config file's, else the "
+                     f"model's own, else excel)")
     p.shared("limit", limit="labels, tags: dev images")
     p.flag("searcher", "optuna (TPE) or random", choices=SEARCHERS)
     p.flag("num_samples", "trials", type=int)

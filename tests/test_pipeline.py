@@ -102,7 +102,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(ray_local, tmp_path):
     assert mlrun.info.status == "FINISHED"
     assert mlrun.data.params["model"] == "toyclip" and mlrun.data.params["post.bg_power"] == "1.0"
     assert mlrun.data.params["concurrency"] == "1,1" and mlrun.data.params["post.crf.iters"] == "10"
-    assert mlrun.data.params["method"] == "clip-es" and mlrun.data.params["clip_es.caa"] == "True"
+    assert mlrun.data.params["method"] == "excel" and mlrun.data.params["excel.box_threshold"] == "0.79"
     assert mlrun.data.metrics["rows"] == 6 and mlrun.data.metrics["ok"] == 6
     assert mlrun.data.metrics["miou"] == pytest.approx(summary["miou"])
     names = {a.path for a in client.list_artifacts(mlrun.info.run_id)}

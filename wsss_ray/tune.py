@@ -42,8 +42,8 @@ import yaml
 from ray import tune
 
 from wsss_ray.config import (MODEL_SETTINGS_FILE, LabelJobConfig, SweepConfig, TrainConfig, build, label_job_config,
-                             label_keys, merge, method_key, model_folder, params, read_mapping, resolve,
-                             settings_dict)
+                             label_keys, merge, method_key, model_folder, model_settings, params, read_mapping,
+                             resolve, settings_dict)
 from wsss_ray.files import absolute, atomic_write, is_file, read_bytes, run_folder
 from wsss_ray.sources import Item, load_image, load_mask, read_source
 
@@ -308,11 +308,14 @@ def tag_trial(trial: dict, base: LabelJobConfig, items: list[Item]) -> None:
 def label_base(sweep: SweepConfig) -> LabelJobConfig:
     """Where a labels sweep starts: the method's reference defaults, then `sweep.config`.
 
-    Not the model's own label_config.yaml: a sweep is how such a file is found.
+    Not the model's own label_config.yaml settings (a sweep is how such a file is found), but
+    its method when neither ``--method`` nor the ``--config`` file names one: a sweep tunes the
+    method the model labels with (toyclip's clip-es), else the job's default.
     """
-    given = {"model": sweep.model, "pretrained": sweep.pretrained, "labelset": sweep.labelset, "method": sweep.method}
-    d = merge(read_mapping(sweep.config) if sweep.config else {}, given)
-    return label_job_config(d)
+    start = read_mapping(sweep.config) if sweep.config else {}
+    method = sweep.method or start.get("method") or model_settings(sweep.model).get("method") or LabelJobConfig.method
+    given = {"model": sweep.model, "pretrained": sweep.pretrained, "labelset": sweep.labelset, "method": method}
+    return label_job_config(merge(start, given))
 
 
 # ------------------------------------------------------------------ train: one trial
@@ -438,7 +441,7 @@ def run(sweep: SweepConfig, mlflow_uri: str | None = None) -> dict:
     if sweep.kind == "labels":
         base = label_base(sweep)
         known = label_space_keys(base)
-        space = load_space(sweep.space or default_space("labels", sweep.method), lambda t: apply_labels(base, t),
+        space = load_space(sweep.space or default_space("labels", base.method), lambda t: apply_labels(base, t),
                            known)
         items = dev_items(sweep, out)
         trainable = tune.with_parameters(label_trial, base=base, items=items,

@@ -261,14 +261,16 @@ def calibrated_tokens(model: open_clip.CLIP, images: torch.Tensor, dense_layers:
     first = len(blocks) - dense_layers
     x, attention = vit_tokens(model, images, stop_at=first, capture=max(attention_layers - dense_layers, 0))
     dense = x
-    for blk in blocks[first:]:
+    for i, blk in enumerate(blocks[first:], first + 1):
         q, k, v = _heads(blk, x)
         w = _attention_weights(q, k, "attention")
+        attention.append(w.sum(1))
         proj = blk.attn.out_proj
         dense = dense + blk.ls_1(F.linear((calibrated_attention(q, k, v) @ v).transpose(1, 2).flatten(2),
                                           proj.weight, proj.bias))
+        if i == len(blocks):  # after the last block only the original path's class token is used
+            x, w = x[:, :1], w[:, :, :1]
         x = x + blk.ls_1(F.linear((w @ v).transpose(1, 2).flatten(2), proj.weight, proj.bias))
         x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-        attention.append(w.sum(1))
     dense = torch.cat([x[:, :1], dense[:, 1:]], dim=1)
     return Calibrated(dense, attention[len(attention) - attention_layers:] if attention_layers else [])

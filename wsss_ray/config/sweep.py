@@ -37,7 +37,7 @@ class SweepConfig:
     model: str = TOYCLIP
     pretrained: str | None = None
     labelset: str = "toyworld"
-    method: str = "excel"
+    method: str | None = None               # labels: None = --config's, else the model's own, else the job's (excel)
     limit: int = 200                        # dev images (labels, tags)
     searcher: str = "optuna"
     num_samples: int = 32
