@@ -11,7 +11,8 @@ method's settings class and its class here by import path. A new method is one m
 
 from wsss_ray.cam.base import CamMethod
 from wsss_ray.cam.clip_es import ClipES
+from wsss_ray.cam.excel import Excel
 from wsss_ray.cam.freeseg import FreeSeg
 from wsss_ray.cam.semples import SemPLeS
 
-__all__ = ["CamMethod", "ClipES", "FreeSeg", "SemPLeS"]
+__all__ = ["CamMethod", "ClipES", "Excel", "FreeSeg", "SemPLeS"]
