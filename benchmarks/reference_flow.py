@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ JOB_LAYOUTS = {
     "1 CAM actor (the defaults)": [],
     "2 CAM actors (--concurrency 2 --num-cpus 0.5)": ["--concurrency", "2", "--num-cpus", "0.5"],
     "2 CAM actors, --batch-size 4": ["--concurrency", "2", "--num-cpus", "0.5", "--batch-size", "4"],
+    "2 CAM actors, --crf-backend torch": ["--concurrency", "2", "--num-cpus", "0.5", "--crf-backend", "torch"],
 }
 
 
@@ -327,6 +329,7 @@ def whole_set(work: Path, items: list[dict], labelset: str, cpus: int, classes: 
           f"{rate:.3f} | 1.00x |", flush=True)
     for name, flags in (list(JOB_LAYOUTS.items())[i] for i in layouts):
         output = work / f"job-{len(notes)}"
+        shutil.rmtree(output, ignore_errors=True)  # a job resumes into its output: a kept --work would skip every row
         cmd = [sys.executable, "jobs/pseudolabel.py", "--input", str(work / "manifest.jsonl"), "--labelset",
                labelset, "--model", MODEL, "--pretrained", str(work / "weights.pt"), "--output", str(output),
                "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", *(["--method", OURS[0]] if OURS else []), *flags]
