@@ -46,12 +46,18 @@ EXTRA = ROOT / "build" / "excel-reference" / "site"
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def save_weights(path: Path) -> None:
+def prepared(work: Path) -> Path:
+    """`work` with OpenCV for their side and the random weights (saved once); the weights' path."""
     import open_clip
     import torch
 
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model(MODEL).state_dict(), path)
+    ensure_extra()
+    work.mkdir(parents=True, exist_ok=True)
+    weights = work / "weights.pt"
+    if not weights.exists():
+        torch.manual_seed(0)
+        torch.save(open_clip.create_model(MODEL).state_dict(), weights)
+    return weights
 
 
 def items(data: Path, subsets: tuple[str, ...] = ("msrc", "voc"), size: tuple[int, int] | None = None,
@@ -226,10 +232,7 @@ def ensure_extra() -> None:
 
 
 def run(reference: Path, data: Path, descriptors: Path | None, work: Path, par_max_side: int | None) -> dict:
-    ensure_extra()
-    weights = work / "weights.pt"
-    if not weights.exists():
-        save_weights(weights)
+    weights = prepared(work)
     spec = job_spec(data, work, descriptors)
     job = work / f"job-{bool(descriptors)}.json"
     job.write_text(json.dumps(spec))
@@ -254,11 +257,7 @@ def speed(reference: Path, data: Path, work: Path, photos: int) -> None:
 
     from wsss_ray.labeler import Labeler, model_autocast
 
-    ensure_extra()
-    work.mkdir(parents=True, exist_ok=True)
-    weights = work / "weights.pt"
-    if not weights.exists():
-        save_weights(weights)
+    weights = prepared(work)
     chosen = items(data, ("msrc",), (500, 375), work)[:photos]
     spec = job_spec(data, work, None, chosen)
     job = work / "job-speed.json"

@@ -106,12 +106,18 @@ def block_forward(block: torch.nn.Module, x: torch.Tensor, capture: str | None =
         _check_source(capture)
     q, k, v = split_heads(block, in_projection(block, block.ln_1(x)) if qkv is None else qkv)
     w = _attention_weights(q, k, "attention")
-    out = F.linear((w @ v).transpose(1, 2).flatten(2), block.attn.out_proj.weight, block.attn.out_proj.bias)
-    x = x + block.ls_1(out)
+    x = x + block.ls_1(attend(block, w, v))
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     if capture is None:
         return x, None
     return x, _head_mean(w if capture == "attention" else _attention_weights(q, k, capture))
+
+
+def attend(block: torch.nn.Module, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """A block's attention output for BxHxLxL (or Bx1xLxL) weights `w` and BxHxLxd values `v`:
+    the heads' weighted values, concatenated, through the block's output projection (BxLxD)."""
+    proj = block.attn.out_proj
+    return F.linear((w @ v).transpose(1, 2).flatten(2), proj.weight, proj.bias)
 
 
 def _check_source(source: str) -> None:
@@ -179,8 +185,7 @@ def value_attention(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     _, _, v = _heads(block, x)
     w = torch.softmax(v @ v.transpose(-2, -1) * v.shape[-1] ** -0.5, dim=-1)
-    out = (w @ v).transpose(1, 2).flatten(2)
-    return block.ls_1(F.linear(out, block.attn.out_proj.weight, block.attn.out_proj.bias))
+    return block.ls_1(attend(block, w, v))
 
 
 def surgery_tokens(model: open_clip.CLIP, images: torch.Tensor, layers: int) -> torch.Tensor:
@@ -265,12 +270,10 @@ def calibrated_tokens(model: open_clip.CLIP, images: torch.Tensor, dense_layers:
         q, k, v = _heads(blk, x)
         w = _attention_weights(q, k, "attention")
         attention.append(w.sum(1))
-        proj = blk.attn.out_proj
-        dense = dense + blk.ls_1(F.linear((calibrated_attention(q, k, v) @ v).transpose(1, 2).flatten(2),
-                                          proj.weight, proj.bias))
+        dense = dense + blk.ls_1(attend(blk, calibrated_attention(q, k, v), v))
         if i == len(blocks):  # after the last block only the original path's class token is used
             x, w = x[:, :1], w[:, :, :1]
-        x = x + blk.ls_1(F.linear((w @ v).transpose(1, 2).flatten(2), proj.weight, proj.bias))
+        x = x + blk.ls_1(attend(blk, w, v))
         x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
     dense = torch.cat([x[:, :1], dense[:, 1:]], dim=1)
     return Calibrated(dense, attention[len(attention) - attention_layers:] if attention_layers else [])

@@ -124,7 +124,6 @@ class CamMethod:
         acc = [torch.zeros((len(i), *img.shape[:2]), device=dev) for img, i in zip(images, class_ids)]
         inputs = [shrink(img, fit_side(*img.shape[:2], self.max_side)) for img in images]
         pixels = [torch.from_numpy(np.require(img, requirements=["C", "W"])).to(dev) for img in inputs]
-        p = self.clip.patch_size
         for scale in scales:
             groups: dict[tuple[int, int], list[int]] = {}
             for b, img in enumerate(inputs):
