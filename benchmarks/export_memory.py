@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wsss_ray.masks import encode_png
-from wsss_ray.output import OUTPUT_SCHEMA
+from wsss_ray.store import OUTPUT_SCHEMA
 
 ROWS_PER_FILE = 4096
 

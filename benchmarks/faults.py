@@ -52,7 +52,7 @@ def _ray_processes() -> set[int]:
 
 
 def ids_of(output: str) -> collections.Counter:
-    from wsss_ray.output import read_output
+    from wsss_ray.store import read_output
 
     table = read_output(output, ["id"])
     return collections.Counter(table.column("id").to_pylist() if table is not None else [])
@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=48)
     args = parser.parse_args()
-    from wsss_ray.claim import OutputClaim
+    from wsss_ray.store import OutputClaim
     from wsss_ray.toyworld import generate
 
     rows = []

@@ -112,7 +112,7 @@ def labeller(work: Path, precision: str = "fp32", method: str | None = None, **p
 
 
 def load(work: Path, items: list[dict], n: int) -> tuple[list[np.ndarray], list[list[str]]]:
-    from wsss_ray.sources import load_image
+    from wsss_ray.store import load_image
 
     return [load_image(str(work / i["image"])) for i in items[:n]], [i["labels"][:2] for i in items[:n]]
 
@@ -263,7 +263,7 @@ def host_steps(work: Path, items: list[dict], n: int) -> dict:
     and the PNGs (CPU tasks)."""
     from wsss_ray import post
     from wsss_ray.masks import encode_png
-    from wsss_ray.sources import decode_within, read_bytes
+    from wsss_ray.store import decode_within, read_bytes
 
     images, labels = load(work, items, n)
     lab = labeller(work)

@@ -5,7 +5,7 @@
 Writes an output of `--rows` rows in the job's schema (a 1.5 KB mask and 0.5 KB
 confidence PNG-sized payload per row, like a 500x375 VOC pseudo-mask) with each
 rows-per-file setting, then times what the job and its readers do with it: listing
-the files (``wsss_ray.output.parquet_files``), reading every id (what a resume reads)
+the files (``wsss_ray.store.output.parquet_files``), reading every id (what a resume reads)
 and reading every column. With ``--s3-rows`` the same is timed on an S3 server
 (moto on loopback) for that many rows: there every 1,000 files cost one more LIST
 request and every file at least one GET.
@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from wsss_ray.files import filesystem
-from wsss_ray.output import OUTPUT_SCHEMA, parquet_files
+from wsss_ray.store import filesystem
+from wsss_ray.store import OUTPUT_SCHEMA, parquet_files
 
 
 def table(start: int, n: int, rng: np.random.Generator) -> pa.Table:

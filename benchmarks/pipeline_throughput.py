@@ -36,7 +36,7 @@ def serial(manifest: str, n: int, threads: int) -> float:
 
     from wsss_ray.labeler import Labeler
     from wsss_ray.masks import encode_png
-    from wsss_ray.sources import load_image, read_source
+    from wsss_ray.store import load_image, read_source
 
     if threads:
         torch.set_num_threads(threads)

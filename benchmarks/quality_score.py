@@ -166,9 +166,9 @@ def job_scores(n: int, workdir: str) -> None:
 
     from wsss_ray.config import resolve_label_job
     from wsss_ray.masks import decode_png
-    from wsss_ray.output import read_output
+    from wsss_ray.store import read_output
     from wsss_ray.pipeline import run
-    from wsss_ray.sources import load_mask, read_source
+    from wsss_ray.store import load_mask, read_source
     from wsss_ray.toyworld import default_collection
 
     shutil.rmtree(workdir, ignore_errors=True)

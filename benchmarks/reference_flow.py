@@ -105,7 +105,7 @@ def reference_crf(image_path: str, cam_path: str, ids: list[int], post, out_path
 
     from wsss_ray.labeler import refine, to_probs
     from wsss_ray.masks import encode_png
-    from wsss_ray.sources import load_image
+    from wsss_ray.store import load_image
 
     image = load_image(image_path)
     post = dataclasses.replace(post, crf=dataclasses.replace(post.crf, backend="pydensecrf"))
@@ -120,7 +120,7 @@ def reference_flow(work: Path, items: list[dict], labelset: str, threads: int, j
     import torch
     from joblib import Parallel, delayed
 
-    from wsss_ray.sources import load_image
+    from wsss_ray.store import load_image
 
     start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -142,7 +142,7 @@ def ours_serial(work: Path, items: list[dict], labelset: str, out: Path) -> dict
     """The labeller (the job's defaults, or --method's), one image at a time on this thread; seconds as above."""
     from wsss_ray.labeler import Labeler
     from wsss_ray.masks import encode_png
-    from wsss_ray.sources import load_image
+    from wsss_ray.store import load_image
 
     start = time.perf_counter()
     labeler = Labeler.from_config(settings(work, labelset, **({"method": OURS[0]} if OURS else {})))
@@ -164,7 +164,7 @@ def agreement(a: Path, b: Path, items: list[dict]) -> list[float]:
 def miou(masks: Path, work: Path, items: list[dict], classes: int) -> float:
     from wsss_ray.masks import decode_png
     from wsss_ray.metrics import accumulate, scores
-    from wsss_ray.sources import load_mask
+    from wsss_ray.store import load_mask
 
     pairs = ((load_mask(str(work / i["mask"])).astype(np.int64), decode_png((masks / f"{i['id']}.png").read_bytes()))
              for i in items)
@@ -259,7 +259,7 @@ def confident_set(work: Path, items: list[dict], labelset: str, threshold: float
     from wsss_ray.crf import dense_crf
     from wsss_ray.labeler import Labeler, to_probs
     from wsss_ray.masks import class_values, ignore_below
-    from wsss_ray.sources import load_image
+    from wsss_ray.store import load_image
 
     torch.set_num_threads(1)
     images = [load_image(str(work / i["image"])) for i in items]

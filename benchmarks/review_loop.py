@@ -5,7 +5,7 @@ On a fresh local Ray instance (2 CPUs):
 1. generate the toy train (seeds 0..) and val (seeds 1,000,000..) splits and pseudo-label
    both with toyclip's settings (the job writes ``quality``);
 2. for each choice, store the exact masks of the chosen 10 % of the train rows as reviewed
-   masks (``wsss_ray.reviewed.write_reviews``, what ``python -m wsss_ray.review import``
+   masks (``wsss_ray.store.reviewed.write_reviews``, what ``python -m wsss_ray.review import``
    writes), so training takes them through its own path (reviewed mask, every pixel trusted):
    (a) the lowest ``quality``, (b) a random 10 % (a new draw per repeat), (c) none;
 3. train ``--arch tiny`` (CE, the better loss on these masks in docs/RESULTS.md) for each,
@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from wsss_ray.config import TrainConfig, resolve_label_job
     from wsss_ray.masks import decode_png
-    from wsss_ray.output import read_output
+    from wsss_ray.store import read_output
     from wsss_ray.pipeline import run as label
-    from wsss_ray.reviewed import write_reviews
-    from wsss_ray.sources import load_mask, read_source
+    from wsss_ray.store import write_reviews
+    from wsss_ray.store import load_mask, read_source
     from wsss_ray.toyworld import SPLIT_SEEDS, generate
     from wsss_ray.train.trainer import run as train
 

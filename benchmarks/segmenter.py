@@ -142,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from wsss_ray.config import TrainConfig
     from wsss_ray.labelset import load_labelset
-    from wsss_ray.sources import load_image, read_source
+    from wsss_ray.store import load_image, read_source
     from wsss_ray.toyworld import SPLIT_SEEDS, generate
     from wsss_ray.train.trainer import run as train
-    from wsss_ray.writer import evaluate_output
+    from wsss_ray.store import evaluate_output
 
     work = Path(a.workdir).absolute()
     results = work / "results"

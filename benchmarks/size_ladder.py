@@ -133,8 +133,8 @@ def codec_seconds(manifest: Path, output: Path, max_side: int) -> float:
     """Per image: decoding it as the job does (shrunk for the CAMs, whole again for the mask when it was
     shrunk) and PNG-encoding its mask and confidence, as measured here on the same files."""
     from wsss_ray.masks import decode_png, encode_png
-    from wsss_ray.output import read_output
-    from wsss_ray.sources import decode_within
+    from wsss_ray.store import read_output
+    from wsss_ray.store import decode_within
 
     rows = {r["id"]: r for r in read_output(str(output)).to_pylist()}
     total, n = 0.0, 0
@@ -165,7 +165,7 @@ def summarise(log: Path, codec: float) -> dict:
 
 def masks_of(output: Path) -> dict[str, np.ndarray]:
     from wsss_ray.masks import decode_png
-    from wsss_ray.output import read_output
+    from wsss_ray.store import read_output
 
     return {r["id"]: decode_png(r["mask"]) for r in read_output(str(output)).to_pylist() if r["status"] == "ok"}
 

@@ -58,7 +58,7 @@ def labels(argv: list[str]) -> int:
 
     from wsss_ray.config import SweepConfig, resolve_label_job
     from wsss_ray.pipeline import run as label
-    from wsss_ray.sources import load_image
+    from wsss_ray.store import load_image
     from wsss_ray.toyworld import SPLIT_SEEDS, generate
     from wsss_ray.tune import apply_labels, dev_items, label_base, run as sweep_run
 

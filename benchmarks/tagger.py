@@ -37,7 +37,7 @@ from wsss_ray.budget import decode_side
 from wsss_ray.config import TaggerConfig
 from wsss_ray.labeler import Labeler
 from wsss_ray.metrics import mean_average_precision, tag_counts, tag_scores
-from wsss_ray.sources import decode_within
+from wsss_ray.store import decode_within
 from wsss_ray.tagger import select
 from wsss_ray.toyworld.world import split_samples
 

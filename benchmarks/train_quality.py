@@ -42,10 +42,10 @@ def write_ground_truth(source: str, output: str, method: str = "ground-truth") -
     import numpy as np
     import pyarrow.parquet as pq
 
-    from wsss_ray.files import atomic_write
+    from wsss_ray.store import atomic_write
     from wsss_ray.masks import encode_png
     from wsss_ray.stages import objects, output_table
-    from wsss_ray.sources import load_mask, read_source
+    from wsss_ray.store import load_mask, read_source
 
     items = [it for it in read_source(source) if it.mask]
     masks = [load_mask(it.mask) for it in items]
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from wsss_ray.config import TrainConfig
     from wsss_ray.labelset import load_labelset
-    from wsss_ray.writer import evaluate_output
+    from wsss_ray.store import evaluate_output
     from wsss_ray.toyworld import SPLIT_SEEDS, generate
     from wsss_ray.train.trainer import run as train
 

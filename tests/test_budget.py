@@ -15,7 +15,7 @@ from wsss_ray.labeler import Labeler, refine
 from wsss_ray.labelset import load_labelset
 from wsss_ray.masks import probs_to_mask
 from wsss_ray.progress import first_batches
-from wsss_ray.sources import decode_image, decode_within
+from wsss_ray.store import decode_image, decode_within
 from wsss_ray.stages import decode_stage, failure, full_pixels
 from wsss_ray.toyworld import render
 

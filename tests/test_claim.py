@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from wsss_ray.claim import OutputBusy, OutputClaim, check_output, claim_path, claim_stands, read_claims
+from wsss_ray.store.claim import OutputBusy, OutputClaim, check_output, claim_path, claim_stands, read_claims
 from wsss_ray.testing.waits import wait_until
 
 
@@ -127,8 +127,8 @@ def test_a_write_task_that_outlives_its_killed_driver_adds_nothing_after_a_takeo
     """The late write of a killed run: its claim is gone, so its file never lands beside the re-run's."""
     import socket
 
-    from wsss_ray.output import parquet_files
-    from wsss_ray.writer import AtomicParquetSink, ClaimLost
+    from wsss_ray.store import parquet_files
+    from wsss_ray.store import AtomicParquetSink, ClaimLost
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     _fake_claim(tmp_path, "killed", host=socket.gethostname(), pid=int(gone.stdout))
@@ -145,7 +145,7 @@ def test_a_write_task_that_outlives_its_killed_driver_adds_nothing_after_a_takeo
 
 
 def test_the_claim_is_checked_after_the_file_is_written_just_before_it_is_moved(tmp_path, monkeypatch):
-    import wsss_ray.writer as writer
+    import wsss_ray.store.writer as writer
 
     with OutputClaim(str(tmp_path), "slow"):
         real = writer.pq.write_table
@@ -193,7 +193,7 @@ def test_the_jobs_check_their_output_before_ray_starts_and_leave_nothing(tmp_pat
         with pytest.raises(OutputBusy, match="being written by run holder"):
             check_output(str(tmp_path / "new"))
     (tmp_path / "file").write_text("not a folder")
-    from wsss_ray.claim import OutputUnwritable
+    from wsss_ray.store import OutputUnwritable
 
     with pytest.raises(OutputUnwritable, match="cannot write to the output .*file"):
         check_output(str(tmp_path / "file"))

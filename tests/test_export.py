@@ -6,7 +6,7 @@ from PIL import Image
 
 from wsss_ray.export import main
 from wsss_ray.masks import encode_png
-from wsss_ray.output import OUTPUT_SCHEMA
+from wsss_ray.store import OUTPUT_SCHEMA
 
 
 def _row(i, status, mask, confidence=200):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from wsss_ray.files import retry_transient
+from wsss_ray.store.files import retry_transient
 
 
 def test_only_transient_errors_are_tried_again():
@@ -30,7 +30,7 @@ def test_clearing_half_written_files_leaves_claims_alone_and_files_moved_into_pl
                                                                                               monkeypatch):
     """A killed run's temporaries go; the heartbeat's temporary and one that a write task
     moves into place between the listing and the delete are not an error."""
-    import wsss_ray.output as output
+    import wsss_ray.store.output as output
 
     (tmp_path / ".part-a.parquet.tmp-0123456789ab").write_bytes(b"half")
     (tmp_path / ".part-b.parquet.tmp-0123456789ab").write_bytes(b"moving")

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from wsss_ray.inputs import ITEM_SCHEMA, item_table, pending, pending_block, read_items
+from wsss_ray.store.inputs import ITEM_SCHEMA, item_table, pending, pending_block, read_items
 from wsss_ray.masks import encode_png
 from wsss_ray.metrics import accumulate, scores
-from wsss_ray.output import parquet_files
+from wsss_ray.store import parquet_files
 from wsss_ray.progress import RowCounter
-from wsss_ray.sources import Item
-from wsss_ray.writer import AtomicParquetSink, evaluate_output
+from wsss_ray.store import Item
+from wsss_ray.store import AtomicParquetSink, evaluate_output
 
 pytestmark = pytest.mark.slow  # each test runs on a local Ray
 
@@ -133,7 +133,7 @@ def test_evaluation_sums_per_block_confusion_matrices_to_the_direct_miou(ray_loc
     sink.write([table.slice(12)], None)
     expected = scores(accumulate([(t, p if s == "ok" else np.zeros_like(t))
                                   for t, p, s in zip(truth_masks, preds, status)], 3)).miou
-    import wsss_ray.writer as writer
+    import wsss_ray.store.writer as writer
 
     monkeypatch.setattr(writer, "ROWS_PER_EVALUATION_PARTITION", 7)  # several partitions
     assert evaluate_output(str(tmp_path / "out"), str(tmp_path / "m.jsonl"), 3, truth=30) == round(expected, 4)

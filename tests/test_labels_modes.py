@@ -11,7 +11,7 @@ import pytest
 from wsss_ray.config import LabelJobConfig, TaggerConfig, resolve_label_job
 from wsss_ray.errors import JobError
 from wsss_ray.masks import decode_png
-from wsss_ray.output import OUTPUT_SCHEMA, read_output
+from wsss_ray.store import OUTPUT_SCHEMA, read_output
 from wsss_ray.pipeline import NO_LABELS, run
 from wsss_ray.toyworld import generate
 

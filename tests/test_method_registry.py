@@ -104,7 +104,7 @@ def test_a_registered_method_runs_through_the_job_end_to_end(registered, tmp_pat
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["rows"], summary["ok"], summary["errors"]) == (5, 5, 0)
 
-    from wsss_ray.output import read_output
+    from wsss_ray.store import read_output
 
     rows = read_output(str(tmp_path / "out")).to_pylist()
     assert {r["method"] for r in rows} == {"centre-disc"}

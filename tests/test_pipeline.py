@@ -17,11 +17,11 @@ from wsss_ray.testing.waits import wait_until
 from wsss_ray.testing.loopback import free_port
 from wsss_ray.config import CrfConfig, LabelJobConfig, PostConfig
 from wsss_ray.masks import decode_png
-from wsss_ray.output import OUTPUT_SCHEMA, read_output
+from wsss_ray.store import OUTPUT_SCHEMA, read_output
 from wsss_ray.pipeline import CamStage, run
 from wsss_ray.progress import Progress
 from wsss_ray.toyworld import generate
-from wsss_ray.writer import evaluate_output
+from wsss_ray.store import evaluate_output
 
 pytestmark = pytest.mark.slow
 
@@ -163,7 +163,7 @@ def test_a_large_photo_and_an_image_whose_labelling_raises_cost_nothing_but_that
 
     from wsss_ray.config import resolve_label_job
     from wsss_ray.labeler import Labeler
-    from wsss_ray.sources import read_manifest
+    from wsss_ray.store import read_manifest
 
     class OutOfMemoryOnOneImage(CamStage):  # defined here so Ray pickles it by value
         def __init__(self, *args, **kwargs):

@@ -12,7 +12,7 @@ import ray
 
 from wsss_ray.testing.s3 import CREDENTIALS
 from wsss_ray.config import LabelJobConfig
-from wsss_ray.output import read_output
+from wsss_ray.store import read_output
 from wsss_ray.pipeline import run
 from wsss_ray.toyworld import generate
 
@@ -53,7 +53,7 @@ def test_pipeline_reads_and_writes_s3(s3, tmp_path):
 
 
 def test_local_file_copies_a_remote_file_for_the_block_and_leaves_a_local_path_alone(s3, tmp_path):
-    from wsss_ray.files import local_file
+    from wsss_ray.store import local_file
 
     bucket, _ = s3
     boto3.client("s3").put_object(Bucket=bucket, Key="runs/best/model.pt", Body=b"checkpoint bytes")

@@ -78,7 +78,7 @@ def test_cpu_requests_fit_small_clusters_and_leave_empty_ones_to_the_autoscaler(
 
 
 def test_blocks_are_a_file_for_large_collections_and_smaller_so_every_actor_gets_some():
-    from wsss_ray.writer import block_rows
+    from wsss_ray.store.writer import block_rows
 
     assert block_rows(10_000_000, 16, 4096, holders=4) == 4096   # few blocks: the driver's cost is per block
     assert block_rows(200, 16, 4096, holders=1) == 50            # about four blocks per actor

@@ -14,9 +14,9 @@ from PIL import Image
 from wsss_ray.export import export, main as export_main
 from wsss_ray.labelstudio import annotation_masks, decode_rle, encode_rle, labeling_config
 from wsss_ray.masks import decode_png, encode_png
-from wsss_ray.output import OUTPUT_SCHEMA, iter_output, parquet_files, read_output
+from wsss_ray.store import OUTPUT_SCHEMA, iter_output, parquet_files, read_output
 from wsss_ray.review import import_labelstudio, main as review_main
-from wsss_ray.reviewed import REVIEWED_DIR, reviewed_masks, write_reviews
+from wsss_ray.store.reviewed import REVIEWED_DIR, reviewed_masks, write_reviews
 from wsss_ray.testing.outputs import toy_output
 from wsss_ray.toyworld import CLASSES
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsss_ray.sources import (
+from wsss_ray.store.sources import (
     decode_image, load_image, load_mask, read_coco, read_manifest, read_source, read_voc, unlabelled_folder,
 )
 

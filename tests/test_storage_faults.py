@@ -5,8 +5,8 @@ import boto3
 import pytest
 
 from wsss_ray.testing.s3 import FaultyS3
-from wsss_ray.claim import OutputClaim, OutputUnwritable, check_output, read_claims
-from wsss_ray.files import atomic_write, filesystem, read_bytes
+from wsss_ray.store.claim import OutputClaim, OutputUnwritable, check_output, read_claims
+from wsss_ray.store import atomic_write, filesystem, read_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_claims_on_object_storage_refuse_a_second_run_and_take_over_a_stale_one(
     import json
     import time
 
-    from wsss_ray.claim import OutputBusy
+    from wsss_ray.store import OutputBusy
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto)
     with OutputClaim(f"s3://{bucket}/out", "first"):
@@ -75,7 +75,7 @@ def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto_s3
 
     from wsss_ray.config import LabelJobConfig
     from wsss_ray.pipeline import run
-    from wsss_ray.output import read_output
+    from wsss_ray.store import read_output
     from wsss_ray.toyworld import generate
 
     moto, bucket = moto_s3

@@ -64,7 +64,7 @@ def test_train_job_flags_map_to_config_and_params(tmp_path):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """16 toy train images as an exact-mask Parquet input plus one error row, and 8 val images."""
-    from wsss_ray.output import OUTPUT_SCHEMA
+    from wsss_ray.store import OUTPUT_SCHEMA
     from wsss_ray.toyworld import generate
 
     root = tmp_path_factory.mktemp("traindata")
@@ -83,7 +83,7 @@ def _write_exact_masks(manifest: str, parquet: Path) -> None:
     """The manifest's ground-truth masks (confidence 255 everywhere) as one output Parquet file."""
     from wsss_ray.masks import encode_png
     from wsss_ray.stages import objects, output_table
-    from wsss_ray.sources import load_mask, read_source
+    from wsss_ray.store import load_mask, read_source
 
     items = read_source(manifest)
     masks = [load_mask(it.mask) for it in items]
@@ -192,7 +192,7 @@ def test_killed_worker_continues_from_the_last_checkpoint(ray_local, data, tmp_p
 def test_predict_writes_pipeline_schema_and_pngs(trained, data, tmp_path):
     from wsss_ray.masks import decode_png
     from wsss_ray.config import PredictConfig
-    from wsss_ray.output import OUTPUT_SCHEMA
+    from wsss_ray.store import OUTPUT_SCHEMA
     from wsss_ray.train.predict import run
 
     manifest = Path(data["val"])
@@ -220,7 +220,7 @@ def test_predict_writes_pipeline_schema_and_pngs(trained, data, tmp_path):
 def test_clip_arch_trains_its_decoder_with_ray_train_and_predicts(ray_local, data, tmp_path):
     """arch clip end to end: one DDP worker, the tower unchanged, a small checkpoint, the prediction job."""
     from wsss_ray.config import PredictConfig
-    from wsss_ray.output import read_output
+    from wsss_ray.store import read_output
     from wsss_ray.train.clipseg import weights_sha256
     from wsss_ray.train.model import build_model, load_checkpoint
     from wsss_ray.train.predict import run as predict

@@ -14,7 +14,7 @@ import yaml
 
 from wsss_ray.cam import ClipES
 from wsss_ray.config import LabelJobConfig, SweepConfig, TrainConfig, resolve_label_job
-from wsss_ray.sources import load_image, load_mask, read_source
+from wsss_ray.store import load_image, load_mask, read_source
 from wsss_ray.testing.loopback import free_port
 from wsss_ray.testing.processes import kill_tree
 from wsss_ray.toyworld import SPLIT_SEEDS, generate

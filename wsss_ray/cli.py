@@ -98,7 +98,7 @@ def run_job(tag: str, config: Any, run: str, mlflow_uri: str | None = None, trac
     """
     import ray
 
-    from wsss_ray.claim import OutputClaim, check_output
+    from wsss_ray.store import OutputClaim, check_output
     from wsss_ray.errors import exit_on_job_error
     from wsss_ray.ray_compat import quiet_known_ray_errors
 

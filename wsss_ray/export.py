@@ -20,7 +20,7 @@
   ``quality``, ``label_quality``, ``labels``, ``row_id`` and ``reviewed``. Load it with
   ``fo.Dataset.from_dir(DIR, dataset_type=fo.types.LegacyFiftyOneDataset)``.
 
-Only ``ok`` rows are written, and rows a person reviewed (``wsss_ray.reviewed``): their
+Only ``ok`` rows are written, and rows a person reviewed (``wsss_ray.store.reviewed``): their
 reviewed mask replaces the pseudo-mask (confidence 255, quality 1). ``--min-confidence``
 drops the pixels whose stored confidence is below it (255, ignore, in PNGs; unpainted in
 Label Studio and COCO), as CLIP-ES's pseudo-masks for the confidence-guided loss do.
@@ -43,12 +43,12 @@ from urllib.parse import quote
 
 import numpy as np
 
-from wsss_ray.files import atomic_write, filesystem
+from wsss_ray.store import atomic_write, filesystem
 
 from wsss_ray.labelset import IGNORE_INDEX, load_labelset
 from wsss_ray.masks import decode_png, encode_png, ignore_below, voc_palette
-from wsss_ray.output import iter_output, parquet_files
-from wsss_ray.reviewed import reviewed_masks
+from wsss_ray.store import iter_output, parquet_files
+from wsss_ray.store import reviewed_masks
 
 FORMATS = ("png", "labelstudio", "coco", "fiftyone")
 COLUMNS = ["id", "image", "labels", "width", "height", "status", "mask", "confidence", "quality", "label_quality",
@@ -214,7 +214,7 @@ def export_coco(output: str, to: str, min_confidence: float | None = None, label
 def export_fiftyone(output: str, to: str, min_confidence: float | None = None, labelset: str | None = None,
                     truth: str | None = None, **_: Any) -> dict:
     """A FiftyOne dataset on disk (``LegacyFiftyOneDataset``): samples.json, metadata.json, mask PNGs."""
-    from wsss_ray.sources import read_source
+    from wsss_ray.store import read_source
 
     fs, local = filesystem(to)
     if type(fs).__name__ != "LocalFileSystem":

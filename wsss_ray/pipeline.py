@@ -11,17 +11,17 @@ them (docs/RESULTS.md). A bad item becomes an ``error`` row and never stops the 
 
 The data path, top to bottom, and where each step lives:
 
-    input     wsss_ray.inputs.read_items      sources -> item rows (Ray Data readers)
-    resume    wsss_ray.inputs.pending         drop ids already written, mark repeated ones
+    input     wsss_ray.store.inputs.read_items      sources -> item rows (Ray Data readers)
+    resume    wsss_ray.store.inputs.pending         drop ids already written, mark repeated ones
     decode    wsss_ray.stages.decode_stage    CPU tasks; within the size budget (wsss_ray.budget)
     cam       CamStage                        actor pool: labels proposed where needed (wsss_ray.tagger),
                                               CAMs -> class probabilities (on a GPU: -> mask, confidence)
     crf       crf_stage                       CPU tasks: dense CRF -> mask, confidence; PNGs -> rows
-    rows      wsss_ray.stages.output_table    OUTPUT_SCHEMA (wsss_ray.output)
-    sink      wsss_ray.writer                 claim, atomic Parquet files, progress, score
+    rows      wsss_ray.stages.output_table    OUTPUT_SCHEMA (wsss_ray.store.output)
+    sink      wsss_ray.store.writer                 claim, atomic Parquet files, progress, score
 
 :func:`build_dataset` is that graph; :func:`run` hands it to the shared driver
-(``wsss_ray.writer.write_pending``), which prediction uses too.
+(``wsss_ray.store.writer.write_pending``), which prediction uses too.
 
 The algorithm (``wsss_ray.labeler``, ``wsss_ray.cam``) knows nothing of Ray, and
 the driver never imports it (nor torch): the stages import it where they run.
@@ -41,14 +41,14 @@ from wsss_ray.config import LabelJobConfig, Method, method_entry, params
 from wsss_ray.errors import JobError
 from wsss_ray.labelset import load_labelset
 from wsss_ray.metrics import tag_counts
-from wsss_ray.output import batch_confusion, output_overlays
+from wsss_ray.store import batch_confusion, output_overlays
 from wsss_ray.progress import count_attempt, count_rows, count_suspect
 from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.sources import unlabelled_folder
+from wsss_ray.store import unlabelled_folder
 from wsss_ray.stages import (decode_stage, full_pixels, lists, mark_error, objects, output_table, png_rows,
                              together_or_alone, writable_batch)
-from wsss_ray.writer import write_pending
+from wsss_ray.store import write_pending
 
 
 BLANK = np.zeros((1, 1, 1), np.float16)  # the probabilities of a row that has none (an error row)

@@ -24,7 +24,7 @@ from wsss_ray.metrics import tag_scores
 class RowCounter:
     """A job's row counts as its stages produce them.
 
-    The resume step (``wsss_ray.inputs.pending_block``) reports, per shuffle partition,
+    The resume step (``wsss_ray.store.inputs.pending_block``) reports, per shuffle partition,
     the rows to do, the rows already written and the rows with ground truth; the
     job's last stage adds each batch's rows as it finishes it.
     """

@@ -6,7 +6,7 @@ FILE is Label Studio's JSON export (Export -> JSON) of a project made with
 ``python -m wsss_ray.export OUTPUT --format labelstudio``: each task's ``data.id`` is a
 row's id. The latest non-skipped annotation of each task becomes that id's reviewed mask
 (its brushes painted in order; unpainted pixels are background), stored with who made
-it, when and where it came from under ``OUTPUT/_reviewed/`` (``wsss_ray.reviewed``),
+it, when and where it came from under ``OUTPUT/_reviewed/`` (``wsss_ray.store.reviewed``),
 atomically. Importing the same annotations again changes nothing. Training then uses a
 reviewed mask in place of the pseudo-mask, every pixel trusted, and ``export`` writes it.
 Prints one JSON line.
@@ -18,11 +18,11 @@ import argparse
 import json
 import sys
 
-from wsss_ray.files import read_bytes
+from wsss_ray.store import read_bytes
 from wsss_ray.export import class_names
 from wsss_ray.labelstudio import annotation_masks
-from wsss_ray.output import iter_output, parquet_files
-from wsss_ray.reviewed import write_reviews
+from wsss_ray.store import iter_output, parquet_files
+from wsss_ray.store import write_reviews
 
 
 def import_labelstudio(export_file: str, output: str, labelset: str | None = None) -> dict:

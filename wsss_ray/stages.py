@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from wsss_ray.files import read_bytes
+from wsss_ray.store import read_bytes
 from wsss_ray.masks import encode_png
-from wsss_ray.output import OUTPUT_SCHEMA
-from wsss_ray.sources import decode_within
+from wsss_ray.store import OUTPUT_SCHEMA
+from wsss_ray.store import decode_within
 
 
 def writable_batch(batch: dict) -> dict:

@@ -112,7 +112,7 @@ class _Tracker:
         """Write the record beside the output when the run went offline; returns its path."""
         if self.online:
             return None
-        from wsss_ray.files import atomic_write
+        from wsss_ray.store import atomic_write
 
         folder = records_folder(self.output or ".")
         for name, image in list(self.record["images"].items()):
@@ -282,7 +282,7 @@ def log_file(path: str, folder: str | None = None) -> None:
 
 def _log_artifact(path: str, folder: str | None, client=None, run_id: str | None = None) -> None:
     """A file (local path or URI) as an artifact of the active run, or of `run_id` through `client`."""
-    from wsss_ray.files import local_file
+    from wsss_ray.store import local_file
 
     with local_file(path) as local:
         if client is None:
@@ -301,7 +301,7 @@ def replay(output: str, uri: str | None = None) -> list[str]:
     run is made, tagged ``wsss_ray.run_id`` (the id in the output's rows). Each record
     is marked with where it went, so a second replay logs nothing twice.
     """
-    from wsss_ray.files import atomic_write, list_files, read_bytes
+    from wsss_ray.store import atomic_write, list_files, read_bytes
 
     folder = records_folder(output)
     _, infos = list_files(folder)
@@ -326,7 +326,7 @@ def replay(output: str, uri: str | None = None) -> list[str]:
 def _replay_one(record: dict, uri: str) -> str:
     from mlflow.entities import Metric, Param
 
-    from wsss_ray.files import read_bytes
+    from wsss_ray.store import read_bytes
 
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()

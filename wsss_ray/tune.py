@@ -44,8 +44,8 @@ from ray import tune
 from wsss_ray.config import (MODEL_SETTINGS_FILE, LabelJobConfig, SweepConfig, TrainConfig, build, label_job_config,
                              label_keys, merge, method_key, model_folder, model_settings, params, read_mapping,
                              resolve, settings_dict)
-from wsss_ray.files import absolute, atomic_write, is_file, read_bytes, run_folder
-from wsss_ray.sources import Item, load_image, load_mask, read_source
+from wsss_ray.store import absolute, atomic_write, is_file, read_bytes, run_folder
+from wsss_ray.store import Item, load_image, load_mask, read_source
 
 OBJECTIVE = {"labels": "miou", "tags": "tag_f1", "train": "val_miou"}
 REPORTED = ("cam_cache_hit", "trial_seconds", "tag_map", "tag_exact", "epoch", "train_loss", "training_iteration")

@@ -12,7 +12,7 @@ from wsss_ray.cam.semples import (LearnedPrompts, SemPLeS, encode_prompted, load
                                   nearest_tokens, prompt_loss, prompt_slots)
 from wsss_ray.clip import get_tokenizer
 from wsss_ray.config import LabelJobConfig, SemplesConfig, resolve_label_job
-from wsss_ray.files import atomic_write
+from wsss_ray.store import atomic_write
 from wsss_ray.labelset import load_labelset
 from wsss_ray.toyworld import render
 

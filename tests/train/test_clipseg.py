@@ -128,7 +128,7 @@ def test_the_input_rows_name_the_backbone(tmp_path):
     import pyarrow.parquet as pq
 
     from wsss_ray.config import TrainConfig
-    from wsss_ray.output import OUTPUT_SCHEMA
+    from wsss_ray.store import OUTPUT_SCHEMA
     from wsss_ray.train.trainer import arch_options
 
     rows = {c: [None] * 4 for c in OUTPUT_SCHEMA.names}

@@ -57,7 +57,7 @@ def test_the_offset_is_fitted_on_the_first_training_rows_by_id(tmp_path):
     import pyarrow.parquet as pq
 
     from wsss_ray.config import TrainConfig
-    from wsss_ray.output import OUTPUT_SCHEMA
+    from wsss_ray.store import OUTPUT_SCHEMA
     from wsss_ray.train.trainer import calibration_rows
 
     (tmp_path / "in").mkdir()

@@ -24,7 +24,7 @@ from wsss_ray.labelset import Labelset
 
 def read_descriptors(path: str, labelset: Labelset) -> dict[str, list[str]]:
     """The class descriptions in the JSON file at `path` (local or URI), one list per class."""
-    from wsss_ray.files import read_bytes
+    from wsss_ray.store import read_bytes
 
     try:
         data = json.loads(read_bytes(path))

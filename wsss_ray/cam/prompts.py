@@ -157,7 +157,7 @@ def _select_main(argv: list[str] | None = None) -> int:
 
     from wsss_ray.clip import load_clip
     from wsss_ray.labelset import load_labelset
-    from wsss_ray.sources import load_image, read_source
+    from wsss_ray.store import load_image, read_source
 
     parser = argparse.ArgumentParser(prog="python -m wsss_ray.cam.prompts select",
                                      description="Rank prompt templates by sharpness on labelled images.")

@@ -145,7 +145,7 @@ class LearnedPrompts:
 
 def prompts_file(path: str) -> str:
     """The prompts file of `path`: the file itself, or ``prompts.safetensors`` in a folder/URI prefix."""
-    from wsss_ray.files import is_file
+    from wsss_ray.store import is_file
 
     return path if is_file(path) else posixpath.join(path.rstrip("/"), PROMPTS_FILE)
 
@@ -156,7 +156,7 @@ def load_prompts(path: str, labelset: Labelset | None = None, width: int | None 
     With `labelset` and `width` the prompts are checked against them: a mismatch is an
     error saying which labelset and model the prompts were learned for.
     """
-    from wsss_ray.files import read_bytes
+    from wsss_ray.store import read_bytes
 
     file = prompts_file(path)
     try:

@@ -310,7 +310,7 @@ def label_keys(config: LabelJobConfig) -> tuple[list[str], list[str]]:
 
 def write_settings(config: LabelJobConfig, path: str | Path, label_only: bool = False) -> Path:
     """Write `config` as a YAML settings file (``--config`` input, or a model's label_config.yaml)."""
-    from wsss_ray.files import atomic_write  # pyarrow: only when writing
+    from wsss_ray.store import atomic_write  # pyarrow: only when writing
 
     text = yaml.safe_dump(settings_dict(config, label_only), sort_keys=False)
     atomic_write(str(path), text.encode())

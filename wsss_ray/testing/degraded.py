@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss_ray.labelset import IGNORE_INDEX
-from wsss_ray.sources import load_image, load_mask, read_manifest
+from wsss_ray.store import load_image, load_mask, read_manifest
 
 
 def load_items(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -127,9 +127,9 @@ def label(manifest: str, output: Path, cluster: Cluster, kill: bool, cpus: int, 
     """The labelling job (2 CAM actors, each holding its `nth` batch `hold` s), with or without
     losing the node of the first actor to hold one, while it holds it."""
     from wsss_ray.config import LabelJobConfig
-    from wsss_ray.files import is_temporary
+    from wsss_ray.store import is_temporary
     from wsss_ray.pipeline import run
-    from wsss_ray.output import read_output
+    from wsss_ray.store import read_output
 
     marks = output.parent / f"{output.name}-marks"
     marks.mkdir()
@@ -156,7 +156,7 @@ def label(manifest: str, output: Path, cluster: Cluster, kill: bool, cpus: int, 
 
 def _rows(output: Path) -> int:
     """Rows written under `output` so far."""
-    from wsss_ray.output import iter_output
+    from wsss_ray.store import iter_output
 
     return sum(batch.num_rows for batch in iter_output(str(output), ["id"]))
 

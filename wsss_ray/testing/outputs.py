@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from wsss_ray.masks import encode_png
-from wsss_ray.output import OUTPUT_SCHEMA
+from wsss_ray.store import OUTPUT_SCHEMA
 from wsss_ray.toyworld import CLASSES
 
 

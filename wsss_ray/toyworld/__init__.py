@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from wsss_ray.files import atomic_write
+from wsss_ray.store import atomic_write
 from wsss_ray.labelset import ClassSpec, Labelset
 from wsss_ray.masks import encode_png
 from wsss_ray.toyworld.world import CLASSES, SPLIT_SEEDS, STUFF, SYNONYMS, Sample, render

@@ -23,7 +23,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabV3
 from torchvision.ops.misc import Conv2dNormActivation
 
-from wsss_ray.files import atomic_write
+from wsss_ray.store import atomic_write
 
 CHECKPOINT_FORMAT = "wsss-ray-segnet/1"
 CLIP_OPTIONS = ("model", "pretrained", "unfreeze", "feature_blocks", "clip_scale", "feature_cache_mb")  # build_model(options=)

@@ -3,7 +3,7 @@
     python jobs/predict.py --checkpoint outputs/train --input SOURCE --output DIR [--png-dir DIR]
 
 The graph mirrors the labelling job with the same pieces (``wsss_ray.stages``,
-``wsss_ray.writer``): read ->
+``wsss_ray.store.writer``): read ->
 decode (bad images become error rows) -> segment (an actor pool that loads the
 checkpoint once per actor) -> Parquet in ``OUTPUT_SCHEMA`` through the atomic
 sink. ``mask`` is the argmax over all classes, ``confidence`` the max softmax
@@ -24,17 +24,17 @@ import ray
 import torch
 
 from wsss_ray.config import PredictConfig
-from wsss_ray.files import filesystem, is_file, local_file
+from wsss_ray.store import filesystem, is_file, local_file
 from wsss_ray.masks import overlay_grid
 from wsss_ray.progress import count_attempt, count_rows, count_suspect
 from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.sources import load_image
+from wsss_ray.store import load_image
 from wsss_ray.stages import decode_stage, output_table, png_rows, writable_batch
 from wsss_ray.train.model import SegNet, load_checkpoint
 from wsss_ray.train.trainer import MODEL_FILE, best_checkpoint
 from wsss_ray.train.refine import predict
-from wsss_ray.writer import write_pending
+from wsss_ray.store import write_pending
 
 METHOD = "segnet"
 

@@ -36,8 +36,8 @@ from wsss_ray.cam.semples import (PROMPTS_FILE, LearnedPrompts, encode_prompted,
                                   nearest_tokens, prompt_loss, prompt_slots)
 from wsss_ray.clip import load_clip
 from wsss_ray.config import LabelJobConfig, LearnPromptsConfig, flatten, resolve_label_job
-from wsss_ray.files import absolute, atomic_write, filesystem, is_file, read_bytes, run_folder
-from wsss_ray.inputs import read_items
+from wsss_ray.store import absolute, atomic_write, filesystem, is_file, read_bytes, run_folder
+from wsss_ray.store import read_items
 from wsss_ray.labeler import Labeler
 from wsss_ray.labelset import load_labelset
 from wsss_ray.ray_compat import actor_pool_map

@@ -2,7 +2,7 @@
 
 Data streams from the Parquet files through Ray Data: ``read_parquet`` (``ok`` rows
 only) -> a CPU map that decodes the image, mask and confidence (a person's reviewed mask,
-``wsss_ray.reviewed``, in place of the pseudo-mask where there is one) and applies the joint
+``wsss_ray.store.reviewed``, in place of the pseudo-mask where there is one) and applies the joint
 random scale/crop/flip (``wsss_ray.train.transforms.augment``) -> one shard per
 worker (``get_dataset_shard``). Nothing is copied to local disk first.
 
@@ -35,12 +35,12 @@ import torch
 import torch.distributed as dist
 
 from wsss_ray.config import TrainConfig, flatten
-from wsss_ray.files import local_file, run_folder
+from wsss_ray.store import local_file, run_folder
 from wsss_ray.labelset import IGNORE_INDEX, load_labelset
 from wsss_ray.masks import decode_png
 from wsss_ray.metrics import accumulate, scores
 from wsss_ray.resources import fit_cpus, use_gpu
-from wsss_ray.sources import load_image, load_mask, read_source
+from wsss_ray.store import load_image, load_mask, read_source
 from wsss_ray.train.losses import make_loss
 from wsss_ray.train.model import (CLIP_OPTIONS, build_model, check_backbone, load_checkpoint, read_checkpoint,
                                   save_checkpoint)
@@ -78,8 +78,8 @@ def augment_stage(batch: dict, crop: int, scales: tuple[float, ...], reviewed: d
 
 
 def reviewed_training_masks(config: TrainConfig) -> dict[str, bytes]:
-    """The reviewed masks (``wsss_ray.reviewed``) of the training input's rows: id -> PNG."""
-    from wsss_ray.reviewed import reviewed_masks
+    """The reviewed masks (``wsss_ray.store.reviewed``) of the training input's rows: id -> PNG."""
+    from wsss_ray.store import reviewed_masks
 
     return {i: r["mask"] for i, r in reviewed_masks(config.input).items()}
 
@@ -122,7 +122,7 @@ def calibration_rows(config: TrainConfig, reviewed: dict[str, bytes]) -> list[tu
     fixed. Two passes over the input a batch at a time, so the driver holds N rows, not the input."""
     import heapq
 
-    from wsss_ray.output import iter_output
+    from wsss_ray.store import iter_output
 
     n = config.calibration_images if config.background_offset is None else 0
     if not n:
@@ -144,7 +144,7 @@ def input_model(source: str) -> str | None:
     """The model named by most ``ok`` rows of a labelling job's output (None when no row names one)."""
     from collections import Counter
 
-    from wsss_ray.output import iter_output
+    from wsss_ray.store import iter_output
 
     names: Counter = Counter()
     for batch in iter_output(source, ["model", "status"]):

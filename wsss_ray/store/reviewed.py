@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from wsss_ray.files import atomic_write, filesystem, list_files
+from wsss_ray.store.files import atomic_write, filesystem, list_files
 from wsss_ray.masks import encode_png
 
 REVIEWED_DIR = "_reviewed"

@@ -37,7 +37,7 @@ import pyarrow.fs as pafs
 from PIL import Image, ImageOps
 
 from wsss_ray.budget import fit_side, shrink
-from wsss_ray.files import filesystem, is_file, read_bytes
+from wsss_ray.store.files import filesystem, is_file, read_bytes
 
 EXIF_ORIENTATION = 0x0112
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

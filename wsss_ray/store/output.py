@@ -19,11 +19,11 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from wsss_ray.claim import CLAIM_PREFIX
-from wsss_ray.files import is_temporary, list_files
+from wsss_ray.store.claim import CLAIM_PREFIX
+from wsss_ray.store.files import is_temporary, list_files
 from wsss_ray.masks import decode_png
 from wsss_ray.metrics import accumulate
-from wsss_ray.sources import load_image, load_mask
+from wsss_ray.store.sources import load_image, load_mask
 
 
 OUTPUT_SCHEMA = pa.schema([

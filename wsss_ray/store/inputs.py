@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.datasource import FileBasedDatasource
 
-from wsss_ray.files import filesystem
-from wsss_ray.sources import Item, ManifestLineError, manifest_item, manifest_shard_paths, read_source
+from wsss_ray.store.files import filesystem
+from wsss_ray.store.sources import Item, ManifestLineError, manifest_item, manifest_shard_paths, read_source
 
 MANIFEST_EXTENSIONS = ("jsonl", "parquet")
 ROWS_PER_READ_BLOCK = 65_536
@@ -135,7 +135,7 @@ def _listed_items(spec: str) -> tuple[int, pa.Table]:
 
 
 def read_items(spec: str, limit: int | None = None) -> tuple[ray.data.Dataset, int, int]:
-    """(item rows of SOURCE `spec`, shuffle partitions for them, estimated rows); see ``wsss_ray.sources``.
+    """(item rows of SOURCE `spec`, shuffle partitions for them, estimated rows); see ``wsss_ray.store.sources``.
 
     A source that does not exist or cannot be listed is a ValueError here, before
     any image is read; a malformed manifest line is an error row later. Manifests'

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 import pyarrow.fs as pafs
 
 from wsss_ray.errors import JobError
-from wsss_ray.files import atomic_write, filesystem, is_temporary, list_files, retry_transient
+from wsss_ray.store.files import atomic_write, filesystem, is_temporary, list_files, retry_transient
 
 CLAIM_PREFIX = "_claim-"  # readers of an output skip names that start with "_"
 TTL_S = 60.0        # a claim the store last wrote longer ago than this is dead

@@ -1,8 +1,8 @@
 """The driver skeleton every Parquet-writing job shares: claim, resume, write atomically, count, score.
 
 :func:`write_pending` is the labelling job's and prediction's driver: it claims the
-output (``wsss_ray.claim``), clears what a killed run left, reads the input with Ray
-Data and drops ids already written inside the dataset (``wsss_ray.inputs``), runs the
+output (``wsss_ray.store.claim``), clears what a killed run left, reads the input with Ray
+Data and drops ids already written inside the dataset (``wsss_ray.store.inputs``), runs the
 job's graph, and writes its rows through :class:`AtomicParquetSink` with a progress
 line (``wsss_ray.progress``). Nothing on the driver grows with the collection.
 """
@@ -22,11 +22,11 @@ import ray
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from wsss_ray.claim import OutputClaim, claim_stands
-from wsss_ray.files import atomic_write, filesystem
-from wsss_ray.inputs import pending, read_items
+from wsss_ray.store.claim import OutputClaim, claim_stands
+from wsss_ray.store.files import atomic_write, filesystem
+from wsss_ray.store.inputs import pending, read_items
 from wsss_ray.metrics import scores
-from wsss_ray.output import PAIR_SCHEMA, confusion_block, parquet_files, remove_temporaries
+from wsss_ray.store.output import PAIR_SCHEMA, confusion_block, parquet_files, remove_temporaries
 from wsss_ray.progress import Progress, RowCounter, killed_by, on_this_node
 
 
@@ -37,11 +37,11 @@ COUNTS = ("rows", "ok", "errors", *(f"labels_{v}" for v in LABELS_SOURCES))
 class AtomicParquetSink(Datasink):
     """One Parquet file per write task, made visible only once complete.
 
-    Files are written through :func:`wsss_ray.files.atomic_write`, so a killed job
+    Files are written through :func:`wsss_ray.store.files.atomic_write`, so a killed job
     never leaves a half-written file that a re-run would read. The name is a hash of
     the ids it holds, so a retried write task replaces its own file instead of
     duplicating rows. With `run_id`, a file is moved into place only while that run's
-    claim on the output stands (``wsss_ray.claim``): a write task that outlives its
+    claim on the output stands (``wsss_ray.store.claim``): a write task that outlives its
     killed driver cannot add rows that the run taking over writes too.
     """
 
@@ -101,7 +101,7 @@ def write_pending(source: str, output: str, run_id: str,
     The driver skeleton every Parquet-writing job shares, with nothing on the driver
     that grows with the collection: clear what a killed run left, read the input with
     Ray Data, drop ids already written and mark repeated ones inside the dataset
-    (``wsss_ray.inputs``), write atomically with a progress line, and count what this
+    (``wsss_ray.store.inputs``), write atomically with a progress line, and count what this
     run (`run_id`) wrote. The graph's last stage calls ``count_rows(counter, n)`` for
     each batch it finishes, which is what the progress line shows; its costly stages
     call ``count_attempt`` as they start a batch, so the summary's ``retried_batches``
