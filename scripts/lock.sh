@@ -2,10 +2,12 @@
 # Regenerate the pinned sets (`make lock`): resolve each environment afresh in a scratch venv
 # under build/, from its loose requirements, and write what pip installed, every transitive
 # package at its exact version:
-#   requirements/main.txt    <- pyproject.toml's dependencies with the [test,review] extras (.venv)
+#   requirements/main.txt    <- pyproject.toml's dependencies with the [test,review,docs] extras (.venv)
 #   requirements/review.txt  <- requirements/review.in (.venv-review: Label Studio, FiftyOne, pycocotools)
 # Then run `make test` (setup reinstalls from the new pins) and commit the lock files with the change.
 # Usage: scripts/lock.sh [main|review]...   (both when none is named; about 5 minutes each)
+# Versions pinned now are kept where they still fit; UPGRADE=1 scripts/lock.sh (make lock UPGRADE=1)
+# moves every package to the newest release that fits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,13 +17,24 @@ quiet_pip() {  # pip, without its notes about configured local index folders abs
   "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 
+# Like pip-compile: the packages pinned now keep their versions where they still fit (the lock is a
+# constraint), so adding one dependency moves nothing else; UPGRADE=1 resolves everything afresh.
+keep() {
+  if [[ -z "${UPGRADE:-}" && -f "requirements/$1.txt" ]]; then
+    cp "requirements/$1.txt" "build/lock-$1.constraints"
+    echo "-c build/lock-$1.constraints"
+  fi
+}
+
 install_main() {  # torch first, from the machine's wheel cache, so nothing else pulls a different build
   quiet_pip "$1/bin/pip" install --quiet "torch==2.14.1" "torchvision==0.29.1"
-  quiet_pip "$1/bin/pip" install --quiet -e ".[test,review]"
+  # shellcheck disable=SC2046
+  quiet_pip "$1/bin/pip" install --quiet $(keep main) -e ".[test,review,docs]"
 }
 
 install_review() {
-  quiet_pip "$1/bin/pip" install --quiet -r requirements/review.in
+  # shellcheck disable=SC2046
+  quiet_pip "$1/bin/pip" install --quiet $(keep review) -r requirements/review.in
 }
 
 lock() {

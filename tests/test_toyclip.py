@@ -28,7 +28,7 @@ def test_bundled_toyclip_is_packaged(toyclip):
 
 @pytest.mark.slow
 def test_zero_shot_map_above_floor(toyclip):
-    """Multi-label zero-shot mAP on fresh test seeds (README reports ~0.9+ on the test split)."""
+    """Multi-label zero-shot mAP on fresh test seeds (docs/concepts/toy-world.md reports ~0.9+ on the test split)."""
     assert zero_shot_map(toyclip.model, toyclip.tokenizer, _fresh(150)) > 0.85
 
 

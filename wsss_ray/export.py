@@ -10,7 +10,7 @@
   row's ``id`` beside the image's URL (local files through Label Studio's local-storage
   URLs under ``--document-root``; ``s3://`` and other URIs as they are, for its cloud
   storage); and ``labeling_config.xml``, the project's config (a brush per class, in the
-  PNGs' colours). The README walks through a project.
+  PNGs' colours). docs/guides/review.md walks through a project.
 - ``coco`` (``--to FILE.json``): COCO's format, one RLE segmentation (pycocotools'
   encoding) per (image, class) with its ``score`` (the label's ``label_quality``);
   ``images[].file_name`` is the row's image and ``images[].row_id`` its id.

@@ -20,20 +20,48 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from wsss_ray.store.claim import CLAIM_PREFIX
-from wsss_ray.store.files import is_temporary, list_files
+from wsss_ray.store.files import atomic_write, is_temporary, list_files
 from wsss_ray.masks import decode_png
 from wsss_ray.metrics import accumulate
 from wsss_ray.store.sources import load_image, load_mask
 
 
-OUTPUT_SCHEMA = pa.schema([
-    ("id", pa.string()), ("image", pa.string()), ("labels", pa.list_(pa.string())),
-    ("width", pa.int32()), ("height", pa.int32()), ("mask", pa.binary()), ("confidence", pa.binary()),
-    ("status", pa.string()), ("error", pa.string()),
-    ("labelset", pa.string()), ("model", pa.string()), ("method", pa.string()), ("run_id", pa.string()),
-    ("quality", pa.float32()), ("label_quality", pa.list_(pa.float32())),
-    ("labels_source", pa.string()), ("label_scores", pa.list_(pa.float32())),
-])
+# The output contract, column by column: (name, type, what it holds). The descriptions travel in
+# the Parquet files' schema (field metadata ``description``) and make the documentation's reference.
+COLUMNS = [
+    ("id", pa.string(), "The item's id, from the source; unique in an output."),
+    ("image", pa.string(), "The image's path or URI."),
+    ("labels", pa.list_(pa.string()),
+     "The image-level labels used: the input's, or the tagger's (see labels_source)."),
+    ("width", pa.int32(), "The (upright, EXIF orientation applied) image's width in pixels."),
+    ("height", pa.int32(), "The image's height in pixels."),
+    ("mask", pa.binary(),
+     "A single-channel 8-bit PNG of the image's size: the full per-pixel argmax, 0 background, i the i-th "
+     "class of the labelset (no 255); null on error."),
+    ("confidence", pa.binary(),
+     "An 8-bit PNG of the image's size: 0..255 is the argmax class's probability; null on error. Thresholds "
+     "are applied by its users (CGL training's cgl_threshold, export --min-confidence)."),
+    ("status", pa.string(), "ok or error."),
+    ("error", pa.string(),
+     "One sentence saying what went wrong and what to do; null when ok, except a note on an ok row whose "
+     "proposed label set is empty (its mask is all background)."),
+    ("labelset", pa.string(), "The labelset the run used (--labelset)."),
+    ("model", pa.string(), "The CLIP model spec the run used (--model); in prediction outputs, the checkpoint."),
+    ("method", pa.string(), "The CAM method the run used (--method); in prediction outputs, segnet (the trained segmenter)."),
+    ("run_id", pa.string(), "The run that wrote the row: its MLflow run id when tracked."),
+    ("quality", pa.float32(),
+     "How likely the mask is right, in [0, 1], higher is better: an estimate of its mIoU against the true "
+     "mask, made without ground truth (post.quality); null on error and in prediction outputs."),
+    ("label_quality", pa.list_(pa.float32()),
+     "The same estimate for each entry of labels, in order (that label's IoU); null on error."),
+    ("labels_source", pa.string(),
+     "given (the input's labels) or predicted (the tagger's, --labels missing or auto); null where an item "
+     "without labels failed before the tagger ran, and in prediction outputs."),
+    ("label_scores", pa.list_(pa.float32()),
+     "The tagger's score of each entry of labels, in order, when it proposed them; else null."),
+]
+OUTPUT_SCHEMA = pa.schema([pa.field(name, kind, metadata={"description": text}) for name, kind, text in COLUMNS])
+
 
 def parquet_files(output: str) -> tuple[pafs.FileSystem, list[str]]:
     """The complete Parquet files under `output` (hidden and temporary names skipped), sorted."""
@@ -71,8 +99,9 @@ def iter_output(output: str, columns: list[str] | None = None, batch_rows: int =
                 yield batch
 
 
-def output_overlays(output: str, n: int = 8) -> np.ndarray | None:
-    """The first n ok rows of an output as one image over pseudo-mask grid (None if no ok rows).
+def output_overlays(output: str, n: int = 8, height: int | None = None) -> np.ndarray | None:
+    """The first n ok rows of an output as one image over pseudo-mask grid (None if no ok rows),
+    each image scaled to `height` pixels when given (its mask with it, nearest neighbour).
 
     Reads one file at a time and stops at n rows, whatever the size of the output.
     """
@@ -85,7 +114,43 @@ def output_overlays(output: str, n: int = 8) -> np.ndarray | None:
         rows += [r for r in table.filter(pc.equal(table.column("status"), "ok")).to_pylist()][:n - len(rows)]
         if len(rows) == n:
             break
-    return overlay_grid([(load_image(r["image"]), decode_png(r["mask"])) for r in rows]) if rows else None
+    pairs = [(load_image(r["image"]), decode_png(r["mask"])) for r in rows]
+    if height is not None:
+        pairs = [_scaled(image, mask, height) for image, mask in pairs]
+    return overlay_grid(pairs) if pairs else None
+
+
+def _scaled(image: np.ndarray, mask: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    size = (max(1, round(image.shape[1] * height / image.shape[0])), height)
+    return (np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)),
+            np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST)))
+
+
+OVERVIEW_SUFFIX = "-overview.png"
+
+
+def overview_path(output: str) -> str:
+    """Where a job puts its overview image: beside the output folder, not among its rows
+    (``outputs/pseudolabels`` -> ``outputs/pseudolabels-overview.png``)."""
+    return output.rstrip("/") + OVERVIEW_SUFFIX
+
+
+def write_overview(output: str, n: int = 8, height: int = 160) -> str | None:
+    """Write the first `n` masks of `output` over their images (:func:`output_overlays`) as a PNG
+    at :func:`overview_path`, atomically; returns its path, None when the output has no ok row."""
+    import io
+
+    from PIL import Image
+
+    grid = output_overlays(output, n, height)
+    if grid is None:
+        return None
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    return atomic_write(overview_path(output), buf.getvalue())
+
 
 def remove_temporaries(output: str) -> None:
     """Drop the half-written files of a killed run (one job writes to an output at a time).
