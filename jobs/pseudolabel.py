@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from wsss_ray.cli import JobParser, run_job
+from wsss_ray.cli import JobParser, run_job, step
 from wsss_ray.config import CRF_BACKENDS, LABEL_MODES, METHODS, PRECISIONS, LabelJobConfig, resolve_label_job
 
 
@@ -50,7 +50,8 @@ def parse(argv: list[str] | None = None) -> tuple[LabelJobConfig, str | None]:
     if config.input is None:
         from wsss_ray.toyworld import default_collection
 
-        config = dataclasses.replace(config, input=default_collection("test", 200))
+        with step("pseudolabel", "generating the default input: 200 toy-world test images in outputs/toyworld-test"):
+            config = dataclasses.replace(config, input=default_collection("test", 200))
     return config, mlflow_uri
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 import ray
+from PIL import Image
 
 from wsss_ray.testing.processes import kill_tree
 from wsss_ray.testing.waits import wait_until
@@ -109,6 +110,15 @@ def test_mlflow_run_has_params_metrics_and_artifacts(ray_local, tmp_path):
     assert {"summary.json", "labelset.yaml", "prompts.txt", "overlays.png"} <= names
     assert mlrun.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     assert set(_table(tmp_path / "out").column("run_id").to_pylist()) == {summary["mlflow_run_id"]}
+    # The overview lies beside the output, not among its rows: six 64 px images, each scaled to 160 px,
+    # above their overlays; MLflow keeps the same picture.
+    assert summary["overview"] == str(tmp_path / "out-overview.png")
+    assert Image.open(summary["overview"]).size == (6 * 160, 2 * 160)
+    assert not list((tmp_path / "out").glob("*.png")) and _table(tmp_path / "out").num_rows == 6
+    # Where to look: the command that serves this store's UI, and the run's page there.
+    assert summary["mlflow_ui"].endswith(f"-m mlflow ui --backend-store-uri {uri} --port 5000")
+    assert summary["mlflow_run_url"] == (f"http://127.0.0.1:5000/#/experiments/{mlrun.info.experiment_id}"
+                                         f"/runs/{summary['mlflow_run_id']}")
 
 
 def test_labelling_goes_on_when_mlflow_is_down_and_keeps_its_summary_beside_the_output(ray_local, tmp_path, capsys):
@@ -121,6 +131,7 @@ def test_labelling_goes_on_when_mlflow_is_down_and_keeps_its_summary_beside_the_
     summary = run_tracked(LabelJobConfig(input=str(manifest), output=str(out), batch_size=3), down)
     assert (summary["rows"], summary["ok"]) == (6, 6) and _table(out).num_rows == 6
     assert capsys.readouterr().err.count(f"MLflow at {down} cannot be reached") == 1
+    assert "mlflow_ui" not in summary and "mlflow_run_url" not in summary  # no run in MLflow to show
     record = json.loads((out / "_tracking" / f"{summary['mlflow_run_id']}.json").read_text())
     assert record["dicts"]["summary.json"]["rows"] == 6 and record["params"]["model"] == "toyclip"
     assert set(_table(out).column("run_id").to_pylist()) == {summary["mlflow_run_id"]} == {record["run_id"]}

@@ -12,10 +12,16 @@ import path and loaded only to run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib
 import json
+import os
+import sys
+import threading
+import time
 import uuid
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from wsss_ray.config import parse_settings
 from wsss_ray.config.methods import load_target
@@ -86,6 +92,31 @@ class JobParser(argparse.ArgumentParser):
         return parse_settings(self, argv, resolve or self.settings, tracked=tracked, **extra)
 
 
+STEP_EVERY_S = 10.0  # the longest a job is silent while it starts or finishes
+
+
+@contextlib.contextmanager
+def step(tag: str, what: str, every: float = STEP_EVERY_S, stream=None) -> Iterator[None]:
+    """Say what a job is doing, on stderr: ``[tag] what ...`` now, ``[tag]   still what (N s)``
+    every `every` seconds while it lasts, and its time when it ends (or one line if it fails)."""
+    stream = stream or sys.stderr
+    start, done = time.monotonic(), threading.Event()
+    print(f"[{tag}] {what} ...", file=stream, flush=True)
+
+    def remind() -> None:
+        while not done.wait(every):
+            print(f"[{tag}]   still {what} ({time.monotonic() - start:.0f} s)", file=stream, flush=True)
+
+    reminder = threading.Thread(target=remind, daemon=True, name="wsss-ray-step")
+    reminder.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reminder.join()
+    print(f"[{tag}] {what}: done in {time.monotonic() - start:.1f} s", file=stream, flush=True)
+
+
 def run_job(tag: str, config: Any, run: str, mlflow_uri: str | None = None, tracked: bool = True,
             claims_itself: bool = False, hide: Iterable[str] = ()) -> int:
     """Run a job: `run` (``"module:function"``) called with `config` (and `mlflow_uri` when
@@ -104,8 +135,15 @@ def run_job(tag: str, config: Any, run: str, mlflow_uri: str | None = None, trac
 
     with quiet_known_ray_errors(), exit_on_job_error(tag):
         check_output(config.output)  # a held or unwritable output fails before Ray and MLflow start
-        function = load_target(run)
-        ray.init(ignore_reinit_error=True)
+        with step(tag, "importing the job's code (Ray" + (", MLflow)" if tracked else ")")):
+            function = load_target(run)
+            if tracked:
+                importlib.import_module("wsss_ray.tracking")
+        if not ray.is_initialized():
+            address = os.environ.get("RAY_ADDRESS")
+            with step(tag, f"connecting to Ray at {address}" if address else "starting Ray (or joining the one "
+                                                                             "running on this machine)"):
+                ray.init()
         args = (config, mlflow_uri) if tracked else (config,)
         if claims_itself:
             summary = function(*args)
@@ -116,4 +154,4 @@ def run_job(tag: str, config: Any, run: str, mlflow_uri: str | None = None, trac
     return 0
 
 
-__all__ = ["SHARED", "JobParser", "run_job"]
+__all__ = ["SHARED", "JobParser", "run_job", "step"]

@@ -37,18 +37,18 @@ import pyarrow as pa
 import ray
 
 from wsss_ray.budget import decode_side
+from wsss_ray.cli import step
 from wsss_ray.config import LabelJobConfig, Method, method_entry, params
 from wsss_ray.errors import JobError
 from wsss_ray.labelset import load_labelset
 from wsss_ray.metrics import tag_counts
-from wsss_ray.store import batch_confusion, output_overlays
 from wsss_ray.progress import count_attempt, count_rows, count_suspect
 from wsss_ray.ray_compat import actor_pool_map
 from wsss_ray.resources import actor_device, fit_cpus, gpus_per_holder
-from wsss_ray.store import unlabelled_folder
 from wsss_ray.stages import (decode_stage, full_pixels, lists, mark_error, objects, output_table, png_rows,
                              together_or_alone, writable_batch)
-from wsss_ray.store import write_pending
+from wsss_ray.store import (batch_confusion, load_image, overview_path, unlabelled_folder, write_overview,
+                            write_pending)
 
 
 BLANK = np.zeros((1, 1, 1), np.float16)  # the probabilities of a row that has none (an error row)
@@ -274,6 +274,8 @@ def run(config: LabelJobConfig, run_id: str | None = None, cam_stage: type = Cam
                             lambda items, counter: build_dataset(config, items, run_id, cam_stage, counter),
                             config.batch_size, config.rows_per_file, config.concurrency[1], config.limit,
                             progress_interval, num_classes=len(labelset) + 1)
+    with step("pseudolabel", f"drawing the first masks over their images into {overview_path(config.output)}"):
+        summary["overview"] = write_overview(config.output)
     return summary
 
 
@@ -284,14 +286,16 @@ def run_tracked(config: LabelJobConfig, mlflow_uri: str | None = None, **run_kwa
     """
     from wsss_ray import tracking
 
+    mlflow_uri = mlflow_uri or tracking.default_uri()
     with tracking.start_run("pseudolabel", params(config), mlflow_uri, output=config.output) as mlrun:
         summary = run(config, run_id=mlrun.info.run_id, **run_kwargs)
         summary["mlflow_run_id"] = mlrun.info.run_id
-        tracking.log_summary(summary)
-        tracking.log_text(load_labelset(config.labelset).to_yaml(), "labelset.yaml")
-        prompts = ray.get(method_prompts.remote(config, method_entry(config.method)))
-        tracking.log_text("\n".join(prompts), "prompts.txt")
-        grid = output_overlays(config.output)
-        if grid is not None:
-            tracking.log_image(grid, "overlays.png")
+        with step("pseudolabel", "logging the labelset, prompts and overview to MLflow"):
+            tracking.log_summary(summary)
+            tracking.log_text(load_labelset(config.labelset).to_yaml(), "labelset.yaml")
+            prompts = ray.get(method_prompts.remote(config, method_entry(config.method)))
+            tracking.log_text("\n".join(prompts), "prompts.txt")
+            if summary.get("overview"):
+                tracking.log_image(load_image(summary["overview"]), "overlays.png")
+        summary.update(tracking.ui_pointer(mlflow_uri, mlrun))
     return summary

@@ -34,12 +34,14 @@ from typing import Any, Callable
 import mlflow
 import numpy as np
 
+from wsss_ray.cli import step
 from wsss_ray.config import flatten
 
 __all__ = ["flatten", "is_offline", "log_child_run", "log_epochs", "log_file", "log_image", "log_metrics",
            "log_segmentation_model", "log_summary", "log_text", "reachable", "replay", "start_run"]
 
 DEFAULT_STORE = "outputs/mlflow.db"
+UI_PORT = 5000  # mlflow ui's own default
 
 
 def default_uri() -> str:
@@ -155,22 +157,23 @@ def start_run(experiment: str, params: dict, uri: str | None = None, run_name: s
         for k, v in _HTTP_DEFAULTS.items():  # MLflow's own default retries for minutes
             os.environ.setdefault(k, v)
     tracker = _Tracker(experiment, params, uri, run_name, output, tag or experiment)
-    down = reachable(uri)
     run = None
-    if down is not None:
-        tracker.fail(down)
-    else:
-        try:
-            mlflow.set_tracking_uri(uri)
-            if mlflow.get_experiment_by_name(experiment) is None:
-                mlflow.create_experiment(experiment, artifact_location=_artifact_root(uri))
-            mlflow.set_experiment(experiment)
-            run = mlflow.start_run(run_name=run_name, run_id=run_id)
-            tracker.record["mlflow_run_id"] = run.info.run_id
-            if run_id is None:
-                mlflow.log_params(_param_values(params))
-        except Exception as e:  # noqa: BLE001
-            tracker.fail(e)
+    with step(tag or experiment, f"opening an MLflow run in {uri}"):  # a new local store takes seconds
+        down = reachable(uri)
+        if down is not None:
+            tracker.fail(down)
+        else:
+            try:
+                mlflow.set_tracking_uri(uri)
+                if mlflow.get_experiment_by_name(experiment) is None:
+                    mlflow.create_experiment(experiment, artifact_location=_artifact_root(uri))
+                mlflow.set_experiment(experiment)
+                run = mlflow.start_run(run_name=run_name, run_id=run_id)
+                tracker.record["mlflow_run_id"] = run.info.run_id
+                if run_id is None:
+                    mlflow.log_params(_param_values(params))
+            except Exception as e:  # noqa: BLE001
+                tracker.fail(e)
     tracker.record["run_id"] = run.info.run_id if run is not None else uuid.uuid4().hex
     _active = tracker
     status = "FAILED"
@@ -186,6 +189,21 @@ def start_run(experiment: str, params: dict, uri: str | None = None, run_name: s
                 tracker.fail(e)
         tracker.record["status"] = status
         tracker.keep()  # a failed job's record too: what it had logged, marked FAILED
+
+
+def ui_pointer(uri: str, run) -> dict[str, str]:
+    """Where to see `run` in MLflow's UI: ``mlflow_run_url``, and for a local store the
+    ``mlflow_ui`` command that serves it (a tracking server serves its own UI)."""
+    if is_offline(run):
+        return {}
+    experiment = run.info.experiment_id
+    if uri.startswith(("http://", "https://")):
+        return {"mlflow_run_url": f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run.info.run_id}"}
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):  # the checkout's own virtualenv, said relative to where the job ran
+        python = python.relative_to(Path.cwd())
+    return {"mlflow_ui": f"{python} -m mlflow ui --backend-store-uri {uri} --port {UI_PORT}",
+            "mlflow_run_url": f"http://127.0.0.1:{UI_PORT}/#/experiments/{experiment}/runs/{run.info.run_id}"}
 
 
 def _log(record: Callable[[dict], None], log: Callable[[], Any]) -> None:

@@ -26,8 +26,8 @@ _SURFACE = {
                 "read_source", "unlabelled_folder"),
     "inputs": ("pending", "read_items"),
     "claim": ("OutputBusy", "OutputClaim", "OutputUnwritable", "check_output"),
-    "output": ("OUTPUT_SCHEMA", "batch_confusion", "iter_output", "output_overlays", "parquet_files",
-               "read_output"),
+    "output": ("OUTPUT_SCHEMA", "batch_confusion", "iter_output", "output_overlays", "overview_path",
+               "parquet_files", "read_output", "write_overview"),
     "writer": ("AtomicParquetSink", "ClaimLost", "evaluate_output", "write_pending"),
     "reviewed": ("reviewed_masks", "write_reviews"),
 }
@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # what the names are, for readers and type checkers; at run t
                                       list_files, local_file, read_bytes, run_folder)
     from wsss_ray.store.inputs import pending, read_items
     from wsss_ray.store.output import (OUTPUT_SCHEMA, batch_confusion, iter_output, output_overlays,
-                                       parquet_files, read_output)
+                                       overview_path, parquet_files, read_output, write_overview)
     from wsss_ray.store.reviewed import reviewed_masks, write_reviews
     from wsss_ray.store.sources import (Item, decode_image, decode_within, load_image, load_mask,
                                         read_manifest, read_source, unlabelled_folder)
