@@ -4,6 +4,8 @@ Everything runs on CPU and offline; no fixture sets HF_HUB_OFFLINE (test_clip ch
 fast-fail path without it).
 """
 
+import os
+import shutil
 import uuid
 
 import numpy as np
@@ -35,14 +37,53 @@ def tiny_clip(tiny_dir):
     return load_clip(f"local-dir:{tiny_dir}")
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray instance on 2 CPUs for one test module."""
+@pytest.fixture(scope="session")
+def _ray_session():
+    """Shuts down the session's shared Ray at the end (see `ray_local`)."""
+    yield
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_ray_session) -> str:
+    """The test session's local Ray on 2 CPUs, shared by every module that takes it; its GCS address.
+
+    Starting Ray costs seconds of both cores (its head processes, then workers that import
+    torch), so one instance serves the session and its idle workers serve the next module. A
+    test that needs Ray of its own (other settings, a cluster of several nodes) shuts this one
+    down first; the next module that takes this fixture starts it again.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    return ray.get_runtime_context().gcs_address
+
+
+@pytest.fixture
+def ray_env(ray_local) -> dict[str, str]:
+    """The environment of a job run as a subprocess: it joins the session's Ray (`ray_local`)
+    as one more driver instead of starting an instance of its own."""
+    return {**os.environ, "RAY_ADDRESS": ray_local}
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory):
+    """An empty MLflow sqlite store with its tables made: MLflow's migrations take seconds per store."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(_mlflow_template, tmp_path) -> str:
+    """A new, empty MLflow store of this test's own (a copy of the session's template): its URI."""
+    shutil.copyfile(_mlflow_template, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path}/mlflow.db"
 
 
 @pytest.fixture
@@ -62,3 +103,16 @@ def moto_s3(monkeypatch):
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     with moto_server(bucket) as url:
         yield url, bucket
+
+
+# Modules whose scenarios hold machine-wide resources (the fake cluster's GCS on port 6379, several
+# raylets, a `ray start`ed head): with `pytest -n N` (make test), one worker runs them one after another.
+MACHINE_WIDE = {"test_fake_cluster.py", "test_job_submit.py", "test_node_loss.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's ``--dist loadgroup``, a module's tests stay together (its module-scoped
+    fixtures, a trained model or a server, are made once) and the machine-wide scenarios share a group."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("machine-wide" if name in MACHINE_WIDE else str(item.path)))

@@ -11,6 +11,7 @@ from wsss_ray.masks import decode_png
 from wsss_ray.pipeline import CamStage, crf_in_actor, crf_stage
 from wsss_ray.stages import decode_stage
 from wsss_ray.toyworld import generate
+from wsss_ray.testing.settings import toy_job
 
 
 def _batch(manifest):
@@ -32,14 +33,13 @@ def test_the_steps_after_the_cams_run_in_the_actor_only_on_a_gpu_with_the_torch_
     assert crf_in_actor(config, device) is expected
 
 
-@pytest.mark.parametrize("crf", [CrfConfig(backend="torch", downsample=1), CrfConfig(backend="torch", iters=0)])
+@pytest.mark.parametrize("crf", [{"backend": "torch", "downsample": 1}, {"backend": "torch", "iters": 0}])
 def test_the_gpu_layouts_give_the_masks_of_crf_tasks(tmp_path, crf):
     """The GPU layouts (here forced on the CPU) label as the CPU layout does: the CRF in the actor
     (marginals to the CRF tasks), and every step on the actor's device (mask and confidence to
     the CRF tasks, which only encode them)."""
     manifest = generate(tmp_path / "toy", 6, seed=2_000_000)
-    config = LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), precision="fp32",
-                            post=PostConfig(crf=crf))
+    config = toy_job(input=str(manifest), output=str(tmp_path / "out"), precision="fp32", post={"crf": crf})
     stage = CamStage(config)
     assert stage.refine is False and stage.labeler.post_on_device is False  # a CPU actor: the CRF in CPU tasks
     masks, scores = {}, {}

@@ -99,3 +99,13 @@ def test_the_readme_is_short_and_opens_with_the_two_commands():
     first_block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
     assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == ["make run", "make test"]
     assert readme.index("```bash") < readme.index("## ")
+
+
+def test_the_design_documents_every_output_column_and_no_other():
+    from wsss_ray.store import OUTPUT_SCHEMA
+
+    design = (ROOT / "docs" / "DESIGN.md").read_text()
+    table = design.split("Output: a directory of Parquet files", 1)[1].split("\n\n", 2)[1]
+    named = {name.strip() for row in table.splitlines()[2:] for name in row.split("|")[1].split(",")}
+    run_metadata = {"labelset", "model", "method", "run_id"}  # "plus run metadata columns" below the table
+    assert named | run_metadata == set(OUTPUT_SCHEMA.names)

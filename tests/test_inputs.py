@@ -140,7 +140,7 @@ def test_evaluation_sums_per_block_confusion_matrices_to_the_direct_miou(ray_loc
     assert evaluate_output(str(tmp_path / "out"), str(tmp_path / "m.jsonl"), 3, truth=0) is None
 
 
-def test_the_labelling_driver_imports_neither_torch_nor_open_clip(tmp_path):
+def test_the_labelling_driver_imports_neither_torch_nor_open_clip(ray_local, tmp_path):
     """The driver checks settings, reads, resumes and evaluates without the model's libraries."""
     from wsss_ray.toyworld import generate
 
@@ -149,7 +149,7 @@ def test_the_labelling_driver_imports_neither_torch_nor_open_clip(tmp_path):
 import json, sys, ray
 from wsss_ray.config import resolve_label_job
 from wsss_ray.pipeline import run
-ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+ray.init(address={ray_local!r}, log_to_driver=False)  # a driver of the session's Ray
 summary = run(resolve_label_job({{"input": {str(manifest)!r}, "output": {str(tmp_path / 'out')!r},
                                  "post": {{"crf": {{"iters": 0}}}}}}))
 print(json.dumps({{"rows": summary["rows"], "miou": summary["miou"],

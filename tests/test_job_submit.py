@@ -75,11 +75,11 @@ def _submit(address: str, env: dict, job: list[str]) -> subprocess.CompletedProc
     return submit
 
 
-def test_ray_job_submit_runs_the_labelling_job_and_a_sweep(ray_head, tmp_path):
+def test_ray_job_submit_runs_the_labelling_job_and_a_sweep(ray_head, tmp_path, mlflow_uri):
     address, env = ray_head
     manifest = generate(tmp_path / "toy", 6, seed=2_000_500)
     out = tmp_path / "out"
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_uri
     submit = _submit(address, env, ["jobs/pseudolabel.py", "--input", str(manifest), "--output", str(out),
                                     "--mlflow-uri", uri, "--batch-size", "3"])
     summary = json.loads(next(line for line in submit.stdout.splitlines() if line.startswith('{"rows"')))
@@ -94,11 +94,11 @@ def test_ray_job_submit_runs_the_labelling_job_and_a_sweep(ray_head, tmp_path):
     assert result["trials"] == 2 and (tmp_path / "sweep" / "best_config.yaml").is_file()
 
 
-def test_ray_job_submit_learns_prompts_and_labels_with_semples_and_freeseg(ray_head, tmp_path):
+def test_ray_job_submit_learns_prompts_and_labels_with_semples_and_freeseg(ray_head, tmp_path, mlflow_uri):
     address, env = ray_head
     train = generate(tmp_path / "train", 8, seed=900)
     test = generate(tmp_path / "test", 4, seed=2_000_600)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_uri
     prompts = tmp_path / "prompts"
     learned = _submit(address, env, ["jobs/learn_prompts.py", "--input", str(train), "--output", str(prompts),
                                      "--epochs", "2", "--batch-size", "8", "--mlflow-uri", uri])

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wsss_ray.config import LabelJobConfig, TaggerConfig, resolve_label_job
+from wsss_ray.config import LabelJobConfig, resolve_label_job
 from wsss_ray.errors import JobError
 from wsss_ray.masks import decode_png
 from wsss_ray.store import OUTPUT_SCHEMA, read_output
 from wsss_ray.pipeline import NO_LABELS, run
 from wsss_ray.toyworld import generate
+from wsss_ray.testing.settings import toy_job
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +41,14 @@ def toy(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("toy"), 8, seed=2_000_000)
 
 
-def test_a_folder_of_images_without_labels_is_labelled_by_the_job_with_labels_auto(ray_local, toy, tmp_path, capsys):
+def test_a_folder_of_images_without_labels_is_labelled_by_the_job_with_labels_auto(ray_local, toy, tmp_path, capsys, mlflow_uri):
     folder = tmp_path / "photos"
     folder.mkdir()
     for line in _lines(toy):
         shutil.copy(toy.parent / line["image"], folder / f"{line['id']}.png")
     out = tmp_path / "out"
     assert _job("pseudolabel").main(["--input", str(folder), "--labels", "auto", "--output", str(out),
-                                     "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 0
+                                     "--mlflow-uri", mlflow_uri]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["rows"], summary["ok"], summary["labels_predicted"], summary["labels_given"]) == (8, 8, 8, 0)
     assert "tag_f1" not in summary  # nothing given to score against
@@ -70,13 +71,13 @@ def test_given_refuses_a_folder_without_labels_and_makes_an_item_without_labels_
     folder.mkdir()
     shutil.copy(toy.parent / _lines(toy)[0]["image"], folder / "a.png")
     with pytest.raises(JobError, match="has no labels.jsonl or labels.csv.*--labels missing"):
-        run(LabelJobConfig(input=str(folder), output=str(tmp_path / "refused"), labels="given"))
+        run(toy_job(input=str(folder), output=str(tmp_path / "refused"), labels="given"))
     lines = _lines(toy)[:4]
     del lines[1]["labels"]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps({**l, "image": str(toy.parent / l["image"]),
                                             "mask": str(toy.parent / l["mask"])}) + "\n" for l in lines))
-    summary = run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), labels="given", batch_size=4))
+    summary = run(toy_job(input=str(manifest), output=str(tmp_path / "out"), labels="given", batch_size=4))
     assert (summary["ok"], summary["errors"], summary["labels_given"]) == (3, 1, 3)
     rows = _rows(tmp_path / "out")
     bad = rows[lines[1]["id"]]
@@ -90,8 +91,8 @@ def test_missing_proposes_labels_only_for_the_lines_without_and_auto_scores_the_
     half[3]["labels"] = None  # null is as absent
     manifest = tmp_path / "half.jsonl"
     manifest.write_text("".join(json.dumps(l) + "\n" for l in half))
-    summary = run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "missing"), batch_size=4))
-    assert LabelJobConfig().labels == "missing"
+    summary = run(toy_job(input=str(manifest), output=str(tmp_path / "missing"), batch_size=4))
+    assert LabelJobConfig().labels == toy_job().labels == "missing"
     assert (summary["ok"], summary["labels_given"], summary["labels_predicted"]) == (8, 4, 4)
     assert "tag_f1" not in summary
     rows = _rows(tmp_path / "missing")
@@ -104,7 +105,7 @@ def test_missing_proposes_labels_only_for_the_lines_without_and_auto_scores_the_
 
     full = tmp_path / "full.jsonl"
     full.write_text("".join(json.dumps(l) + "\n" for l in lines))
-    summary = run(LabelJobConfig(input=str(full), output=str(tmp_path / "auto"), labels="auto", batch_size=4))
+    summary = run(toy_job(input=str(full), output=str(tmp_path / "auto"), labels="auto", batch_size=4))
     rows = _rows(tmp_path / "auto")
     assert summary["labels_predicted"] == 8 and {r["labels_source"] for r in rows.values()} == {"predicted"}
     truth = {l["id"]: set(l["labels"]) for l in lines}
@@ -117,8 +118,8 @@ def test_missing_proposes_labels_only_for_the_lines_without_and_auto_scores_the_
 
 
 def test_an_empty_proposed_label_set_gives_an_all_background_mask_and_says_so(ray_local, toy, tmp_path):
-    config = LabelJobConfig(input=str(toy), output=str(tmp_path / "out"), labels="auto",
-                            tagger=TaggerConfig(threshold=1.0), batch_size=4, limit=4)
+    config = toy_job(input=str(toy), output=str(tmp_path / "out"), labels="auto", tagger={"threshold": 1.0},
+                     batch_size=4, limit=4)
     summary = run(config)
     assert (summary["ok"], summary["errors"], summary["labels_predicted"]) == (4, 0, 4)
     table = read_output(str(tmp_path / "out"))

@@ -40,14 +40,14 @@ def _last_json(capsys) -> dict:
 
 
 @pytest.mark.slow
-def test_learn_resume_and_label_with_the_prompts(ray_local, tmp_path, capsys):
+def test_learn_resume_and_label_with_the_prompts(ray_local, tmp_path, capsys, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
     manifest = generate(tmp_path / "train", 16, seed=SPLIT_SEEDS["train"] + 900)
     with manifest.open("a") as f:                                   # an image the labelset does not know
         f.write(json.dumps({"id": "odd", "image": "images/toy0000900.png", "labels": ["unicorn"]}) + "\n")
     manifest = str(manifest)
-    out, uri = str(tmp_path / "prompts"), f"sqlite:///{tmp_path}/mlflow.db"
+    out, uri = str(tmp_path / "prompts"), mlflow_uri
     job = _job("learn_prompts")
     common = ["--input", manifest, "--output", out, "--batch-size", "16", "--mlflow-uri", uri]
     assert job.main(common + ["--epochs", "2"]) == 0

@@ -92,12 +92,12 @@ def test_a_registered_method_is_settable_and_validated(registered, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_registered_method_runs_through_the_job_end_to_end(registered, tmp_path, capsys):
+def test_a_registered_method_runs_through_the_job_end_to_end(registered, tmp_path, capsys, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
     manifest = generate(tmp_path / "toy", 5, seed=2_000_700)
     (tmp_path / "run.yaml").write_text("centre_disc: {radius: 0.5}\nbatch_size: 2\n")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_uri
     job = _job()
     assert job.main(["--input", str(manifest), "--output", str(tmp_path / "out"), "--method", "centre-disc",
                      "--config", str(tmp_path / "run.yaml"), "--no-crf", "--mlflow-uri", uri]) == 0

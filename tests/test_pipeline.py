@@ -34,7 +34,7 @@ def _table(out):
 def test_toy_world_run_schema_rows_and_resume(ray_local, tmp_path):
     manifest = generate(tmp_path / "toy", 12, seed=2_000_000)
     out = tmp_path / "out"
-    summary = run(LabelJobConfig(input=str(manifest), output=str(out), batch_size=4))
+    summary = run(toy_job(input=str(manifest), output=str(out), batch_size=4))
     assert (summary["rows"], summary["ok"], summary["errors"]) == (12, 12, 0)
     t = _table(out)
     assert t.schema.equals(OUTPUT_SCHEMA)
@@ -49,7 +49,7 @@ def test_toy_world_run_schema_rows_and_resume(ray_local, tmp_path):
     # scored as the batches finished; the same as a second pass over the output, which a resumed run makes
     assert summary["miou"] == evaluate_output(str(out), str(manifest), 9, truth=12) > 0
     assert summary["retried_batches"] == 0 and summary["took_over"] == []
-    again = run(LabelJobConfig(input=str(manifest), output=str(out), batch_size=4))
+    again = run(toy_job(input=str(manifest), output=str(out), batch_size=4))
     assert again["rows"] == 0 and again["skipped"] == 12 and again["miou"] == summary["miou"]
     assert _table(out).num_rows == 12  # every id exactly once
     assert set(t.column("run_id").to_pylist()) == {summary["run_id"]}
@@ -62,7 +62,7 @@ def test_the_gpu_layout_hands_its_quality_scores_through_ray_data_to_the_rows(ra
             self.refine = True
 
     manifest = generate(tmp_path / "toy", 4, seed=2_000_000)
-    config = LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=4, precision="fp32")
+    config = toy_job(input=str(manifest), output=str(tmp_path / "out"), batch_size=4, precision="fp32")
     assert run(config, cam_stage=RefiningCamStage)["ok"] == 4
     rows = read_output(str(tmp_path / "out"), ["labels", "quality", "label_quality"]).to_pylist()
     assert all(0 <= r["quality"] <= 1 and len(r["label_quality"]) == len(r["labels"]) for r in rows)
@@ -79,7 +79,7 @@ def test_bad_items_become_error_rows_and_nothing_is_lost(ray_local, tmp_path):
         json.loads(lines[1]),  # duplicate id
     ]
     manifest.write_text("\n".join(lines + [json.dumps(e) for e in extra]) + "\n")
-    summary = run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3))
+    summary = run(toy_job(input=str(manifest), output=str(tmp_path / "out"), batch_size=3))
     assert (summary["rows"], summary["ok"], summary["errors"]) == (8, 4, 4)
     rows = {(r["id"], r["status"]): r for r in _table(tmp_path / "out").to_pylist()}
     assert "cannot read image" in rows[("corrupt", "error")]["error"]
@@ -90,20 +90,21 @@ def test_bad_items_become_error_rows_and_nothing_is_lost(ray_local, tmp_path):
     assert all(r["mask"] is None for r in rows.values() if r["status"] == "error")
 
 
-def test_mlflow_run_has_params_metrics_and_artifacts(ray_local, tmp_path):
+def test_mlflow_run_has_params_metrics_and_artifacts(ray_local, tmp_path, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
     from wsss_ray.pipeline import run_tracked
 
     manifest = generate(tmp_path / "toy", 6, seed=2_000_200)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_tracked(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3), uri)
+    uri = mlflow_uri
+    summary = run_tracked(toy_job(input=str(manifest), output=str(tmp_path / "out"), batch_size=3), uri)
     client = MlflowClient(uri)
     mlrun = client.get_run(summary["mlflow_run_id"])
     assert mlrun.info.status == "FINISHED"
-    assert mlrun.data.params["model"] == "toyclip" and mlrun.data.params["post.bg_power"] == "1.0"
+    assert mlrun.data.params["model"] == "toyclip" and mlrun.data.params["post.bg_power"] == "0.5"  # toyclip's own
     assert mlrun.data.params["concurrency"] == "1,1" and mlrun.data.params["post.crf.iters"] == "10"
     assert mlrun.data.params["method"] == "excel" and mlrun.data.params["excel.box_threshold"] == "0.79"
+    assert mlrun.data.params["excel.max_side"] == "64" and mlrun.data.params["excel.input_size"] == ""
     assert mlrun.data.metrics["rows"] == 6 and mlrun.data.metrics["ok"] == 6
     assert mlrun.data.metrics["miou"] == pytest.approx(summary["miou"])
     names = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
@@ -128,7 +129,7 @@ def test_labelling_goes_on_when_mlflow_is_down_and_keeps_its_summary_beside_the_
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     manifest = generate(tmp_path / "toy", 6, seed=2_000_250)
     out = tmp_path / "out"
-    summary = run_tracked(LabelJobConfig(input=str(manifest), output=str(out), batch_size=3), down)
+    summary = run_tracked(toy_job(input=str(manifest), output=str(out), batch_size=3), down)
     assert (summary["rows"], summary["ok"]) == (6, 6) and _table(out).num_rows == 6
     assert capsys.readouterr().err.count(f"MLflow at {down} cannot be reached") == 1
     assert "mlflow_ui" not in summary and "mlflow_run_url" not in summary  # no run in MLflow to show
@@ -159,7 +160,7 @@ def test_a_crashed_cam_actor_is_restarted_and_no_row_is_lost(ray_local, tmp_path
             self.labeler.cam_tensors = crash_once
 
     manifest = generate(tmp_path / "toy", 6, seed=2_000_300)
-    summary = run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3),
+    summary = run(toy_job(input=str(manifest), output=str(tmp_path / "out"), batch_size=3),
                   cam_stage=CrashOnce)
     assert marker.exists()
     assert (summary["rows"], summary["ok"], summary["errors"]) == (6, 6, 0)
@@ -216,7 +217,7 @@ def test_a_large_photo_and_an_image_whose_labelling_raises_cost_nothing_but_that
         assert (decode_png(rows[it.id]["mask"]) == alone.mask).mean() > 0.99
 
 
-def test_killed_job_resumes_with_every_id_exactly_once(tmp_path):
+def test_killed_job_resumes_with_every_id_exactly_once(tmp_path, mlflow_uri, ray_env):
     """A driver killed with its local Ray mid-run (its CAM actor stalled after 3 batches, so the
     kill lands part-way on any machine); the job run again writes the rest, each id once."""
     n = 24
@@ -228,6 +229,7 @@ import ray
 from wsss_ray.config import resolve_label_job
 from wsss_ray.pipeline import run
 from wsss_ray.testing.gates import stalling_cam_stage
+from wsss_ray.testing.settings import toy_job
 ray.init(address="local", num_cpus=2, include_dashboard=False)
 run(resolve_label_job({{"input": {str(manifest)!r}, "output": {str(out)!r}, "concurrency": 1}},
                       {str(tmp_path / "small.yaml")!r}), cam_stage=stalling_cam_stage(3))
@@ -244,8 +246,8 @@ run(resolve_label_job({{"input": {str(manifest)!r}, "output": {str(out)!r}, "con
     assert 4 <= len(before) <= 6  # at most the 3 batches of up to 2 rows the actor labelled
     job = [sys.executable, str(Path(__file__).parents[1] / "jobs" / "pseudolabel.py"), "--input", str(manifest),
            "--output", str(out), "--config", str(tmp_path / "small.yaml"),
-           "--mlflow-uri", f"sqlite:///{tmp_path}/mlflow.db"]
-    env = {**os.environ, "RAY_ADDRESS": "local"}  # a fresh local Ray, whatever else runs here
+           "--mlflow-uri", mlflow_uri]
+    env = ray_env  # the run again: a driver that joins the session's Ray
     (out / ".part-stale.parquet.tmp-0123abcd").write_bytes(b"half a file")  # what a kill mid-write leaves
     result = subprocess.run(job, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -353,4 +355,4 @@ def test_an_input_that_kills_every_actor_fails_the_job_naming_it_instead_of_hang
     with open(manifest, "a") as f:
         f.write(json.dumps({"id": "poison", "image": str(tmp_path / "poison.png"), "labels": ["cow"]}) + "\n")
     with pytest.raises(JobError, match="^item 'poison' ends the cam stage's process each time it takes it"):
-        run(LabelJobConfig(input=str(manifest), output=str(tmp_path / "out"), batch_size=3), cam_stage=Poison)
+        run(toy_job(input=str(manifest), output=str(tmp_path / "out"), batch_size=3), cam_stage=Poison)

@@ -11,10 +11,10 @@ import pytest
 import ray
 
 from wsss_ray.testing.s3 import CREDENTIALS
-from wsss_ray.config import LabelJobConfig
 from wsss_ray.store import read_output
 from wsss_ray.pipeline import run
 from wsss_ray.toyworld import generate
+from wsss_ray.testing.settings import toy_job
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,10 @@ def test_pipeline_reads_and_writes_s3(s3, tmp_path):
     for path in local.rglob("*"):
         if path.is_file():
             client.upload_file(str(path), bucket, f"collection/{path.relative_to(local)}")
+    ray.shutdown()  # the session's Ray, if it runs: this job's workers need the S3 settings in their environment
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     try:
-        config = LabelJobConfig(input=f"s3://{bucket}/collection/manifest.jsonl", output=f"s3://{bucket}/out",
+        config = toy_job(input=f"s3://{bucket}/collection/manifest.jsonl", output=f"s3://{bucket}/out",
                                 batch_size=3)
         summary = run(config)
         again = run(config)

@@ -80,3 +80,21 @@ def test_an_output_with_no_ok_row_has_no_overview(tmp_path):
 
 def test_the_overview_path_of_an_object_store_output_is_its_sibling():
     assert overview_path("s3://bucket/runs/labels/") == "s3://bucket/runs/labels-overview.png"
+
+
+def test_the_ui_pointer_names_the_command_for_a_local_store_and_the_page_for_a_server(monkeypatch):
+    from types import SimpleNamespace
+
+    from wsss_ray import tracking
+
+    run = SimpleNamespace(info=SimpleNamespace(experiment_id="3", run_id="abc"))
+    local = tracking.ui_pointer("sqlite:////data/mlflow.db", run)
+    assert local["mlflow_ui"].endswith(" -m mlflow ui --backend-store-uri sqlite:////data/mlflow.db --port 5000")
+    assert local["mlflow_run_url"] == "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    assert tracking.ui_pointer("http://mlflow.internal:5000/", run) == {
+        "mlflow_run_url": "http://mlflow.internal:5000/#/experiments/3/runs/abc"}
+    # Under Ray Jobs the job's working folder may be gone when it ends: the interpreter's full path.
+    monkeypatch.setattr(Path, "cwd", classmethod(lambda cls: (_ for _ in ()).throw(FileNotFoundError(2, "gone"))))
+    import sys
+
+    assert tracking.ui_pointer("sqlite:////data/mlflow.db", run)["mlflow_ui"].startswith(f"{sys.executable} -m")

@@ -7,6 +7,7 @@ import pytest
 from wsss_ray.testing.s3 import FaultyS3
 from wsss_ray.store.claim import OutputClaim, OutputUnwritable, check_output, read_claims
 from wsss_ray.store import atomic_write, filesystem, read_bytes
+from wsss_ray.testing.settings import toy_job
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +74,7 @@ def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto_s3
     """Input and output on S3, every request failing twice first: the job finishes as if nothing happened."""
     import ray
 
-    from wsss_ray.config import LabelJobConfig
-    from wsss_ray.pipeline import run
+        from wsss_ray.pipeline import run
     from wsss_ray.store import read_output
     from wsss_ray.toyworld import generate
 
@@ -88,10 +88,11 @@ def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto_s3
         env = {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_REGION": "us-east-1"}
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        ray.shutdown()  # the session's Ray, if it runs: this job's workers need the proxy in their environment
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": env})
         try:
-            summary = run(LabelJobConfig(input=f"s3://{bucket}/collection/manifest.jsonl",
+            summary = run(toy_job(input=f"s3://{bucket}/collection/manifest.jsonl",
                                          output=f"s3://{bucket}/out", batch_size=3))
         finally:
             ray.shutdown()

@@ -20,7 +20,7 @@ def _log_a_job(run) -> None:
     tracking.log_image(np.full((4, 4, 3), 200, np.uint8), "overlays.png")
 
 
-def test_a_server_that_is_down_leaves_a_record_that_replays_once(tmp_path, capsys):
+def test_a_server_that_is_down_leaves_a_record_that_replays_once(tmp_path, capsys, mlflow_uri):
     down = f"http://127.0.0.1:{free_port()}"
     out = tmp_path / "out"
     with tracking.start_run("pseudolabel", {"model": "toyclip", "post.crf.iters": 10}, down, output=str(out)) as run:
@@ -32,7 +32,7 @@ def test_a_server_that_is_down_leaves_a_record_that_replays_once(tmp_path, capsy
     assert record["params"] == {"model": "toyclip", "post.crf.iters": 10} and record["mlflow_run_id"] is None
     assert (out / "_tracking" / run.info.run_id / "overlays.png").is_file()
 
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_uri
     assert tracking.main(["replay", str(out), "--mlflow-uri", store]) == 0
     replayed = json.loads(capsys.readouterr().out)["replayed"]
     assert len(replayed) == 1
@@ -47,9 +47,9 @@ def test_a_server_that_is_down_leaves_a_record_that_replays_once(tmp_path, capsy
     assert tracking.replay(str(out), store) == []  # a second replay logs nothing twice
 
 
-def test_while_mlflow_answers_a_run_holds_nothing_it_has_logged(tmp_path):
+def test_while_mlflow_answers_a_run_holds_nothing_it_has_logged(tmp_path, mlflow_uri):
     """Only what could not be logged waits in memory for the record; logged items, images included, are not kept."""
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = mlflow_uri
     with tracking.start_run("pseudolabel", {"model": "toyclip"}, store, output=str(tmp_path / "out")) as run:
         _log_a_job(run)
         record = tracking._active.record
@@ -69,9 +69,9 @@ def test_replay_refuses_while_the_server_is_still_down(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, capsys):
+def test_a_server_that_goes_away_mid_run_is_continued_by_the_replay(tmp_path, capsys, mlflow_uri):
     port = free_port()
-    uri, store = f"http://127.0.0.1:{port}", f"sqlite:///{tmp_path / 'server.db'}"
+    uri, store = f"http://127.0.0.1:{port}", mlflow_uri  # the server's store: made, as a new one is
 
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--default-artifact-root",
            str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

@@ -243,9 +243,8 @@ def test_clip_arch_trains_its_decoder_with_ray_train_and_predicts(ray_local, dat
 
 
 @pytest.mark.slow
-def test_an_image_that_kills_every_segmentation_actor_fails_prediction_naming_it(tmp_path):
+def test_an_image_that_kills_every_segmentation_actor_fails_prediction_naming_it(ray_local, tmp_path):
     """Prediction's actors restart a bounded number of times, as the labelling job's do."""
-    import ray
     from PIL import Image
 
     from wsss_ray.config import PredictConfig
@@ -271,13 +270,9 @@ def test_an_image_that_kills_every_segmentation_actor_fails_prediction_naming_it
     Image.fromarray(np.zeros((41, 50, 3), np.uint8)).save(tmp_path / "poison.png")
     with open(manifest, "a") as f:
         f.write(json.dumps({"id": "poison", "image": str(tmp_path / "poison.png"), "labels": ["cow"]}) + "\n")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    try:
-        with pytest.raises(JobError, match="^item 'poison' ends the segment stage's process each time it takes it"):
-            run(PredictConfig(checkpoint=str(checkpoint), input=str(manifest), output=str(tmp_path / "pred"),
-                              batch_size=2), segment_stage=Poison)
-    finally:
-        ray.shutdown()
+    with pytest.raises(JobError, match="^item 'poison' ends the segment stage's process each time it takes it"):
+        run(PredictConfig(checkpoint=str(checkpoint), input=str(manifest), output=str(tmp_path / "pred"),
+                          batch_size=2), segment_stage=Poison)
 
 
 @pytest.mark.slow
@@ -317,19 +312,19 @@ def test_predict_flags_share_the_labelling_jobs_names(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_training_sweep_reports_epochs_and_writes_a_train_config(data, tmp_path):
+def test_a_training_sweep_reports_epochs_and_writes_a_train_config(data, tmp_path, mlflow_uri, ray_env):
     import subprocess
 
     from mlflow.tracking import MlflowClient
 
     (tmp_path / "space.yaml").write_text("loss: {choice: [cgl, ce]}\n")
     (tmp_path / "base.yaml").write_text("epochs: 2\nbatch_size: 4\n")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = mlflow_uri
     result = subprocess.run(
         [sys.executable, str(ROOT / "jobs" / "tune.py"), "--kind", "train", "--input", data["parquet"], "--val",
          data["val"], "--space", str(tmp_path / "space.yaml"), "--config", str(tmp_path / "base.yaml"),
          "--num-samples", "2", "--searcher", "random", "--output", str(tmp_path / "sweep"), "--mlflow-uri", uri],
-        capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": "local"}, timeout=900)
+        capture_output=True, text=True, env=ray_env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     client = MlflowClient(uri)

@@ -200,7 +200,9 @@ def ui_pointer(uri: str, run) -> dict[str, str]:
     if uri.startswith(("http://", "https://")):
         return {"mlflow_run_url": f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run.info.run_id}"}
     python = Path(sys.executable)
-    with contextlib.suppress(ValueError):  # the checkout's own virtualenv, said relative to where the job ran
+    # The checkout's own virtualenv, said relative to where the job ran (a Ray Jobs working folder
+    # may be gone by the end of the job: then the full path).
+    with contextlib.suppress(ValueError, OSError):
         python = python.relative_to(Path.cwd())
     return {"mlflow_ui": f"{python} -m mlflow ui --backend-store-uri {uri} --port {UI_PORT}",
             "mlflow_run_url": f"http://127.0.0.1:{UI_PORT}/#/experiments/{experiment}/runs/{run.info.run_id}"}

@@ -9,6 +9,7 @@
     node_loss.py     a worker node lost mid-job on a multi-node cluster on this machine
     fake_cluster.py  the labelling job on the fake autoscaling cluster of cluster/local.yaml
     outputs.py       small labelling-job outputs with known masks, written directly
+    settings.py      the labelling settings toyclip runs with in the tests (its own, method excel)
 
 A test asserts on what a scenario returns; a benchmark (``benchmarks/``) prints its timings.
 """

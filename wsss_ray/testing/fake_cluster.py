@@ -29,11 +29,11 @@ from wsss_ray.testing.loopback import free_port
 from wsss_ray.testing.processes import command_lines
 
 REPO = Path(__file__).resolve().parents[2]  # the source checkout: cluster/ and jobs/
-DASHBOARD = "http://127.0.0.1:8265"
+DASHBOARD = {"url": "http://127.0.0.1:8265"}  # the running scenario's; set by scale_cycle to a free port
 
 
 def _get(path: str) -> dict:
-    with urllib.request.urlopen(f"{DASHBOARD}{path}", timeout=5) as r:
+    with urllib.request.urlopen(f"{DASHBOARD['url']}{path}", timeout=5) as r:
         return json.loads(r.read())
 
 
@@ -88,14 +88,16 @@ def scale_cycle(workdir: Path, n: int = 24, timeout: float = 600) -> dict:
     manifest = generate(workdir / "toy", n, seed=2_000_700)
     output = workdir / "out"
     ray = [f"{bin_dir}/ray"]
+    dashboard_port = free_port()  # not 8265, which another Ray on this machine may hold
+    DASHBOARD["url"] = f"http://127.0.0.1:{dashboard_port}"
     _run(ray + ["start", "--head", "--num-cpus=0", f"--autoscaling-config={REPO / 'cluster' / 'local.yaml'}",
-                "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+                "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats",
                 f"--dashboard-agent-listen-port={free_port()}"], env)  # 52365 may belong to another Ray
     try:
         _wait(lambda: _reachable(), 120, "the dashboard")
         workers_before = worker_nodes()
         _run(ray + ["job", "submit", "--no-wait", "--submission-id", "fake-cluster-job",
-                    "--address", DASHBOARD, "--working-dir", str(REPO), "--",
+                    "--address", DASHBOARD["url"], "--working-dir", str(REPO), "--",
                     "python", "jobs/pseudolabel.py", "--input", str(manifest), "--output", str(output),
                     "--mlflow-uri", f"sqlite:///{workdir}/mlflow.db", "--batch-size", "4", "--concurrency", "1,2"],
              env, retry_s=120)

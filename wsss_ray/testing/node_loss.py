@@ -126,14 +126,14 @@ def label(manifest: str, output: Path, cluster: Cluster, kill: bool, cpus: int, 
           nth: int = 3) -> dict:
     """The labelling job (2 CAM actors, each holding its `nth` batch `hold` s), with or without
     losing the node of the first actor to hold one, while it holds it."""
-    from wsss_ray.config import LabelJobConfig
     from wsss_ray.store import is_temporary
     from wsss_ray.pipeline import run
+    from wsss_ray.testing.settings import toy_job
     from wsss_ray.store import read_output
 
     marks = output.parent / f"{output.name}-marks"
     marks.mkdir()
-    config = LabelJobConfig(input=manifest, output=str(output), batch_size=4, rows_per_file=8, concurrency=(2, 2))
+    config = toy_job(input=manifest, output=str(output), batch_size=4, rows_per_file=8, concurrency=(2, 2))
     start = time.time()
     thread, out = _in_thread(lambda: run(config, cam_stage=holding_cam_stage(marks, hold, nth),
                                          progress_interval=3600))
