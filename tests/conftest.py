@@ -104,15 +104,3 @@ def moto_s3(monkeypatch):
     with moto_server(bucket) as url:
         yield url, bucket
 
-
-# Modules whose scenarios hold machine-wide resources (the fake cluster's GCS on port 6379, several
-# raylets, a `ray start`ed head): with `pytest -n N` (make test), one worker runs them one after another.
-MACHINE_WIDE = {"test_fake_cluster.py", "test_job_submit.py", "test_node_loss.py"}
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist's ``--dist loadgroup``, a module's tests stay together (its module-scoped
-    fixtures, a trained model or a server, are made once) and the machine-wide scenarios share a group."""
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("machine-wide" if name in MACHINE_WIDE else str(item.path)))

@@ -25,17 +25,17 @@ def labelled(node_loss, cluster, tmp_path_factory):
     from wsss_ray.toyworld import generate
 
     root = tmp_path_factory.mktemp("node-loss")
-    manifest = generate(root / "toy", 240, seed=3_000_000)
+    manifest = generate(root / "toy", 96, seed=3_000_000)
     return root, node_loss.label(str(manifest), root / "out", cluster, kill=True, cpus=2)
 
 
 def test_labelling_loses_a_cam_actor_node_and_writes_every_id_exactly_once(labelled):
     root, r = labelled
-    expected = sorted(f"toy{3_000_000 + i:07d}" for i in range(240))
+    expected = sorted(f"toy{3_000_000 + i:07d}" for i in range(96))
     assert sorted(set(r["ids"])) == expected and r["duplicated"] == 0
-    assert (r["summary"]["rows"], r["summary"]["ok"], r["summary"]["errors"]) == (240, 240, 0)
+    assert (r["summary"]["rows"], r["summary"]["ok"], r["summary"]["errors"]) == (96, 96, 0)
     assert r["summary"]["retried_batches"] >= 1  # the batch held on the lost node at least, said in the summary
-    assert r["temporaries"] == [] and r["rows_at_kill"] < 240  # the node went while the job had rows to write
+    assert r["temporaries"] == [] and r["rows_at_kill"] < 96  # the node went while the job had rows to write
 
 
 def test_training_loses_a_worker_node_and_resumes_from_the_last_checkpoint(node_loss, cluster, labelled):

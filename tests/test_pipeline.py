@@ -23,6 +23,7 @@ from wsss_ray.pipeline import CamStage, run
 from wsss_ray.progress import Progress
 from wsss_ray.toyworld import generate
 from wsss_ray.store import evaluate_output
+from wsss_ray.testing.settings import toy_job
 
 pytestmark = pytest.mark.slow
 
@@ -229,7 +230,6 @@ import ray
 from wsss_ray.config import resolve_label_job
 from wsss_ray.pipeline import run
 from wsss_ray.testing.gates import stalling_cam_stage
-from wsss_ray.testing.settings import toy_job
 ray.init(address="local", num_cpus=2, include_dashboard=False)
 run(resolve_label_job({{"input": {str(manifest)!r}, "output": {str(out)!r}, "concurrency": 1}},
                       {str(tmp_path / "small.yaml")!r}), cam_stage=stalling_cam_stage(3))

@@ -74,7 +74,7 @@ def test_the_labelling_job_on_a_flaky_store_writes_every_id_exactly_once(moto_s3
     """Input and output on S3, every request failing twice first: the job finishes as if nothing happened."""
     import ray
 
-        from wsss_ray.pipeline import run
+    from wsss_ray.pipeline import run
     from wsss_ray.store import read_output
     from wsss_ray.toyworld import generate
 
