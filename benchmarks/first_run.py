@@ -65,7 +65,8 @@ def main() -> int:
     print(f"\n{args.command!r} in {'this checkout' if args.here else 'a fresh clone'} ({where}): "
           f"exit {status}, {lines[-1][0]:.1f} s, {len(lines)} lines")
     print(f"longest silence: {gap:.1f} s, ended at {at:.1f} s by: {line[:160]}")
-    print(f"overview: {summary.get('overview')}\nmlflow_ui: {summary.get('mlflow_ui')}")
+    for key in ("rows", "ok", "miou", "overview", "mlflow_ui"):
+        print(f"{key}: {summary.get(key)}")
     return status
 
 
