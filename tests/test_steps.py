@@ -98,3 +98,17 @@ def test_the_ui_pointer_names_the_command_for_a_local_store_and_the_page_for_a_s
     import sys
 
     assert tracking.ui_pointer("sqlite:////data/mlflow.db", run)["mlflow_ui"].startswith(f"{sys.executable} -m")
+
+
+def test_an_overview_that_cannot_be_written_costs_the_job_one_line_not_its_run(monkeypatch, tmp_path, capsys):
+    import wsss_ray.pipeline as pipeline
+
+    def read_only(output):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pipeline, "write_overview", read_only)
+    assert pipeline.overview(str(tmp_path / "out")) is None
+    err = capsys.readouterr().err
+    assert f"[pseudolabel] no overview: {tmp_path / 'out-overview.png'} could not be written" in err
+    assert err.splitlines()[-1].startswith(f"[pseudolabel] drawing the first masks over their images into "
+                                           f"{tmp_path / 'out-overview.png'}: done in ")

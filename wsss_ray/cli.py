@@ -98,7 +98,8 @@ STEP_EVERY_S = 10.0  # the longest a job is silent while it starts or finishes
 @contextlib.contextmanager
 def step(tag: str, what: str, every: float = STEP_EVERY_S, stream=None) -> Iterator[None]:
     """Say what a job is doing, on stderr: ``[tag] what ...`` now, ``[tag]   still what (N s)``
-    every `every` seconds while it lasts, and its time when it ends (or one line if it fails)."""
+    every `every` seconds while it lasts, and its time when it ends (a step that raises says no more:
+    its error does)."""
     stream = stream or sys.stderr
     start, done = time.monotonic(), threading.Event()
     print(f"[{tag}] {what} ...", file=stream, flush=True)

@@ -11,14 +11,15 @@ them (docs/RESULTS.md). A bad item becomes an ``error`` row and never stops the 
 
 The data path, top to bottom, and where each step lives:
 
-    input     wsss_ray.store.inputs.read_items      sources -> item rows (Ray Data readers)
-    resume    wsss_ray.store.inputs.pending         drop ids already written, mark repeated ones
-    decode    wsss_ray.stages.decode_stage    CPU tasks; within the size budget (wsss_ray.budget)
-    cam       CamStage                        actor pool: labels proposed where needed (wsss_ray.tagger),
-                                              CAMs -> class probabilities (on a GPU: -> mask, confidence)
-    crf       crf_stage                       CPU tasks: dense CRF -> mask, confidence; PNGs -> rows
-    rows      wsss_ray.stages.output_table    OUTPUT_SCHEMA (wsss_ray.store.output)
-    sink      wsss_ray.store.writer                 claim, atomic Parquet files, progress, score
+    input     wsss_ray.store.inputs.read_items  sources -> item rows (Ray Data readers)
+    resume    wsss_ray.store.inputs.pending     drop ids already written, mark repeated ones
+    decode    wsss_ray.stages.decode_stage      CPU tasks; within the size budget (wsss_ray.budget)
+    cam       CamStage                          actor pool: labels proposed where needed (wsss_ray.tagger),
+                                                CAMs -> class probabilities (on a GPU: -> mask, confidence)
+    crf       crf_stage                         CPU tasks: dense CRF -> mask, confidence; PNGs -> rows
+    rows      wsss_ray.stages.output_table      OUTPUT_SCHEMA (wsss_ray.store.output)
+    sink      wsss_ray.store.writer             claim, atomic Parquet files, progress, score
+    overview  wsss_ray.store.write_overview     the first masks over their images, beside the output
 
 :func:`build_dataset` is that graph; :func:`run` hands it to the shared driver
 (``wsss_ray.store.writer.write_pending``), which prediction uses too.
@@ -30,6 +31,7 @@ the driver never imports it (nor torch): the stages import it where they run.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import uuid
 
 import numpy as np
@@ -274,9 +276,20 @@ def run(config: LabelJobConfig, run_id: str | None = None, cam_stage: type = Cam
                             lambda items, counter: build_dataset(config, items, run_id, cam_stage, counter),
                             config.batch_size, config.rows_per_file, config.concurrency[1], config.limit,
                             progress_interval, num_classes=len(labelset) + 1)
-    with step("pseudolabel", f"drawing the first masks over their images into {overview_path(config.output)}"):
-        summary["overview"] = write_overview(config.output)
+    summary["overview"] = overview(config.output)
     return summary
+
+
+def overview(output: str) -> str | None:
+    """Write the output's overview image (:func:`wsss_ray.store.write_overview`); its path, or None
+    with one line on stderr when it cannot be written: the rows are, so that is not the job's failure."""
+    path = overview_path(output)
+    with step("pseudolabel", f"drawing the first masks over their images into {path}"):
+        try:
+            return write_overview(output)
+        except OSError as e:
+            print(f"[pseudolabel] no overview: {path} could not be written ({e})", file=sys.stderr, flush=True)
+            return None
 
 
 def run_tracked(config: LabelJobConfig, mlflow_uri: str | None = None, **run_kwargs) -> dict:
