@@ -44,11 +44,11 @@ class CrfConfig:
     """
 
     iters: int = 10
-    gauss_sxy: float = 1.0
-    gauss_compat: float = 3.0
-    bilateral_sxy: float = 67.0
-    bilateral_srgb: float = 3.0
-    bilateral_compat: float = 4.0
+    gauss_sxy: float = 1.0          # the smoothness kernel's position scale, in pixels
+    gauss_compat: float = 3.0       # its weight
+    bilateral_sxy: float = 67.0     # the appearance kernel's position scale, in pixels
+    bilateral_srgb: float = 3.0     # its colour scale (0..255)
+    bilateral_compat: float = 4.0   # its weight
     backend: str = "auto"       # auto: pydensecrf on a CPU, torch at full resolution on a GPU; torch: the
                                 # permutohedral lattice on the caller's device; pydensecrf: the reference
     downsample: int = 4         # torch: mean field on a grid up to this many times coarser (1: full resolution)
@@ -117,8 +117,8 @@ class PostConfig:
     each mask and each of its labels (:class:`QualityConfig`).
     """
 
-    bg_power: float = 1.0
-    bg_threshold: float | None = None
+    bg_power: float = 1.0                   # the background is (1 - max_k cam_k) ** bg_power
+    bg_threshold: float | None = None       # a constant background score instead (None: bg_power's)
     crf: CrfConfig = field(default_factory=CrfConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
 
@@ -152,18 +152,18 @@ class TaggerConfig:
     the default is off; toyclip's own settings turn it on.
     """
 
-    kind: str = "tagclip"
+    kind: str = "tagclip"                    # tagclip (local-to-global) | global (the baseline)
     threshold: float = 0.3
-    top_k: int | None = None
+    top_k: int | None = None                  # at most this many labels (None: no cap)
     templates: tuple[str, ...] | None = None  # None: the labelset's
     side: int | None = None                   # the long side the tagger's model sees (None: its native size)
-    flip: bool = True
-    refine: bool = True
-    reidentify: bool = True
-    candidates: int = 4
-    region: float = 0.5
-    global_weight: float = 0.5
-    min_label_quality: float = 0.0
+    flip: bool = True                         # average with the mirrored image's global classification
+    refine: bool = True                       # refine the patch classification by earlier blocks' attention
+    reidentify: bool = True                   # classify each candidate again on its own region
+    candidates: int = 4                       # the best classes reidentified
+    region: float = 0.5                       # a candidate's region: patches at this share of its best patch
+    global_weight: float = 0.5                # the global classification's share of the score
+    min_label_quality: float = 0.0            # drop a proposed label whose label_quality is below (0: off)
 
     def __post_init__(self):
         choice("tagger.kind", self.kind, TAGGER_KINDS)
@@ -201,7 +201,7 @@ class LabelJobConfig:
     num_gpus: float | None = None           # per CAM actor; None: 1 if the cluster has GPUs, else 0
     num_cpus: float = 1.0                   # per CAM actor; below 1 packs more actors onto a CPU-only node
     rows_per_file: int = 4096               # rows per Parquet file (the unit of resume)
-    max_pixels: int = 50_000_000
+    max_pixels: int = 50_000_000            # an image with more pixels is an error row (decompression bombs)
     precision: str = "auto"                 # the CAM model's autocast: auto = bf16 on CPUs with native bf16, else fp32
     labels: str = "missing"                 # given | missing (proposed where absent) | auto (always proposed)
     post: PostConfig = field(default_factory=PostConfig)

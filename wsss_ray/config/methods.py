@@ -30,8 +30,8 @@ class PromptedCamConfig:
 
     templates: tuple[str, ...] | None = None    # None: the labelset's
     synonym_fusion: str = "concat"              # concat (CLIP-ES) | mean | name
-    background_words: bool = True
-    scales: tuple[float, ...] = (1.0,)
+    background_words: bool = True               # the labelset's background words join the classes' texts
+    scales: tuple[float, ...] = (1.0,)          # image scales whose CAMs are averaged (x max_side)
     max_side: int | None = 640                  # the model sees the image shrunk to this long side (x scales)
 
     def __post_init__(self):
@@ -51,12 +51,12 @@ class ClipESConfig(PromptedCamConfig):
 
     softmax_over: str = "present"               # present (CLIP-ES) | all
     score: str = "softmax"                      # softmax (CLIP-ES) | logit (plain Grad-CAM)
-    caa: bool = True
+    caa: bool = True                            # class-aware attention affinity after the CAMs
     caa_layers: int | None = None               # None: the last 2/3 of the blocks (8 of 12 in CLIP-ES)
     caa_source: str = "attention"               # attention (CLIP-ES) | keys (key self-similarity)
-    box_threshold: float = 0.4
-    sinkhorn_iters: int = 3
-    affinity_power: int = 2
+    box_threshold: float = 0.4                  # a class's box: where its CAM reaches this share of its maximum
+    sinkhorn_iters: int = 3                     # Sinkhorn normalisation rounds of the attention affinity
+    affinity_power: int = 2                     # the affinity's matrix power: propagation steps
     max_pairs: int = 64                         # (image, class) pairs per last-block pass; memory only
 
     def __post_init__(self):
@@ -148,14 +148,14 @@ class ExcelConfig(PromptedCamConfig):
     dense_layers: int | None = None             # None: 5 of 12 blocks (ViT-B/16's), in proportion to the model's
     affinity: bool = True                       # the class-aware affinity (off: the calibrated maps as they are)
     affinity_layers: int | None = None          # None: dense_layers + 1 (6 on ViT-B/16)
-    box_threshold: float = 0.79
-    sinkhorn_iters: int = 3
-    affinity_power: int = 2
+    box_threshold: float = 0.79                 # a class's box: where its map reaches this share of its maximum
+    sinkhorn_iters: int = 3                     # Sinkhorn normalisation rounds of the attention affinity
+    affinity_power: int = 2                     # the affinity's matrix power: propagation steps
     par_iters: int = 0                          # PAR's iterations (the authors': 20); 0: none, the dense CRF alone
-    par_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)
+    par_dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)  # PAR's neighbour distances in pixels (the authors')
     par_max_side: int | None = 320              # PAR runs on the image shrunk to this long side
     descriptors: str | None = None              # JSON of class descriptions (local or URI); None: no enrichment
-    clusters: int = 112
+    clusters: int = 112                         # attribute centres k-means makes of the descriptions
     drop_share: float = 0.1                     # the share of least similar attribute centres each class ignores
 
     def __post_init__(self):
